@@ -1,0 +1,55 @@
+//! Accept loops: one task per listener, stopped by the shutdown watch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::bridge::level;
+use crate::http1::{self, Peer};
+use crate::server::{ServerCore, RUNNING};
+
+/// Accept errors such as EMFILE are transient: pause instead of spinning.
+async fn accept_failed(core: &ServerCore, e: std::io::Error) {
+    let fd_exhausted = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+    if fd_exhausted {
+        core.bridge.log(
+            level::WARN,
+            &format!("Accept error (FD exhaustion): {e} - pausing accept for 100ms"),
+        );
+    } else {
+        core.bridge.log(level::ERROR, &format!("Accept error: {e}"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+pub async fn tcp_loop(core: Arc<ServerCore>, l: TcpListener) {
+    let mut sd = core.shutdown_watch();
+    while *sd.borrow() == RUNNING {
+        tokio::select! {
+            r = l.accept() => match r {
+                Ok((s, peer)) => {
+                    let _ = s.set_nodelay(true);
+                    let local = s.local_addr().ok();
+                    http1::spawn(core.clone(), s, Peer::Tcp { client: peer, server: local });
+                }
+                Err(e) => accept_failed(&core, e).await,
+            },
+            r = sd.changed() => if r.is_err() { break },
+        }
+    }
+}
+
+pub async fn unix_loop(core: Arc<ServerCore>, l: UnixListener, path: String) {
+    let path: Arc<str> = path.into();
+    let mut sd = core.shutdown_watch();
+    while *sd.borrow() == RUNNING {
+        tokio::select! {
+            r = l.accept() => match r {
+                Ok((s, _)) => http1::spawn(core.clone(), s, Peer::Unix { path: path.clone() }),
+                Err(e) => accept_failed(&core, e).await,
+            },
+            r = sd.changed() => if r.is_err() { break },
+        }
+    }
+}

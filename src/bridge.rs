@@ -1,0 +1,162 @@
+//! The Rust -> Perl half of the bridge.
+//!
+//! Tokio tasks append encoded records to one byte buffer per server and wake
+//! the Perl thread through an eventfd. The eventfd is written only on the
+//! empty -> non-empty transition (tracked by `armed`), and Perl takes every
+//! queued record in one `drain` call, so one wake-up carries many requests.
+//!
+//! Wire format of a record (native endian, decoded by xs/Server.xs):
+//!   u8 kind, u64 id, then kind-specific fields; a "bytes" field is a u32
+//!   length followed by that many bytes.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Record kinds; the numbers are shared with xs/Server.xs.
+pub mod kind {
+    pub const REQUEST: u8 = 1;
+    pub const BODY: u8 = 2;
+    pub const DISCONNECT: u8 = 3;
+    pub const DRAIN: u8 = 4;
+    pub const LOG: u8 = 5;
+    pub const IDLE: u8 = 6;
+}
+
+/// Log levels carried by LOG records (PAGI::Server maps them to its names).
+pub mod level {
+    pub const ERROR: u8 = 1;
+    pub const WARN: u8 = 2;
+}
+
+pub struct Bridge {
+    buf: Mutex<Vec<u8>>,
+    armed: AtomicBool,
+    efd: OwnedFd,
+}
+
+/// Appends fields of one record; only reachable through `Bridge::push`.
+pub struct RecordWriter<'a> {
+    buf: &'a mut Vec<u8>,
+}
+
+impl RecordWriter<'_> {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_ne_bytes());
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_ne_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        // Fields are bounded by the HTTP limits long before 4 GiB.
+        let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
+        self.u32(len);
+        self.buf.extend_from_slice(&v[..len as usize]);
+        self
+    }
+}
+
+impl Bridge {
+    pub fn new() -> io::Result<Bridge> {
+        // SAFETY: eventfd has no memory-safety preconditions.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Bridge {
+            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            armed: AtomicBool::new(false),
+            // SAFETY: fd was just returned by eventfd and is owned by nobody else.
+            efd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.efd.as_raw_fd()
+    }
+
+    /// Appends one record built by `fill` and wakes Perl if it was idle.
+    pub fn push(&self, kind: u8, id: u64, fill: impl FnOnce(&mut RecordWriter<'_>)) {
+        {
+            let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+            buf.push(kind);
+            buf.extend_from_slice(&id.to_ne_bytes());
+            fill(&mut RecordWriter { buf: &mut buf });
+        }
+        if !self.armed.swap(true, Ordering::SeqCst) {
+            let one: u64 = 1;
+            // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A
+            // failure (counter overflow) still leaves the fd readable.
+            unsafe {
+                libc::write(self.fd(), (&one as *const u64).cast(), 8);
+            }
+        }
+    }
+
+    pub fn log(&self, lvl: u8, msg: &str) {
+        self.push(kind::LOG, 0, |w| {
+            w.u8(lvl).bytes(msg.as_bytes());
+        });
+    }
+
+    /// Takes every queued record. `spare` is the buffer handed out by the
+    /// previous drain; it is reused so steady state allocates nothing.
+    pub fn drain(&self, spare: &mut Vec<u8>) {
+        let mut counter = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a local array; EAGAIN is fine.
+        unsafe {
+            libc::read(self.fd(), counter.as_mut_ptr().cast(), 8);
+        }
+        // Disarm before taking the buffer: a push that lands after the swap
+        // then sees `armed == false` and wakes us again.
+        self.armed.store(false, Ordering::SeqCst);
+        spare.clear();
+        let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *buf, spare);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn wakes_once_and_drains_everything() {
+        let b = Bridge::new().expect("eventfd");
+        assert!(!readable(b.fd()));
+        b.push(kind::DRAIN, 7, |_| {});
+        b.push(kind::BODY, 8, |w| {
+            w.bytes(b"abc").u8(1);
+        });
+        assert!(readable(b.fd()));
+        let mut out = Vec::new();
+        b.drain(&mut out);
+        assert!(!readable(b.fd()));
+        assert_eq!(out.len(), (1 + 8) + (1 + 8 + 4 + 3 + 1));
+        assert_eq!(out[0], kind::DRAIN);
+        assert_eq!(&out[1..9], &7u64.to_ne_bytes());
+        assert_eq!(out[9], kind::BODY);
+        // A push after the drain wakes again.
+        b.push(kind::IDLE, 0, |_| {});
+        assert!(readable(b.fd()));
+        b.drain(&mut out);
+        assert_eq!(out, vec![kind::IDLE, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+}

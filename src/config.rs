@@ -1,0 +1,137 @@
+//! Server configuration handed over from Perl as `key=value` lines.
+//!
+//! PAGI::Server validates options with the reference's messages before they
+//! get here; this parser still rejects what it cannot use, naming the key.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListenSpec {
+    Tcp { host: String, port: u16 },
+    Unix { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<ListenSpec>,
+    pub backlog: i32,
+    pub server_header: String,
+    pub access_log: bool,
+    pub high_watermark: usize,
+    pub low_watermark: usize,
+    /// Test hook: a request for exactly this path panics inside Rust.
+    pub panic_path: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Vec::new(),
+            backlog: 2048,
+            server_header: format!("PAGI::Server/{}", env!("CARGO_PKG_VERSION")),
+            access_log: true,
+            high_watermark: 65536,
+            low_watermark: 16384,
+            panic_path: None,
+        }
+    }
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
+    v.parse::<T>()
+        .map_err(|_| format!("{key}: expected a non-negative integer, got '{v}'"))
+}
+
+/// Parses `tcp:HOST:PORT` (HOST may be a bracketed IPv6 literal) or `unix:PATH`.
+fn listen_spec(v: &str) -> Result<ListenSpec, String> {
+    if let Some(path) = v.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("listen: empty unix socket path".into());
+        }
+        return Ok(ListenSpec::Unix { path: path.into() });
+    }
+    let rest = v
+        .strip_prefix("tcp:")
+        .ok_or_else(|| format!("listen: unknown listener '{v}'"))?;
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("listen: expected HOST:PORT, got '{rest}'"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("listen: invalid port '{port}'"))?;
+    Ok(ListenSpec::Tcp {
+        host: host.to_string(),
+        port,
+    })
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut c = Config::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("config line without '=': '{line}'"))?;
+            match k {
+                "listen" => c.listen.push(listen_spec(v)?),
+                "backlog" => c.backlog = number(k, v)?,
+                "server_header" => c.server_header = v.to_string(),
+                "access_log" => c.access_log = v != "0",
+                "write_high_watermark" => c.high_watermark = number(k, v)?,
+                "write_low_watermark" => c.low_watermark = number(k, v)?,
+                "panic_path" => c.panic_path = Some(v.to_string()),
+                _ => return Err(format!("unknown config key '{k}'")),
+            }
+        }
+        if c.listen.is_empty() {
+            return Err("no listener configured".into());
+        }
+        if c.low_watermark > c.high_watermark {
+            c.low_watermark = c.high_watermark;
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_listeners_and_numbers() {
+        let c = Config::parse(
+            "listen=tcp:127.0.0.1:0\nlisten=tcp:[::1]:8080\nlisten=unix:/tmp/s\nbacklog=16\naccess_log=0\n",
+        )
+        .expect("valid config");
+        assert_eq!(
+            c.listen,
+            vec![
+                ListenSpec::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 0
+                },
+                ListenSpec::Tcp {
+                    host: "::1".into(),
+                    port: 8080
+                },
+                ListenSpec::Unix {
+                    path: "/tmp/s".into()
+                },
+            ]
+        );
+        assert_eq!(c.backlog, 16);
+        assert!(!c.access_log);
+    }
+
+    #[test]
+    fn rejects_bad_input_naming_the_key() {
+        let e = Config::parse("listen=tcp:h:99999").unwrap_err();
+        assert!(e.contains("invalid port"), "{e}");
+        let e = Config::parse("listen=tcp:h:1\nbacklog=-3").unwrap_err();
+        assert!(e.starts_with("backlog"), "{e}");
+        let e = Config::parse("bogus=1").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        assert!(Config::parse("").is_err());
+    }
+}

@@ -1,0 +1,397 @@
+//! The C ABI called by xs/Server.xs, on the Perl thread only.
+//!
+//! Every function catches panics (they must never unwind into Perl) and
+//! reports them as `ERR_PANIC`; pointers handed back stay valid until the next
+//! call on the same server.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::http1::panic_message;
+use crate::listener;
+use crate::runtime;
+use crate::server::{self, SendState, ServerCore};
+
+pub const OK: i32 = 0;
+pub const PENDING: i32 = 1;
+pub const GONE: i32 = 2;
+pub const ERR: i32 = -1;
+pub const ERR_PANIC: i32 = -99;
+
+pub struct PagiServer {
+    core: Arc<ServerCore>,
+    owner_pid: u32,
+    holds_runtime: bool,
+    drained: Vec<u8>,
+    /// The last message or access-log line handed to C.
+    text: String,
+}
+
+fn guard(srv: *mut PagiServer, f: impl FnOnce(&mut PagiServer) -> i32) -> i32 {
+    if srv.is_null() {
+        return ERR;
+    }
+    // SAFETY: XS passes the pointer it got from pagi_server_new and never
+    // uses it after pagi_server_free; calls come from one thread.
+    let s = unsafe { &mut *srv };
+    match catch_unwind(AssertUnwindSafe(|| f(&mut *s))) {
+        Ok(rc) => rc,
+        Err(p) => {
+            s.text = format!("PAGI::Server internal error: {}", panic_message(p.as_ref()));
+            ERR_PANIC
+        }
+    }
+}
+
+/// # Safety
+/// `ptr` must point to `len` readable bytes (or be null with `len == 0`).
+unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        &[]
+    } else {
+        std::slice::from_raw_parts(ptr, len)
+    }
+}
+
+/// Decodes the header list packed by XS: u32 count, then per header a u32
+/// length + name bytes and a u32 length + value bytes.
+fn unpack_headers(mut b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h)
+    }
+    fn field(b: &mut &[u8]) -> Option<Vec<u8>> {
+        let n = u32::from_ne_bytes(take(b, 4)?.try_into().ok()?) as usize;
+        take(b, n).map(<[u8]>::to_vec)
+    }
+    let count = u32::from_ne_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+    let mut out = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        out.push((field(&mut b)?, field(&mut b)?));
+    }
+    Some(out)
+}
+
+fn state_code(s: SendState) -> i32 {
+    match s {
+        SendState::Ready => OK,
+        SendState::Pending => PENDING,
+        SendState::Gone => GONE,
+    }
+}
+
+/// Hands `text` to C through `out`/`out_len` (empty when None).
+fn hand_out(s: &mut PagiServer, text: Option<String>, out: *mut *const u8, out_len: *mut usize) {
+    s.text = text.unwrap_or_default();
+    if !out.is_null() && !out_len.is_null() {
+        // SAFETY: XS passes addresses of two locals.
+        unsafe {
+            *out = s.text.as_ptr();
+            *out_len = s.text.len();
+        }
+    }
+}
+
+/// Creates a server from `key=value` lines. On error returns ERR with the
+/// message copied into `err` (NUL-terminated, truncated to `err_cap`): there
+/// is no server yet to hold it.
+///
+/// # Safety
+/// `cfg` points to `len` bytes; `out` is writable; `err` has `err_cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_new(
+    cfg: *const u8,
+    len: usize,
+    out: *mut *mut PagiServer,
+    err: *mut u8,
+    err_cap: usize,
+) -> i32 {
+    let result = catch_unwind(|| {
+        let text = std::str::from_utf8(slice(cfg, len))
+            .map_err(|_| "configuration is not UTF-8".to_string())?;
+        let cfg = Config::parse(text)?;
+        let core = ServerCore::new(cfg).map_err(|e| format!("cannot create eventfd: {e}"))?;
+        Ok::<_, String>(Box::new(PagiServer {
+            core: Arc::new(core),
+            owner_pid: std::process::id(),
+            holds_runtime: false,
+            drained: Vec::new(),
+            text: String::new(),
+        }))
+    });
+    let msg = match result {
+        Ok(Ok(b)) => {
+            *out = Box::into_raw(b);
+            return OK;
+        }
+        Ok(Err(m)) => m,
+        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
+    };
+    if !err.is_null() && err_cap > 0 {
+        let n = msg.len().min(err_cap - 1);
+        std::ptr::copy_nonoverlapping(msg.as_ptr(), err, n);
+        *err.add(n) = 0;
+    }
+    ERR
+}
+
+/// Frees a server. In a forked child the parent's server is leaked, not
+/// shut down: its threads and sockets belong to the parent.
+///
+/// # Safety
+/// `srv` came from `pagi_server_new` and is not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_free(srv: *mut PagiServer) {
+    if srv.is_null() {
+        return;
+    }
+    let b = Box::from_raw(srv);
+    if b.owner_pid != std::process::id() {
+        std::mem::forget(b);
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(move || {
+        if b.holds_runtime {
+            b.core.begin_shutdown(server::FORCE);
+            drop(b);
+            runtime::release();
+        }
+    }));
+}
+
+/// Binds the listeners and starts serving. The text (read with
+/// `pagi_server_text`) is one `tcp HOST PORT` / `unix PATH` line per listener,
+/// or the error message.
+///
+/// # Safety
+/// `srv` is live; `out`/`out_len` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_listen(
+    srv: *mut PagiServer,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> i32 {
+    guard(srv, |s| {
+        let bound = match listener::bind_all(&s.core.cfg.listen, s.core.cfg.backlog) {
+            Ok(b) => b,
+            Err(e) => {
+                hand_out(s, Some(e), out, out_len);
+                return ERR;
+            }
+        };
+        let lines: Vec<String> = bound.iter().map(listener::Bound::describe).collect();
+        let rt = match runtime::acquire() {
+            Ok(rt) => rt,
+            Err(e) => {
+                hand_out(
+                    s,
+                    Some(format!("cannot start the I/O runtime: {e}")),
+                    out,
+                    out_len,
+                );
+                return ERR;
+            }
+        };
+        s.holds_runtime = true;
+        if let Err(e) = server::start(&s.core, &rt, bound) {
+            hand_out(
+                s,
+                Some(format!("cannot register listener: {e}")),
+                out,
+                out_len,
+            );
+            return ERR;
+        }
+        hand_out(s, Some(lines.join("\n")), out, out_len);
+        OK
+    })
+}
+
+/// The last message of a call that returned ERR_PANIC.
+///
+/// # Safety
+/// `srv` is live; `out`/`out_len` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_text(
+    srv: *mut PagiServer,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> i32 {
+    guard(srv, |s| {
+        let t = std::mem::take(&mut s.text);
+        hand_out(s, Some(t), out, out_len);
+        OK
+    })
+}
+
+/// The eventfd Perl watches (Perl duplicates it).
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_fd(srv: *mut PagiServer) -> i32 {
+    guard(srv, |s| s.core.bridge.fd())
+}
+
+/// Takes every queued record (format in bridge.rs).
+///
+/// # Safety
+/// `srv` is live; `out`/`out_len` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_drain(
+    srv: *mut PagiServer,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> i32 {
+    guard(srv, |s| {
+        s.core.bridge.drain(&mut s.drained);
+        *out = s.drained.as_ptr();
+        *out_len = s.drained.len();
+        OK
+    })
+}
+
+/// # Safety
+/// `srv` is live; `hdrs` points to `len` bytes packed as in `unpack_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_send_start(
+    srv: *mut PagiServer,
+    id: u64,
+    status: u16,
+    hdrs: *const u8,
+    len: usize,
+) -> i32 {
+    guard(srv, |s| match unpack_headers(slice(hdrs, len)) {
+        Some(h) => state_code(s.core.send_start(id, status, h)),
+        None => ERR,
+    })
+}
+
+/// Queues body bytes; with `fin` the response is complete and the access-log
+/// line (empty when logging is off) is handed out.
+///
+/// # Safety
+/// `srv` is live; `data` points to `len` bytes; `log`/`log_len` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_send_body(
+    srv: *mut PagiServer,
+    id: u64,
+    data: *const u8,
+    len: usize,
+    fin: i32,
+    log: *mut *const u8,
+    log_len: *mut usize,
+) -> i32 {
+    guard(srv, |s| {
+        let (st, line) = s
+            .core
+            .send_body(id, Bytes::copy_from_slice(slice(data, len)), fin != 0);
+        hand_out(s, line, log, log_len);
+        state_code(st)
+    })
+}
+
+/// # Safety
+/// As `pagi_send_start` and `pagi_send_body`.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_send_trailers(
+    srv: *mut PagiServer,
+    id: u64,
+    hdrs: *const u8,
+    len: usize,
+    log: *mut *const u8,
+    log_len: *mut usize,
+) -> i32 {
+    guard(srv, |s| match unpack_headers(slice(hdrs, len)) {
+        Some(h) => {
+            let (st, line) = s.core.send_trailers(id, h);
+            hand_out(s, line, log, log_len);
+            state_code(st)
+        }
+        None => ERR,
+    })
+}
+
+/// `op`: 0 = forget (Perl saw the end), 1 = abort (close the connection).
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_request_end(srv: *mut PagiServer, id: u64, op: i32) -> i32 {
+    guard(srv, |s| {
+        if op == 1 {
+            s.core.abort(id);
+        } else {
+            s.core.forget(id);
+        }
+        OK
+    })
+}
+
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_body_ack(srv: *mut PagiServer, id: u64, n: usize) -> i32 {
+    guard(srv, |s| {
+        s.core.body_ack(id, n);
+        OK
+    })
+}
+
+/// `phase`: 1 = stop accepting and finish in-flight requests, 2 = close all.
+/// An IDLE record follows once no connection is left.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_shutdown(srv: *mut PagiServer, phase: i32) -> i32 {
+    guard(srv, |s| {
+        let p = if phase >= 2 {
+            server::FORCE
+        } else {
+            server::GRACEFUL
+        };
+        s.core.begin_shutdown(p);
+        OK
+    })
+}
+
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_connections(srv: *mut PagiServer) -> i32 {
+    guard(srv, |s| {
+        i32::try_from(s.core.connection_count()).unwrap_or(i32::MAX)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_packing_round_trips_and_rejects_truncation() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&2u32.to_ne_bytes());
+        for (n, v) in [("a", "1"), ("bb", "")] {
+            b.extend_from_slice(&(n.len() as u32).to_ne_bytes());
+            b.extend_from_slice(n.as_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_ne_bytes());
+            b.extend_from_slice(v.as_bytes());
+        }
+        let h = unpack_headers(&b).expect("valid");
+        assert_eq!(
+            h,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"bb".to_vec(), vec![])]
+        );
+        assert!(unpack_headers(&b[..b.len() - 3]).is_none());
+        assert!(unpack_headers(&[1, 0]).is_none());
+    }
+}

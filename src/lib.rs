@@ -1,0 +1,17 @@
+//! Network core of PAGI::Server: listeners, HTTP/1.1 on hyper, and the
+//! bridge that hands requests to Perl and takes responses back.
+//!
+//! No code here ever calls into Perl; the XS glue in `xs/Server.xs` calls the
+//! `extern "C"` functions of `ffi` from the Perl thread.
+
+mod accept;
+mod access_log;
+mod bridge;
+mod config;
+pub mod ffi;
+mod http1;
+mod listener;
+mod request;
+mod response;
+mod runtime;
+mod server;

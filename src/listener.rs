@@ -1,0 +1,102 @@
+//! Binding listening sockets.
+//!
+//! Sockets are bound synchronously on the calling (Perl) thread so that
+//! errors such as "address in use" come back from `listen` at once, and so
+//! that no resolver thread is ever spawned from the Perl thread.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::net::UnixListener as StdUnixListener;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::ListenSpec;
+
+pub enum Bound {
+    Tcp(std::net::TcpListener, SocketAddr),
+    Unix(StdUnixListener, String),
+}
+
+impl Bound {
+    /// One line for Perl: `tcp HOST PORT` or `unix PATH`.
+    pub fn describe(&self) -> String {
+        match self {
+            Bound::Tcp(_, a) => format!("tcp {} {}", a.ip(), a.port()),
+            Bound::Unix(_, p) => format!("unix {p}"),
+        }
+    }
+}
+
+fn bind_tcp(host: &str, port: u16, backlog: i32) -> io::Result<Bound> {
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+    for addr in addrs {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sock.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            sock.set_only_v6(true)?;
+        }
+        if let Err(e) = sock.bind(&addr.into()) {
+            last = e;
+            continue;
+        }
+        sock.listen(backlog)?;
+        sock.set_nonblocking(true)?;
+        sock.set_cloexec(true)?;
+        let std: std::net::TcpListener = sock.into();
+        let local = std.local_addr()?;
+        return Ok(Bound::Tcp(std, local));
+    }
+    Err(last)
+}
+
+fn bind_unix(path: &std::path::Path) -> io::Result<Bound> {
+    let l = StdUnixListener::bind(path)?;
+    l.set_nonblocking(true)?;
+    Ok(Bound::Unix(l, path.to_string_lossy().into_owned()))
+}
+
+/// Binds every listener or none: on error the ones already bound are closed.
+pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Bound>, String> {
+    specs
+        .iter()
+        .map(|s| match s {
+            ListenSpec::Tcp { host, port } => bind_tcp(host, *port, backlog)
+                .map_err(|e| format!("Cannot listen on {host}:{port}: {e}")),
+            ListenSpec::Unix { path } => {
+                bind_unix(path).map_err(|e| format!("Cannot listen on {}: {e}", path.display()))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gets_a_real_port_and_conflicts_are_reported() {
+        let b = bind_all(
+            &[ListenSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port: 0,
+            }],
+            16,
+        )
+        .expect("bind");
+        let Bound::Tcp(_, addr) = &b[0] else {
+            panic!("tcp expected")
+        };
+        assert_ne!(addr.port(), 0);
+        assert_eq!(b[0].describe(), format!("tcp 127.0.0.1 {}", addr.port()));
+        let again = bind_all(
+            &[ListenSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port: addr.port(),
+            }],
+            16,
+        );
+        let err = again.err().expect("second bind must fail");
+        assert!(err.contains("in use"), "{err}");
+    }
+}

@@ -1,0 +1,405 @@
+//! One PAGI server: its listeners, its bridge queue and the registry of
+//! in-flight requests that Perl answers through `send_*`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::access_log::LogInfo;
+use crate::bridge::{kind, level, Bridge};
+use crate::config::Config;
+use crate::listener::Bound;
+
+/// Shutdown phases broadcast to accept loops and connections.
+pub const RUNNING: u8 = 0;
+pub const GRACEFUL: u8 = 1;
+pub const FORCE: u8 = 2;
+
+/// What Perl sends for a response that has started.
+pub enum Out {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    End,
+    Abort,
+}
+
+pub struct Head {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// State one request shares between its connection task and the Perl thread.
+pub struct ReqShared {
+    pub id: u64,
+    /// The final frame was handed over (or the request was abandoned).
+    pub fin: AtomicBool,
+    /// Response bytes sent by Perl and not yet taken by hyper.
+    pub buffered: AtomicUsize,
+    /// Perl's `$send` is pending until `buffered` falls to the low mark.
+    pub want_drain: AtomicBool,
+    /// Request body bytes delivered to Perl and not yet consumed by the app.
+    pub unacked: AtomicUsize,
+    pub body_wake: Notify,
+}
+
+impl ReqShared {
+    pub fn new(id: u64) -> ReqShared {
+        ReqShared {
+            id,
+            fin: AtomicBool::new(false),
+            buffered: AtomicUsize::new(0),
+            want_drain: AtomicBool::new(false),
+            unacked: AtomicUsize::new(0),
+            body_wake: Notify::new(),
+        }
+    }
+
+    pub fn finish(&self) {
+        self.fin.store(true, Ordering::SeqCst);
+        self.body_wake.notify_one();
+    }
+}
+
+struct Slot {
+    head: Option<oneshot::Sender<Head>>,
+    body: mpsc::UnboundedSender<Out>,
+    shared: Arc<ReqShared>,
+    log: Option<LogInfo>,
+}
+
+/// Result of a `send_*` call, as seen by Perl.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendState {
+    /// Accepted; the caller's Future is done.
+    Ready,
+    /// Accepted, but over the high watermark: wait for a DRAIN record.
+    Pending,
+    /// The request is gone (finished, aborted or disconnected): a no-op.
+    Gone,
+}
+
+pub struct ServerCore {
+    pub cfg: Config,
+    pub bridge: Bridge,
+    reqs: Mutex<HashMap<u64, Slot>>,
+    next_id: AtomicU64,
+    conns: AtomicUsize,
+    shutdown: watch::Sender<u8>,
+}
+
+impl ServerCore {
+    pub fn new(cfg: Config) -> std::io::Result<ServerCore> {
+        Ok(ServerCore {
+            cfg,
+            bridge: Bridge::new()?,
+            reqs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            conns: AtomicUsize::new(0),
+            shutdown: watch::Sender::new(RUNNING),
+        })
+    }
+
+    fn reqs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
+        self.reqs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+
+    pub fn shutdown_watch(&self) -> watch::Receiver<u8> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn phase(&self) -> u8 {
+        *self.shutdown.borrow()
+    }
+
+    pub fn connection_opened(&self) {
+        self.conns.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn connection_closed(&self) {
+        if self.conns.fetch_sub(1, Ordering::SeqCst) == 1 && self.phase() != RUNNING {
+            self.bridge.push(kind::IDLE, 0, |_| {});
+        }
+    }
+
+    /// Stops accepting; connections finish their current request.
+    pub fn begin_shutdown(&self, phase: u8) {
+        self.shutdown.send_replace(phase);
+        if self.connection_count() == 0 {
+            self.bridge.push(kind::IDLE, 0, |_| {});
+        }
+    }
+
+    /// Registers a request; returns its id, the head receiver and the body receiver.
+    pub fn register(
+        &self,
+        log: Option<LogInfo>,
+    ) -> (
+        Arc<ReqShared>,
+        oneshot::Receiver<Head>,
+        mpsc::UnboundedReceiver<Out>,
+    ) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(ReqShared::new(id));
+        let (head_tx, head_rx) = oneshot::channel();
+        let (body_tx, body_rx) = mpsc::unbounded_channel();
+        self.reqs().insert(
+            id,
+            Slot {
+                head: Some(head_tx),
+                body: body_tx,
+                shared: shared.clone(),
+                log,
+            },
+        );
+        (shared, head_rx, body_rx)
+    }
+
+    /// Tells Perl a request ended abnormally, once.
+    pub fn disconnected(&self, shared: &ReqShared, reason: &str) {
+        if shared.fin.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        shared.body_wake.notify_one();
+        self.bridge.push(kind::DISCONNECT, shared.id, |w| {
+            w.bytes(reason.as_bytes());
+        });
+    }
+
+    /// Perl has seen the end of a request (disconnect or response complete).
+    pub fn forget(&self, id: u64) {
+        if let Some(slot) = self.reqs().remove(&id) {
+            slot.shared.finish();
+        }
+    }
+
+    pub fn send_start(&self, id: u64, status: u16, raw: Vec<(Vec<u8>, Vec<u8>)>) -> SendState {
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return SendState::Gone;
+        };
+        let Some(tx) = slot.head.take() else {
+            return SendState::Gone;
+        };
+        if let Some(log) = slot.log.as_mut() {
+            log.status = status;
+        }
+        drop(reqs);
+        let mut headers = Vec::with_capacity(raw.len() + 1);
+        let mut has_server = false;
+        for (name, value) in raw {
+            match (
+                HeaderName::from_bytes(&name),
+                HeaderValue::from_bytes(&value),
+            ) {
+                (Ok(n), Ok(v)) => {
+                    // Framing is the server's job: hyper chooses chunked or not.
+                    if n == http::header::TRANSFER_ENCODING {
+                        continue;
+                    }
+                    has_server |= n == http::header::SERVER;
+                    headers.push((n, v));
+                }
+                _ => self.bridge.log(
+                    level::WARN,
+                    &format!(
+                        "Dropped invalid response header '{}' (names must be tokens; values must not contain CR, LF or NUL)",
+                        String::from_utf8_lossy(&name)
+                    ),
+                ),
+            }
+        }
+        if !has_server {
+            if let Ok(v) = HeaderValue::from_str(&self.cfg.server_header) {
+                headers.push((http::header::SERVER, v));
+            }
+        }
+        match tx.send(Head { status, headers }) {
+            Ok(()) => SendState::Ready,
+            Err(_) => SendState::Gone,
+        }
+    }
+
+    /// Queues body bytes. With `fin` the response is complete: the request is
+    /// forgotten and its access-log line (if logging) is returned.
+    pub fn send_body(&self, id: u64, data: Bytes, fin: bool) -> (SendState, Option<String>) {
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return (SendState::Gone, None);
+        };
+        let len = data.len();
+        if let Some(log) = slot.log.as_mut() {
+            log.bytes += len as u64;
+        }
+        let mut state = SendState::Ready;
+        if len > 0 {
+            let now = slot.shared.buffered.fetch_add(len, Ordering::SeqCst) + len;
+            if !fin && now > self.cfg.high_watermark {
+                slot.shared.want_drain.store(true, Ordering::SeqCst);
+                state = SendState::Pending;
+            }
+            // A closed receiver means hyper dropped the body (HEAD, or the
+            // connection ended); the disconnect path reports the latter.
+            let _ = slot.body.send(Out::Data(data));
+        }
+        if !fin {
+            return (state, None);
+        }
+        let _ = slot.body.send(Out::End);
+        let slot = reqs.remove(&id);
+        drop(reqs);
+        let line = slot.and_then(|s| {
+            s.shared.finish();
+            s.log.map(|l| l.format())
+        });
+        (SendState::Ready, line)
+    }
+
+    pub fn send_trailers(
+        &self,
+        id: u64,
+        raw: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> (SendState, Option<String>) {
+        let mut map = HeaderMap::new();
+        for (name, value) in raw {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(&name),
+                HeaderValue::from_bytes(&value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        let Some(slot) = self.reqs().remove(&id) else {
+            return (SendState::Gone, None);
+        };
+        let _ = slot.body.send(Out::Trailers(map));
+        let _ = slot.body.send(Out::End);
+        slot.shared.finish();
+        (SendState::Ready, slot.log.map(|l| l.format()))
+    }
+
+    /// Ends a request without a proper response: the connection is closed.
+    pub fn abort(&self, id: u64) {
+        if let Some(slot) = self.reqs().remove(&id) {
+            let _ = slot.body.send(Out::Abort);
+            slot.shared.finish();
+            // Dropping `slot.head` (if unsent) makes the service fail, which
+            // closes the connection.
+        }
+    }
+
+    /// The app consumed `n` bytes of request body; the reader may go on.
+    pub fn body_ack(&self, id: u64, n: usize) {
+        if let Some(slot) = self.reqs().get(&id) {
+            let sh = &slot.shared;
+            let _ = sh
+                .unacked
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                    Some(u.saturating_sub(n))
+                });
+            sh.body_wake.notify_one();
+        }
+    }
+}
+
+/// Serves every bound listener until shutdown.
+pub fn start(
+    core: &Arc<ServerCore>,
+    rt: &tokio::runtime::Handle,
+    bound: Vec<Bound>,
+) -> std::io::Result<()> {
+    let _enter = rt.enter();
+    for b in bound {
+        match b {
+            Bound::Tcp(std, _) => {
+                let l = tokio::net::TcpListener::from_std(std)?;
+                rt.spawn(crate::accept::tcp_loop(core.clone(), l));
+            }
+            Bound::Unix(std, path) => {
+                let l = tokio::net::UnixListener::from_std(std)?;
+                rt.spawn(crate::accept::unix_loop(core.clone(), l, path));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> ServerCore {
+        let cfg =
+            Config::parse("listen=tcp:127.0.0.1:0\nwrite_high_watermark=10\nwrite_low_watermark=4")
+                .expect("config");
+        ServerCore::new(cfg).expect("core")
+    }
+
+    #[test]
+    fn send_lifecycle_and_backpressure() {
+        let c = core();
+        let (shared, mut head_rx, mut body_rx) = c.register(None);
+        let id = shared.id;
+        assert_eq!(
+            c.send_start(
+                id,
+                200,
+                vec![(b"Content-Type".to_vec(), b"text/plain".to_vec())]
+            ),
+            SendState::Ready
+        );
+        let head = head_rx.try_recv().expect("head delivered");
+        assert_eq!(head.status, 200);
+        assert!(head.headers.iter().any(|(n, _)| n == http::header::SERVER));
+        // A second start is refused.
+        assert_eq!(c.send_start(id, 500, vec![]), SendState::Gone);
+        assert_eq!(
+            c.send_body(id, Bytes::from_static(b"12345"), false).0,
+            SendState::Ready
+        );
+        assert_eq!(
+            c.send_body(id, Bytes::from_static(b"678901"), false).0,
+            SendState::Pending
+        );
+        assert!(shared.want_drain.load(Ordering::SeqCst));
+        assert_eq!(c.send_body(id, Bytes::new(), true).0, SendState::Ready);
+        assert!(shared.fin.load(Ordering::SeqCst));
+        assert_eq!(
+            c.send_body(id, Bytes::from_static(b"x"), true).0,
+            SendState::Gone
+        );
+        let mut frames = 0;
+        while let Ok(f) = body_rx.try_recv() {
+            frames += 1;
+            if frames == 3 {
+                assert!(matches!(f, Out::End));
+            }
+        }
+        assert_eq!(frames, 3);
+    }
+
+    #[test]
+    fn injected_header_values_are_dropped() {
+        let c = core();
+        let (shared, mut head_rx, _b) = c.register(None);
+        c.send_start(
+            shared.id,
+            200,
+            vec![
+                (b"x-ok".to_vec(), b"fine".to_vec()),
+                (b"x-bad".to_vec(), b"a\r\nSet-Cookie: evil".to_vec()),
+                (b"transfer-encoding".to_vec(), b"chunked".to_vec()),
+            ],
+        );
+        let head = head_rx.try_recv().expect("head");
+        let names: Vec<_> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["x-ok", "server"]);
+    }
+}

@@ -1,0 +1,335 @@
+/* Thin glue between PAGI::Server (Perl) and the Rust core (src/ffi.rs).
+ * It turns drained bridge records into Perl data (scope hashes included)
+ * and packs response headers for Rust. Rust is always called first and
+ * returns before anything here croaks. */
+#define PERL_NO_GET_CONTEXT
+#include "EXTERN.h"
+#include "perl.h"
+#include "XSUB.h"
+#include <string.h>
+#include "pagi_core.h"
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} reader;
+
+static int rd_u8(reader *r, uint8_t *v) {
+    if (r->p + 1 > r->end) return 0;
+    *v = *r->p++;
+    return 1;
+}
+static int rd_u16(reader *r, uint16_t *v) {
+    if (r->p + 2 > r->end) return 0;
+    memcpy(v, r->p, 2); r->p += 2;
+    return 1;
+}
+static int rd_u32(reader *r, uint32_t *v) {
+    if (r->p + 4 > r->end) return 0;
+    memcpy(v, r->p, 4); r->p += 4;
+    return 1;
+}
+static int rd_u64(reader *r, uint64_t *v) {
+    if (r->p + 8 > r->end) return 0;
+    memcpy(v, r->p, 8); r->p += 8;
+    return 1;
+}
+static int rd_bytes(reader *r, const char **s, STRLEN *len) {
+    uint32_t n;
+    if (!rd_u32(r, &n) || r->p + n > r->end) return 0;
+    *s = (const char *)r->p; *len = n; r->p += n;
+    return 1;
+}
+static SV *rd_sv(pTHX_ reader *r) {
+    const char *s; STRLEN n;
+    if (!rd_bytes(r, &s, &n)) return NULL;
+    return newSVpvn(s, n);
+}
+
+static PagiServer *handle_of(pTHX_ SV *h) {
+    if (!SvOK(h) || !SvIOK(h) || SvIV(h) == 0)
+        croak("PAGI::Server: native server handle is not live");
+    return INT2PTR(PagiServer *, SvIV(h));
+}
+
+static void croak_panic(pTHX_ PagiServer *s) {
+    const uint8_t *t = NULL; size_t n = 0;
+    pagi_server_text(s, &t, &n);
+    croak("%.*s", (int)n, (const char *)t);
+}
+
+/* Packs [[name, value], ...] as u32 count + (u32 len, bytes) pairs. */
+static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
+    AV *av; SSize_t i, count; SV *buf; uint32_t c;
+    if (!SvROK(headers) || SvTYPE(SvRV(headers)) != SVt_PVAV)
+        croak("headers must be an array reference of [name, value] pairs");
+    av = (AV *)SvRV(headers);
+    count = av_len(av) + 1;
+    buf = sv_2mortal(newSV(64 + count * 48));
+    SvPOK_on(buf);
+    SvCUR_set(buf, 0);
+    c = (uint32_t)count;
+    sv_catpvn(buf, (const char *)&c, 4);
+    for (i = 0; i < count; i++) {
+        SV **pair = av_fetch(av, i, 0);
+        AV *p; SV **n, **v; const char *s; STRLEN l; uint32_t l32; int k;
+        if (!pair || !SvROK(*pair) || SvTYPE(SvRV(*pair)) != SVt_PVAV)
+            croak("header %ld must be a [name, value] array reference", (long)i);
+        p = (AV *)SvRV(*pair);
+        n = av_fetch(p, 0, 0);
+        v = av_fetch(p, 1, 0);
+        if (!n || !v || !SvOK(*n) || !SvOK(*v))
+            croak("header %ld must have a defined name and value", (long)i);
+        for (k = 0; k < 2; k++) {
+            s = SvPVbyte(k ? *v : *n, l);
+            l32 = (uint32_t)l;
+            sv_catpvn(buf, (const char *)&l32, 4);
+            sv_catpvn(buf, s, l);
+        }
+    }
+    *out_len = SvCUR(buf);
+    return SvPVX(buf);
+}
+
+static SV *pair_av(pTHX_ SV *a, SV *b) {
+    AV *av = newAV();
+    av_extend(av, 1);
+    av_push(av, a);
+    av_push(av, b);
+    return newRV_noinc((SV *)av);
+}
+
+/* Builds the HTTP scope of a REQUEST record; NULL if the record is short. */
+static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_empty) {
+    uint8_t ver, flags; uint16_t cport, sport; uint32_t nh, i;
+    SV *method, *path, *raw_path, *query, *chost, *shost;
+    HV *scope, *pagi; AV *headers;
+    if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
+    method = rd_sv(aTHX_ r); path = rd_sv(aTHX_ r); raw_path = rd_sv(aTHX_ r);
+    query = rd_sv(aTHX_ r); chost = rd_sv(aTHX_ r);
+    if (!method || !path || !raw_path || !query || !chost || !rd_u16(r, &cport)) return NULL;
+    shost = rd_sv(aTHX_ r);
+    if (!shost || !rd_u16(r, &sport) || !rd_u32(r, &nh)) return NULL;
+
+    if ((flags & PAGI_F_PATH_UTF8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
+        SvUTF8_on(path);
+
+    headers = newAV();
+    if (nh) av_extend(headers, nh - 1);
+    for (i = 0; i < nh; i++) {
+        SV *n = rd_sv(aTHX_ r), *v = rd_sv(aTHX_ r);
+        if (!n || !v) return NULL;
+        av_push(headers, pair_av(aTHX_ n, v));
+    }
+
+    pagi = newHV();
+    hv_stores(pagi, "version", newSVpvs("0.3"));
+    hv_stores(pagi, "spec_version", newSVpvs("0.3"));
+
+    scope = newHV();
+    hv_stores(scope, "type", newSVpvs("http"));
+    hv_stores(scope, "pagi", newRV_noinc((SV *)pagi));
+    hv_stores(scope, "http_version",
+              ver == 10 ? newSVpvs("1.0") : ver == 20 ? newSVpvs("2") : newSVpvs("1.1"));
+    hv_stores(scope, "method", method);
+    hv_stores(scope, "scheme", newSVsv(scheme));
+    hv_stores(scope, "path", path);
+    hv_stores(scope, "raw_path", raw_path);
+    hv_stores(scope, "query_string", query);
+    hv_stores(scope, "root_path", newSVpvs(""));
+    hv_stores(scope, "headers", newRV_noinc((SV *)headers));
+    if (flags & PAGI_F_UNIX) {
+        SvREFCNT_dec(chost);
+        hv_stores(scope, "server", pair_av(aTHX_ shost, newSV(0)));
+    } else {
+        hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
+        hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
+    }
+    *body_empty = (flags & PAGI_F_BODY_EMPTY) ? 1 : 0;
+    return newRV_noinc((SV *)scope);
+}
+
+MODULE = PAGI::Server    PACKAGE = PAGI::Server::Native
+
+PROTOTYPES: DISABLE
+
+IV
+new(cfg)
+    SV *cfg
+  PREINIT:
+    STRLEN len; const char *c; PagiServer *s = NULL; char err[1024];
+  CODE:
+    c = SvPVbyte(cfg, len);
+    err[0] = 0;
+    if (pagi_server_new((const uint8_t *)c, len, &s, err, sizeof err) != PAGI_OK)
+        croak("PAGI::Server: %s\n", err);
+    RETVAL = PTR2IV(s);
+  OUTPUT:
+    RETVAL
+
+void
+free(h)
+    IV h
+  CODE:
+    if (h) pagi_server_free(INT2PTR(PagiServer *, h));
+
+void
+listen(h)
+    SV *h
+  PREINIT:
+    PagiServer *s; const uint8_t *t = NULL; size_t n = 0; int32_t rc;
+  PPCODE:
+    s = handle_of(aTHX_ h);
+    rc = pagi_server_listen(s, &t, &n);
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    EXTEND(SP, 2);
+    mPUSHi(rc == PAGI_OK ? 1 : 0);
+    mPUSHp((const char *)t, n);
+
+int
+fd(h)
+    SV *h
+  CODE:
+    RETVAL = pagi_server_fd(handle_of(aTHX_ h));
+  OUTPUT:
+    RETVAL
+
+int
+connections(h)
+    SV *h
+  CODE:
+    RETVAL = pagi_server_connections(handle_of(aTHX_ h));
+  OUTPUT:
+    RETVAL
+
+void
+shutdown(h, phase)
+    SV *h
+    int phase
+  CODE:
+    pagi_server_shutdown(handle_of(aTHX_ h), phase);
+
+void
+request_end(h, id, op)
+    SV *h
+    UV id
+    int op
+  CODE:
+    pagi_request_end(handle_of(aTHX_ h), (uint64_t)id, op);
+
+void
+body_ack(h, id, n)
+    SV *h
+    UV id
+    UV n
+  CODE:
+    pagi_body_ack(handle_of(aTHX_ h), (uint64_t)id, (size_t)n);
+
+int
+send_start(h, id, status, headers)
+    SV *h
+    UV id
+    int status
+    SV *headers
+  PREINIT:
+    PagiServer *s; char *buf; STRLEN len;
+  CODE:
+    s = handle_of(aTHX_ h);
+    buf = pack_headers(aTHX_ headers, &len);
+    RETVAL = pagi_send_start(s, (uint64_t)id, (uint16_t)status, (const uint8_t *)buf, len);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+void
+send_body(h, id, body, fin)
+    SV *h
+    UV id
+    SV *body
+    int fin
+  PREINIT:
+    PagiServer *s; const char *b = ""; STRLEN len = 0; const uint8_t *log = NULL;
+    size_t log_len = 0; int32_t rc;
+  PPCODE:
+    s = handle_of(aTHX_ h);
+    if (SvOK(body)) b = SvPVbyte(body, len);
+    rc = pagi_send_body(s, (uint64_t)id, (const uint8_t *)b, len, fin, &log, &log_len);
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    EXTEND(SP, 2);
+    mPUSHi(rc);
+    if (log_len) mPUSHp((const char *)log, log_len);
+
+void
+send_trailers(h, id, headers)
+    SV *h
+    UV id
+    SV *headers
+  PREINIT:
+    PagiServer *s; char *buf; STRLEN len; const uint8_t *log = NULL; size_t log_len = 0;
+    int32_t rc;
+  PPCODE:
+    s = handle_of(aTHX_ h);
+    buf = pack_headers(aTHX_ headers, &len);
+    rc = pagi_send_trailers(s, (uint64_t)id, (const uint8_t *)buf, len, &log, &log_len);
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    EXTEND(SP, 2);
+    mPUSHi(rc);
+    if (log_len) mPUSHp((const char *)log, log_len);
+
+void
+drain(h, scheme)
+    SV *h
+    SV *scheme
+  PREINIT:
+    PagiServer *s; const uint8_t *buf = NULL; size_t len = 0; reader r;
+  PPCODE:
+    /* Every record becomes four values: kind, id, a, b. */
+    s = handle_of(aTHX_ h);
+    if (pagi_server_drain(s, &buf, &len) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    r.p = buf; r.end = buf + len;
+    while (r.p < r.end) {
+        uint8_t kind; uint64_t id; SV *a = NULL, *b = NULL;
+        if (!rd_u8(&r, &kind) || !rd_u64(&r, &id)) break;
+        switch (kind) {
+        case PAGI_REC_REQUEST: {
+            int empty = 0;
+            a = build_scope(aTHX_ &r, scheme, &empty);
+            b = newSViv(empty);
+            break;
+        }
+        case PAGI_REC_BODY: {
+            uint8_t more = 0;
+            a = rd_sv(aTHX_ &r);
+            if (!rd_u8(&r, &more)) a = NULL;
+            b = newSViv(more);
+            break;
+        }
+        case PAGI_REC_DISCONNECT:
+            a = rd_sv(aTHX_ &r);
+            b = newSV(0);
+            break;
+        case PAGI_REC_LOG: {
+            uint8_t lvl = 0;
+            if (rd_u8(&r, &lvl)) a = newSViv(lvl);
+            b = rd_sv(aTHX_ &r);
+            if (!b) a = NULL;
+            break;
+        }
+        case PAGI_REC_DRAIN:
+        case PAGI_REC_IDLE:
+            a = newSV(0);
+            b = newSV(0);
+            break;
+        default:
+            break;
+        }
+        if (!a) {
+            warn("PAGI::Server: malformed bridge record (kind %d); rest of batch dropped", (int)kind);
+            break;
+        }
+        EXTEND(SP, 4);
+        mPUSHi(kind);
+        mPUSHu((UV)id);
+        mPUSHs(a);
+        mPUSHs(b);
+    }

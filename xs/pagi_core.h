@@ -1,0 +1,44 @@
+/* The C ABI of the Rust core (src/ffi.rs). Return codes: */
+#ifndef PAGI_CORE_H
+#define PAGI_CORE_H
+#include <stdint.h>
+#include <stddef.h>
+
+#define PAGI_OK 0
+#define PAGI_PENDING 1
+#define PAGI_GONE 2
+#define PAGI_ERR (-1)
+#define PAGI_ERR_PANIC (-99)
+
+/* Record kinds of pagi_server_drain (src/bridge.rs). */
+#define PAGI_REC_REQUEST 1
+#define PAGI_REC_BODY 2
+#define PAGI_REC_DISCONNECT 3
+#define PAGI_REC_DRAIN 4
+#define PAGI_REC_LOG 5
+#define PAGI_REC_IDLE 6
+
+/* REQUEST record flags (src/request.rs). */
+#define PAGI_F_BODY_EMPTY 1
+#define PAGI_F_PATH_UTF8 2
+#define PAGI_F_UNIX 4
+
+typedef struct PagiServer PagiServer;
+
+int32_t pagi_server_new(const uint8_t *cfg, size_t len, PagiServer **out, char *err, size_t err_cap);
+void pagi_server_free(PagiServer *s);
+int32_t pagi_server_listen(PagiServer *s, const uint8_t **out, size_t *out_len);
+int32_t pagi_server_text(PagiServer *s, const uint8_t **out, size_t *out_len);
+int32_t pagi_server_fd(PagiServer *s);
+int32_t pagi_server_drain(PagiServer *s, const uint8_t **out, size_t *out_len);
+int32_t pagi_send_start(PagiServer *s, uint64_t id, uint16_t status, const uint8_t *hdrs, size_t len);
+int32_t pagi_send_body(PagiServer *s, uint64_t id, const uint8_t *data, size_t len, int32_t fin,
+                       const uint8_t **log, size_t *log_len);
+int32_t pagi_send_trailers(PagiServer *s, uint64_t id, const uint8_t *hdrs, size_t len,
+                           const uint8_t **log, size_t *log_len);
+int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
+int32_t pagi_body_ack(PagiServer *s, uint64_t id, size_t n);
+int32_t pagi_server_shutdown(PagiServer *s, int32_t phase);
+int32_t pagi_server_connections(PagiServer *s);
+
+#endif
