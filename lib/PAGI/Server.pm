@@ -1,6 +1,717 @@
 package PAGI::Server;
-use strict; use warnings;
+
+use strict;
+use warnings;
+
+use parent 'IO::Async::Notifier';
+
+use Carp ();
+use Future;
+use IO::Async::Handle;
+use Scalar::Util qw(weaken blessed);
+
 our $VERSION = '0.003000';
+
 require XSLoader;
 XSLoader::load('PAGI::Server', $VERSION);
+
+require PAGI::Server::Lifespan;
+require PAGI::Server::Request;
+
+# TLS and HTTP/2 are served by the Rust core once their issues land; until
+# then this build reports them as unavailable rather than pretending.
+sub has_tls   { 0 }
+sub has_http2 { 0 }
+
+my %LOG_LEVELS = (debug => 1, info => 2, warn => 3, error => 4);
+
+# Defaults of every option that takes a plain value (reference 0.002005).
+my %DEFAULTS = (
+    socket_mode               => undef,
+    ssl                       => undef,
+    disable_tls               => 0,
+    access_log_format         => 'clf',
+    log_level                 => 'info',
+    quiet                     => 0,
+    workers                   => 0,
+    listener_backlog          => 2048,
+    reuseport                 => 0,
+    max_receive_queue         => 1000,
+    max_ws_frame_size         => 65536,
+    max_connections           => 0,
+    write_high_watermark      => 65536,
+    write_low_watermark       => 16384,
+    max_body_size             => 10_000_000,
+    max_header_size           => 8192,
+    max_header_count          => 100,
+    sync_file_threshold       => 65536,
+    max_requests              => 0,
+    timeout                   => 60,
+    lifespan_startup_timeout  => 30,
+    lifespan_mode             => 'auto',
+    request_timeout           => 0,
+    ws_idle_timeout           => 0,
+    sse_idle_timeout          => 0,
+    heartbeat_timeout         => 50,
+    shutdown_timeout          => 30,
+    loop_type                 => undef,
+    http2                     => 0,
+    h2_max_concurrent_streams => 100,
+    h2_initial_window_size    => 65535,
+    h2_max_frame_size         => 16384,
+    h2_enable_push            => 0,
+    h2_enable_connect_protocol => 1,
+    h2_max_header_list_size   => 65536,
+    h2_rst_rate_limit         => { burst => 1000, rate => 33 },
+);
+
+# Options that may change after construction (the rest only at new()).
+my %RECONFIGURABLE = map { $_ => 1 } qw(
+    app host port ssl extensions access_log access_log_format quiet log_level
+    timeout max_header_size max_header_count max_body_size workers max_requests
+    listener_backlog shutdown_timeout lifespan_startup_timeout lifespan_mode
+    max_receive_queue max_ws_frame_size max_connections request_timeout
+    ws_idle_timeout sse_idle_timeout http2
+);
+
+my $LOOP_TYPE_RE = qr/\A[A-Za-z][A-Za-z0-9_]*(?:::[A-Za-z][A-Za-z0-9_]*)*\z/;
+
+sub _init {
+    my ($self, $params) = @_;
+
+    $self->{app} = delete $params->{app} or die "app is required";
+
+    for my $k (keys %DEFAULTS) {
+        $self->{$k} = exists $params->{$k} ? delete $params->{$k} : $DEFAULTS{$k};
+    }
+    $self->{validate_events} = exists $params->{validate_events}
+        ? delete $params->{validate_events}
+        : (($ENV{PAGI_ENV} // '') eq 'development' ? 1 : 0);
+
+    $self->_check_ssl_files if $self->{ssl};
+    $self->_normalise_listeners($params);
+
+    $self->{extensions} = exists $params->{extensions} ? delete $params->{extensions} : {};
+    $self->{access_log} = exists $params->{access_log} ? delete $params->{access_log} : \*STDERR;
+
+    _check_log_level($self->{log_level});
+    _check_lifespan_mode($self->{lifespan_mode});
+    if ($self->{loop_type} && $self->{loop_type} !~ $LOOP_TYPE_RE) {
+        die "Invalid loop_type '$self->{loop_type}': must contain only letters, digits, and ::\n";
+    }
+    $self->_check_access_log_format($self->{access_log_format});
+    if ($self->{http2} && !$self->has_http2) {
+        die "HTTP/2 support requested (http2 => 1) but this build of PAGI::Server has no HTTP/2 yet.\n"
+          . "Disable it with http2 => 0.\n";
+    }
+
+    $self->{state}     = {};
+    $self->{running}   = 0;
+    $self->{requests}  = {};
+    $self->SUPER::_init($params);
+}
+
+sub _check_log_level {
+    my ($lvl) = @_;
+    return if defined $lvl && $LOG_LEVELS{$lvl};
+    $lvl //= '';
+    die "Invalid log_level '$lvl' - must be one of: debug, info, warn, error\n";
+}
+
+sub _check_lifespan_mode {
+    my ($m) = @_;
+    return if defined $m && $m =~ /\A(?:auto|on|off)\z/;
+    $m //= '';
+    die "Invalid lifespan_mode '$m' - must be one of: auto, on, off\n";
+}
+
+# Formats other than the default arrive with the access-log issue; until
+# then only 'clf' is accepted and anything else is refused by name.
+sub _check_access_log_format {
+    my ($self, $fmt) = @_;
+    return if !defined $fmt || $fmt eq 'clf' || $fmt eq '%h - - [%t] "%m %U%q" %s %ds';
+    die "access_log_format '$fmt' is not supported by this build (only 'clf')\n";
+}
+
+sub _check_ssl_files {
+    my ($self) = @_;
+    my $ssl = $self->{ssl};
+    if ($self->{disable_tls}) {
+        warn "PAGI::Server: TLS disabled via disable_tls option, ssl config ignored\n";
+        return;
+    }
+    for my $f ([cert_file => 'certificate'], [key_file => 'key'], [ca_file => 'CA']) {
+        my ($key, $what) = @$f;
+        my $path = $ssl->{$key} // next;
+        die "SSL $what file not found: $path\n"    unless -e $path;
+        die "SSL $what file not readable: $path\n" unless -r $path;
+    }
+}
+
+sub _normalise_listeners {
+    my ($self, $p) = @_;
+    my ($listen, $host, $port, $socket, $mode) = map { delete $p->{$_} } qw(listen host port socket);
+    $mode = $self->{socket_mode};
+    my @specs;
+    if ($listen) {
+        die "Cannot specify both 'listen' and 'host' options\n"        if defined $host;
+        die "Cannot specify both 'listen' and 'port' options\n"        if defined $port;
+        die "Cannot specify both 'listen' and 'socket' options\n"      if defined $socket;
+        die "Cannot specify both 'listen' and 'socket_mode' options\n" if defined $mode;
+        die "'listen' must be a non-empty arrayref\n"
+            unless ref $listen eq 'ARRAY' && @$listen;
+        for my $spec (@$listen) {
+            die "Each listen spec must be a hashref\n" unless ref $spec eq 'HASH';
+            if ($spec->{socket}) {
+                die "Cannot specify both 'socket' and 'host' in a listen spec\n" if $spec->{host};
+                die "Cannot specify both 'socket' and 'port' in a listen spec\n" if $spec->{port};
+                push @specs, { type => 'unix', path => $spec->{socket}, socket_mode => $spec->{socket_mode} };
+            }
+            else {
+                die "TCP listen spec requires both 'host' and 'port'\n"
+                    unless defined $spec->{host} && defined $spec->{port};
+                push @specs, { type => 'tcp', host => $spec->{host}, port => $spec->{port} };
+            }
+        }
+    }
+    elsif (defined $socket) {
+        die "Cannot specify both 'socket' and 'host' options\n" if defined $host;
+        die "Cannot specify both 'socket' and 'port' options\n" if defined $port;
+        push @specs, { type => 'unix', path => $socket, socket_mode => $mode };
+    }
+    else {
+        $host //= '127.0.0.1';
+        $port //= 5000;
+        $self->{host} = $host;
+        $self->{port} = $port;
+        push @specs, { type => 'tcp', host => $host, port => $port };
+    }
+    $_->{ssl} = $self->{ssl} for grep { $_->{type} eq 'tcp' && $self->{ssl} } @specs;
+    $self->{listeners} = \@specs;
+}
+
+sub configure {
+    my ($self, %params) = @_;
+    for my $k (grep { $RECONFIGURABLE{$_} } keys %params) {
+        my $v = delete $params{$k};
+        _check_log_level($v)     if $k eq 'log_level';
+        _check_lifespan_mode($v) if $k eq 'lifespan_mode';
+        $self->_check_access_log_format($v) if $k eq 'access_log_format';
+        $self->{$k} = $v;
+    }
+    # Listener layout is fixed at construction.
+    delete @params{qw(socket socket_mode listen)};
+    $self->SUPER::configure(%params);
+}
+
+# ---------------------------------------------------------------- logging
+
+sub _log {
+    my ($self, $level, $msg) = @_;
+    my $n = $LOG_LEVELS{$level} // 2;
+    return if $n < $LOG_LEVELS{ $self->{log_level} // 'info' };
+    return if $self->{quiet} && $level ne 'error';
+    warn "$msg\n";
+}
+
+sub _write_access_log {
+    my ($self, $line) = @_;
+    my $fh = $self->{access_log} or return;
+    print {$fh} $line, "\n";
+}
+
+# ------------------------------------------------------------- accessors
+
+sub port {
+    my ($self) = @_;
+    return $self->{bound_port} // $self->{port};
+}
+
+sub socket_path {
+    my ($self) = @_;
+    my ($u) = grep { $_->{type} eq 'unix' } @{ $self->{listeners} || [] };
+    return $u ? $u->{path} : undef;
+}
+
+sub listeners        { $_[0]{listeners} // [] }
+sub is_running       { $_[0]{running} ? 1 : 0 }
+sub effective_max_connections { $_[0]{max_connections} > 0 ? $_[0]{max_connections} : 1000 }
+
+sub connection_count {
+    my ($self) = @_;
+    return 0 unless $self->{native};
+    return PAGI::Server::Native::connections($self->{native});
+}
+
+# --------------------------------------------------------------- serving
+
+sub _native_config {
+    my ($self) = @_;
+    my @lines = ("backlog=$self->{listener_backlog}", "server_header=PAGI::Server/$VERSION",
+        'access_log=' . ($self->{access_log} ? 1 : 0),
+        "write_high_watermark=$self->{write_high_watermark}",
+        "write_low_watermark=$self->{write_low_watermark}");
+    for my $l (@{ $self->{listeners} }) {
+        if ($l->{type} eq 'unix') {
+            push @lines, "listen=unix:$l->{path}";
+        }
+        else {
+            my $h = $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
+            push @lines, "listen=tcp:$h:$l->{port}";
+        }
+    }
+    push @lines, "panic_path=$self->{_test_panic_path}" if defined $self->{_test_panic_path};
+    for (@lines) {
+        die "PAGI::Server: option values must not contain newlines\n" if /\n/;
+    }
+    return join("\n", @lines) . "\n";
+}
+
+sub listen {
+    my ($self) = @_;
+    return Future->done if $self->{running};
+    my $loop = $self->loop
+        or Carp::croak("PAGI::Server must be added to an IO::Async::Loop before listen()");
+    if ($self->{workers} && $self->{workers} > 0) {
+        return Future->fail("Multi-worker mode (workers => $self->{workers}) is not available in this build yet\n");
+    }
+    if ($self->{ssl} && !$self->{disable_tls}) {
+        return Future->fail("TLS support requested (ssl) but this build of PAGI::Server has no TLS yet.\n"
+            . "Remove the ssl option or set disable_tls => 1.\n");
+    }
+    $self->{lifespan} = PAGI::Server::Lifespan->new(
+        app     => $self->{app},
+        loop    => $loop,
+        state   => $self->{state},
+        mode    => $self->{lifespan_mode},
+        timeout => $self->{lifespan_startup_timeout},
+        log     => $self->_logger,
+    );
+    return $self->{lifespan}->startup->then(sub {
+        my ($result) = @_;
+        unless ($result->{ok}) {
+            my $msg = $result->{message} // 'Lifespan startup failed';
+            $self->_log(error => "PAGI Server startup failed: $msg");
+            return Future->fail("Lifespan startup failed: $msg\n");
+        }
+        my $err = $self->_start_native;
+        return Future->fail($err) if $err;
+        return Future->done($self);
+    });
+}
+
+sub _logger {
+    my ($self) = @_;
+    weaken(my $weak = $self);
+    return sub { $weak->_log(@_) if $weak };
+}
+
+sub _start_native {
+    my ($self) = @_;
+    my $h = PAGI::Server::Native::new($self->_native_config);
+    my ($ok, $text) = PAGI::Server::Native::listen($h);
+    unless ($ok) {
+        PAGI::Server::Native::free($h);
+        return "$text\n";
+    }
+    $self->{native} = $h;
+    my @bound = split /\n/, $text;
+    for my $i (0 .. $#bound) {
+        my ($type, @rest) = split / /, $bound[$i], 3;
+        next unless $type eq 'tcp';
+        $self->{listeners}[$i]{port} = $rest[1];
+        $self->{bound_port} //= $rest[1];
+    }
+    for my $l (grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $self->{listeners} }) {
+        chmod $l->{socket_mode}, $l->{path};
+    }
+
+    # Watch a duplicate of the eventfd so closing our handle never closes
+    # the fd the Rust side writes to.
+    open(my $wake, '<&', PAGI::Server::Native::fd($h))
+        or return "Cannot watch the server's wake-up fd: $!\n";
+    weaken(my $weak = $self);
+    $self->{wake_handle} = IO::Async::Handle->new(
+        read_handle   => $wake,
+        on_read_ready => sub { $weak->_drain if $weak },
+    );
+    $self->add_child($self->{wake_handle});
+    $self->{running} = 1;
+    $self->_install_signals;
+    $self->_log(info => $self->_banner);
+    return;
+}
+
+sub _banner {
+    my ($self) = @_;
+    my @where = map {
+        $_->{type} eq 'unix' ? "unix:$_->{path}"
+          : sprintf('http://%s:%s/', ($_->{host} =~ /:/ ? "[$_->{host}]" : $_->{host}), $_->{port})
+    } @{ $self->{listeners} };
+    my $loop_name = ref($self->loop) =~ s/^IO::Async::Loop:://r;
+    return sprintf('PAGI Server listening on %s (loop: %s, max_conn: %d, http2: %s, tls: %s, core: rust)',
+        join(', ', @where), $loop_name, $self->effective_max_connections,
+        ($self->has_http2 ? 'available' : 'not available'),
+        ($self->{ssl} ? 'disabled' : 'not available'));
+}
+
+sub _install_signals {
+    my ($self) = @_;
+    return if $^O eq 'MSWin32';
+    my $loop = $self->loop;
+    weaken(my $weak = $self);
+    my $fired = 0;
+    my $stop = sub {
+        return if $fired++ || !$weak;
+        my $l = $weak->loop;
+        $weak->shutdown->on_ready(sub {
+            my $f = shift;
+            $weak->_log(error => 'Shutdown error: ' . $f->failure) if $weak && $f->is_failed;
+            $l->stop if $l;
+        });
+    };
+    $self->{signal_ids} = [
+        map { [$_, $loop->attach_signal($_ => $stop)] } qw(TERM INT)
+    ];
+}
+
+sub _remove_signals {
+    my ($self) = @_;
+    my $loop = $self->loop or return;
+    $loop->detach_signal(@$_) for @{ delete $self->{signal_ids} || [] };
+}
+
+# Takes every record the Rust side queued since the last wake-up.
+sub _drain {
+    my ($self) = @_;
+    my $h = $self->{native} or return;
+    my @r = PAGI::Server::Native::drain($h, 'http');
+    my $reqs = $self->{requests};
+    for (my $i = 0; $i < @r; $i += 4) {
+        my ($kind, $id, $a, $b) = @r[$i .. $i + 3];
+        if ($kind == 1) {
+            PAGI::Server::Request::start($self, $id, $a, $b);
+        }
+        elsif ($kind == 2) {
+            my $req = $reqs->{$id} or next;
+            $req->body($a, $b);
+        }
+        elsif ($kind == 3) {
+            my $req = $reqs->{$id};
+            PAGI::Server::Native::request_end($h, $id, 0);
+            $req->disconnected($a) if $req;
+        }
+        elsif ($kind == 4) {
+            my $req = $reqs->{$id} or next;
+            $req->drained;
+        }
+        elsif ($kind == 5) {
+            $self->_log(($a == 1 ? 'error' : $a == 2 ? 'warn' : 'info'), $b);
+        }
+        elsif ($kind == 6) {
+            my $f = $self->{idle_future};
+            $f->done if $f && !$f->is_ready;
+        }
+    }
+}
+
+sub shutdown {
+    my ($self) = @_;
+    return Future->done unless $self->{running};
+    $self->{running} = 0;
+    my $loop = $self->loop;
+    my $h    = $self->{native};
+    $self->_remove_signals;
+
+    my $idle = $self->{idle_future} = $loop->new_future;
+    PAGI::Server::Native::shutdown($h, 1);
+    my $timeout = $self->{shutdown_timeout} || 30;
+    my $drained = Future->wait_any(
+        $idle->then(sub { Future->done(1) }),
+        $loop->delay_future(after => $timeout)->then(sub { Future->done(0) }),
+    );
+    weaken(my $weak = $self);
+    return $drained->then(sub {
+        my ($clean) = @_;
+        return Future->done if $clean || !$weak;
+        $weak->_log(warn => 'Shutdown timeout: force-closing ' . $weak->connection_count . ' active connections');
+        PAGI::Server::Native::shutdown($h, 2);
+        return Future->wait_any($idle, $loop->delay_future(after => 2));
+    })->then(sub {
+        return Future->done unless $weak;
+        $weak->_release_native;
+        my $ls = $weak->{lifespan} or return Future->done;
+        return $ls->shutdown($weak->{shutdown_timeout} || 30)->then(sub {
+            my ($r) = @_;
+            $weak->_log(warn => "PAGI Server shutdown warning: $r->{message}")
+                if $weak && $r && !$r->{ok};
+            return Future->done;
+        });
+    })->then(sub { Future->done($weak) });
+}
+
+# Stops the Rust side at once and releases its threads and sockets.
+sub _release_native {
+    my ($self) = @_;
+    my $h = delete $self->{native} or return;
+    $self->_drain_with($h);
+    if (my $w = delete $self->{wake_handle}) {
+        $self->remove_child($w) if $w->parent;
+    }
+    $_->disconnected('server_shutdown') for values %{ $self->{requests} };
+    PAGI::Server::Native::free($h);
+    for my $l (grep { $_->{type} eq 'unix' } @{ $self->{listeners} }) {
+        unlink $l->{path} if -S $l->{path};
+    }
+}
+
+sub _drain_with {
+    my ($self, $h) = @_;
+    local $self->{native} = $h;
+    $self->_drain;
+}
+
+sub _remove_from_loop {
+    my ($self, $loop) = @_;
+    if ($self->{native}) {
+        $self->{running} = 0;
+        $self->_remove_signals;
+        PAGI::Server::Native::shutdown($self->{native}, 2);
+        $self->_release_native;
+    }
+    $self->{lifespan}->abandon if $self->{lifespan};
+    $self->SUPER::_remove_from_loop($loop);
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    return if ${^GLOBAL_PHASE} eq 'DESTRUCT' && !$self->{native};
+    if (my $h = delete $self->{native}) {
+        PAGI::Server::Native::shutdown($h, 2);
+        PAGI::Server::Native::free($h);
+    }
+}
+
+# ------------------------------------------------------------------- run
+
+sub run {
+    my ($self) = @_;
+    my $loop = $self->_create_loop;
+    $loop->add($self);
+    my $ok = eval { $self->listen->get; 1 };
+    unless ($ok) {
+        my $err  = $@;
+        my $port = $self->{port} // '';
+        die "Error: Port $port is already in use\n"            if $err =~ /Address already in use/i;
+        die "Error: Permission denied to bind to port $port\n" if $err =~ /Permission denied/i;
+        die "Error starting server: $err\n";
+    }
+    $loop->run;
+    return $self;
+}
+
+sub _create_loop {
+    my ($self) = @_;
+    require IO::Async::Loop;
+    my $type = $self->{loop_type} or return IO::Async::Loop->new;
+    die "Invalid loop_type '$type': must contain only letters, digits, and ::\n"
+        unless $type =~ $LOOP_TYPE_RE;
+    my $class = "IO::Async::Loop::$type";
+    (my $file = "$class.pm") =~ s{::}{/}g;
+    eval { require $file; 1 }
+        or die "Cannot load loop backend '$type': $@\nInstall it with: cpanm $class\n";
+    return $class->new;
+}
+
 1;
+
+__END__
+
+=head1 NAME
+
+PAGI::Server - PAGI application server with a Rust network core
+
+=head1 SYNOPSIS
+
+    use IO::Async::Loop;
+    use PAGI::Server;
+
+    my $loop   = IO::Async::Loop->new;
+    my $server = PAGI::Server->new(app => $app, host => '127.0.0.1', port => 5000);
+    $loop->add($server);
+    $server->listen->get;
+    $loop->run;
+
+    # or, owning its loop and handling TERM/INT:
+    PAGI::Server->new(app => $app, port => 5000)->run;
+
+=head1 DESCRIPTION
+
+A drop-in replacement for the pure-Perl reference C<PAGI::Server>: the same
+class, constructor options, methods and C<pagi-server> script, with the
+sockets, HTTP parsing and response framing done by a Rust core (tokio and
+hyper) running on its own threads. Your application still runs on the Perl
+thread, inside your L<IO::Async> loop; requests reach it as PAGI scopes and
+its C<$send> calls reach the wire through the core.
+
+The server is an L<IO::Async::Notifier>: add it to a loop, call C<listen>,
+and it serves while the same loop runs your other clients.
+
+=head1 CONSTRUCTOR OPTIONS
+
+=over 4
+
+=item app (required)
+
+The PAGI application: C<async sub ($scope, $receive, $send)>.
+
+=item host, port
+
+TCP address to bind; default C<127.0.0.1> and C<5000>. Port C<0> picks a free
+port, readable with C<port> after C<listen>.
+
+=item socket, socket_mode
+
+Listen on a Unix domain socket at this path instead of TCP, and optionally
+C<chmod> it to C<socket_mode>. Cannot be combined with C<host>/C<port>.
+
+=item listen
+
+An array of listener specs, each C<< { host => ..., port => ... } >> or
+C<< { socket => ..., socket_mode => ... } >>, to serve several addresses at
+once. Cannot be combined with C<host>, C<port>, C<socket> or C<socket_mode>.
+
+=item ssl, disable_tls
+
+TLS settings (C<cert_file>, C<key_file>, C<ca_file>, C<verify_client>,
+C<min_version>, C<cipher_list>). The files are checked at construction.
+This build has no TLS yet: C<listen> fails with a clear message when C<ssl>
+is set, unless C<disable_tls> is true, which keeps the settings but serves
+plain HTTP.
+
+=item extensions
+
+Hash of extensions advertised in every scope's C<extensions>, for example
+C<< { fullflush => {} } >>.
+
+=item access_log, access_log_format
+
+Where the access log goes: a file handle, C<\*STDERR> by default; C<undef>
+turns it off. One line per request in the C<clf> format
+(C<%h - - [%t] "%m %U%q" %s %ds>) is written before the client sees the end
+of the response. Other formats are refused by this build.
+
+=item log_level, quiet
+
+Server messages go through Perl's C<warn>. C<log_level> (debug, info, warn,
+error; default info) sets the least severe level shown; C<quiet> hides all
+but errors.
+
+=item workers, max_requests, reuseport, heartbeat_timeout
+
+Pre-forked worker settings (defaults 0, 0, 0, 50). This build serves in a
+single process; C<workers> above 0 makes C<listen> fail with a clear message.
+
+=item listener_backlog
+
+Listen queue length, default 2048.
+
+=item max_connections
+
+Connection limit; 0 (default) means 1000. See C<effective_max_connections>.
+
+=item write_high_watermark, write_low_watermark
+
+Backpressure marks in bytes (65536 and 16384): once more than the high mark
+of a response is waiting for a slow client, C<$send> returns a pending Future
+until the backlog falls to the low mark.
+
+=item max_body_size, max_header_size, max_header_count
+
+Request limits (10_000_000 bytes with 0 meaning unlimited, 8192 bytes, 100
+headers). Stored for the limits work; see F<Changes>.
+
+=item timeout, request_timeout, ws_idle_timeout, sse_idle_timeout
+
+Idle keep-alive timeout (60 s), stall timeout during a request (0 = off), and
+WebSocket/SSE idle timeouts (0 = off). Stored for the timeouts work.
+
+=item max_receive_queue, max_ws_frame_size
+
+WebSocket limits (1000 messages, 65536 bytes), stored for WebSocket support.
+
+=item sync_file_threshold
+
+File-response tuning (65536), stored for file responses.
+
+=item lifespan_mode, lifespan_startup_timeout, shutdown_timeout
+
+C<auto> (default) runs the lifespan protocol and carries on if the app does
+not support it; C<on> makes a decline fatal; C<off> never calls the app with
+a lifespan scope. Startup must finish within C<lifespan_startup_timeout>
+seconds (30; 0 waits forever). C<shutdown_timeout> (30) bounds both the drain
+of in-flight requests and the lifespan shutdown.
+
+=item validate_events
+
+Validate events the app sends; defaults on when C<PAGI_ENV> is
+C<development>. Stored for the event validator.
+
+=item loop_type
+
+Name of an C<IO::Async::Loop::*> backend for C<run> (e.g. C<EPoll>).
+
+=item http2, h2_max_concurrent_streams, h2_initial_window_size, h2_max_frame_size, h2_enable_push, h2_enable_connect_protocol, h2_max_header_list_size, h2_rst_rate_limit
+
+HTTP/2 settings. This build has no HTTP/2 yet, so C<< http2 => 1 >> dies at
+construction; the C<h2_*> values are stored.
+
+=item on_error
+
+Accepted for older callers and passed to L<IO::Async::Notifier>.
+
+=back
+
+=head1 METHODS
+
+=head2 listen
+
+Runs lifespan startup, binds every listener and starts serving. Returns a
+Future that completes with the server, or fails with the reason (for example
+C<Lifespan startup failed: ...> or the bind error).
+
+=head2 shutdown
+
+Stops accepting, lets in-flight requests finish within C<shutdown_timeout>
+(then closes what is left), runs lifespan shutdown and returns a Future.
+
+=head2 run
+
+Creates a loop, listens, and runs until TERM or INT, which shut down
+gracefully. Dies with C<Error: Port N is already in use> when the port is
+taken.
+
+=head2 port, socket_path, listeners
+
+The bound TCP port (the configured one before C<listen>), the first Unix
+socket path, and the listener specs.
+
+=head2 is_running, connection_count, effective_max_connections
+
+Whether it serves, how many connections are open, and the connection limit.
+
+=head2 configure
+
+Changes options after construction; listener layout and the options marked
+construction-only in the reference (watermarks, C<loop_type>, ...) are
+refused.
+
+=head2 has_tls, has_http2
+
+Class methods: whether this build can serve TLS and HTTP/2 (both 0 for now).
+
+=head1 SEE ALSO
+
+L<PAGI::Server::Runner>, L<pagi-server>, the PAGI specification.
+
+=cut

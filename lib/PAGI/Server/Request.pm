@@ -1,0 +1,354 @@
+package PAGI::Server::Request;
+
+use strict;
+use warnings;
+
+use Future;
+use Scalar::Util qw(weaken blessed);
+
+our $VERSION = '0.003000';
+
+# One in-flight HTTP or SSE request: its receive queue, its response state
+# and the $receive/$send closures handed to the app. Records from the Rust
+# core reach it through PAGI::Server::_drain.
+
+my $ERROR_BODY = 'Internal Server Error';
+
+sub start {
+    my ($server, $id, $scope, $body_empty) = @_;
+    my $is_sse = _wants_sse($scope->{headers});
+    $scope->{type} = 'sse' if $is_sse;
+    my $state = $server->{state};
+    $scope->{state}      = %$state ? {%$state} : {};
+    $scope->{extensions} = { %{ $server->{extensions} } };
+    delete $scope->{extensions}{tls};
+
+    my $self = bless {
+        id      => $id,
+        server  => $server,
+        native  => $server->{native},
+        loop    => $server->loop,
+        sse     => $is_sse,
+        queue   => [],
+        started => 0,     # response head sent
+        done    => 0,     # final frame sent
+        gone    => undef, # disconnect reason
+    }, __PACKAGE__;
+    weaken($self->{server});
+    push @{ $self->{queue} }, { type => ($is_sse ? 'sse.request' : 'http.request'), body => '', more => 0 }
+        if $body_empty;
+    $server->{requests}{$id} = $self;
+
+    my $receive = sub { $self->_receive };
+    my $send    = sub { $self->_send(@_) };
+    my $f = eval { $server->{app}->($scope, $receive, $send) };
+    if (!$f) {
+        $self->_app_finished(Future->fail($@ || "application did not return a Future\n"));
+    }
+    elsif (!blessed($f) || !$f->can('on_ready')) {
+        $self->_app_finished(Future->done);
+    }
+    elsif ($f->is_ready) {
+        $self->_app_finished($f);
+    }
+    else {
+        $self->{app_future} = $f;
+        $f->on_ready(sub { $self->_app_finished($_[0]) });
+    }
+    return;
+}
+
+sub _wants_sse {
+    my ($headers) = @_;
+    my $sse = 0;
+    for my $h (@$headers) {
+        my $n = $h->[0];
+        return 0 if $n eq 'upgrade' && $h->[1] =~ /websocket/i;
+        $sse = 1 if $n eq 'accept' && $h->[1] =~ m{text/event-stream}i;
+    }
+    return $sse;
+}
+
+sub _disconnect_event {
+    my ($self) = @_;
+    return { type => ($self->{sse} ? 'sse.disconnect' : 'http.disconnect'),
+             (defined $self->{gone} ? (reason => $self->{gone}) : ()) };
+}
+
+sub _receive {
+    my ($self) = @_;
+    my $q = $self->{queue};
+    if (@$q) {
+        my $ev = shift @$q;
+        $self->_ack($ev);
+        return Future->done($ev);
+    }
+    return Future->done($self->_disconnect_event) if $self->{done} || defined $self->{gone};
+    my $f = $self->{loop}->new_future;
+    push @{ $self->{waiters} }, $f;
+    return $f;
+}
+
+# Lets the Rust reader go on once the app has taken a chunk.
+sub _ack {
+    my ($self, $ev) = @_;
+    return unless $ev->{more} && $self->{native} && !defined $self->{gone};
+    PAGI::Server::Native::body_ack($self->{native}, $self->{id}, length $ev->{body});
+}
+
+sub _deliver {
+    my ($self, $ev) = @_;
+    if (my $w = shift @{ $self->{waiters} }) {
+        $self->_ack($ev);
+        $w->done($ev);
+    }
+    else {
+        push @{ $self->{queue} }, $ev;
+    }
+}
+
+# BODY record.
+sub body {
+    my ($self, $data, $more) = @_;
+    $self->_deliver({ type => ($self->{sse} ? 'sse.request' : 'http.request'), body => $data, more => $more });
+}
+
+# DISCONNECT record (or the server going away).
+sub disconnected {
+    my ($self, $reason) = @_;
+    return if defined $self->{gone};
+    $self->{gone} = $reason // 'client_closed';
+    my $ev = $self->_disconnect_event;
+    $_->done({%$ev}) for grep { !$_->is_ready } @{ delete $self->{waiters} || [] };
+    if (my $d = delete $self->{drain_future}) {
+        $d->done unless $d->is_ready;
+    }
+    $self->_forget;
+}
+
+# DRAIN record: the client caught up.
+sub drained {
+    my ($self) = @_;
+    my $d = delete $self->{drain_future} or return;
+    $d->done unless $d->is_ready;
+}
+
+sub _forget {
+    my ($self) = @_;
+    my $server = $self->{server};
+    delete $server->{requests}{ $self->{id} } if $server && $self->{app_done};
+}
+
+sub _live {
+    my ($self) = @_;
+    return !$self->{done} && !defined $self->{gone} && $self->{native}
+        && $self->{server} && $self->{server}{native};
+}
+
+sub _result {
+    my ($self, $rc) = @_;
+    return Future->done unless $rc == 1;
+    my $d = $self->{drain_future} //= $self->{loop}->new_future;
+    return $d->without_cancel;
+}
+
+sub _finish {
+    my ($self, $log) = @_;
+    $self->{done} = 1;
+    $self->{server}->_write_access_log($log) if defined $log && $self->{server};
+    $self->_forget;
+}
+
+sub _start_response {
+    my ($self, $status, $headers, $trailers) = @_;
+    die "http.response.start: status must be an integer between 100 and 599\n"
+        unless defined $status && $status =~ /\A[1-5][0-9][0-9]\z/;
+    $headers //= [];
+    die "http.response.start: headers must be an array reference\n" unless ref $headers eq 'ARRAY';
+    $self->{started}  = 1;
+    $self->{trailers} = $trailers ? 1 : 0;
+    my $rc = PAGI::Server::Native::send_start($self->{native}, $self->{id}, $status, $headers);
+    return $rc;
+}
+
+sub _send_body {
+    my ($self, $body, $more) = @_;
+    my $fin = !$more && !$self->{trailers};
+    my ($rc, $log) = PAGI::Server::Native::send_body($self->{native}, $self->{id}, $body, $fin ? 1 : 0);
+    if ($fin) {
+        $self->_finish($log);
+    }
+    elsif (!$more) {
+        $self->{body_done} = 1;
+    }
+    return $rc;
+}
+
+sub _read_file_body {
+    my ($ev) = @_;
+    my ($fh, $offset, $length) = ($ev->{fh}, $ev->{offset} // 0, $ev->{length});
+    if (defined $ev->{file}) {
+        open($fh, '<:raw', $ev->{file}) or die "http.response.body: cannot open $ev->{file}: $!\n";
+    }
+    seek($fh, $offset, 0) if $offset;
+    my $data = '';
+    local $/;
+    if (defined $length) {
+        read($fh, $data, $length) // die "http.response.body: read failed: $!\n";
+    }
+    else {
+        $data = <$fh> // '';
+    }
+    close $fh if defined $ev->{file};
+    return $data;
+}
+
+sub _send {
+    my ($self, $ev) = @_;
+    die "send requires an event hash reference\n" unless ref $ev eq 'HASH';
+    my $type = $ev->{type} // '';
+
+    if ($type eq 'http.response.body' || $type eq 'http.response.start'
+        || $type eq 'http.response.trailers' || $type eq 'http.fullflush'
+        || ($self->{sse} && $type =~ /\Asse\./)) {
+        if ($type eq 'http.fullflush') {
+            unless (exists $self->{server}{extensions}{fullflush}) {
+                warn "PAGI: http.fullflush event rejected - extension not enabled\n";
+                die "Extension not enabled: fullflush\n";
+            }
+            # The core writes every frame as soon as it is handed over.
+            return Future->done;
+        }
+        return Future->done unless $self->_live;
+        return $self->_send_sse($type, $ev) if $type =~ /\Asse\./;
+
+        if ($type eq 'http.response.body') {
+            die "http.response.body sent before http.response.start\n" unless $self->{started};
+            return Future->done if $self->{body_done};
+            my $body = (defined $ev->{file} || defined $ev->{fh}) ? _read_file_body($ev) : $ev->{body};
+            return $self->_result($self->_send_body($body, $ev->{more}));
+        }
+        if ($type eq 'http.response.start') {
+            die "http.response.start sent twice\n" if $self->{started};
+            return $self->_result($self->_start_response($ev->{status}, $ev->{headers}, $ev->{trailers}));
+        }
+        # http.response.trailers
+        die "http.response.trailers requires http.response.start with trailers => 1\n"
+            unless $self->{trailers};
+        my ($rc, $log) = PAGI::Server::Native::send_trailers($self->{native}, $self->{id}, $ev->{headers} // []);
+        $self->_finish($log);
+        return Future->done;
+    }
+    my $proto = $self->{sse} ? 'sse' : 'http';
+    die "Unrecognized event type '$type' for $proto protocol\n";
+}
+
+# ------------------------------------------------------------------- SSE
+
+sub _send_sse {
+    my ($self, $type, $ev) = @_;
+    if ($type eq 'sse.start') {
+        die "sse.start sent twice\n" if $self->{started};
+        my @h = @{ $ev->{headers} // [] };
+        my %have = map { lc($_->[0]) => 1 } @h;
+        push @h, ['content-type', 'text/event-stream'] unless $have{'content-type'};
+        push @h, ['cache-control', 'no-cache'] unless $have{'cache-control'};
+        return $self->_result($self->_start_response($ev->{status} // 200, \@h, 0));
+    }
+    die "$type sent before sse.start\n" unless $self->{started};
+    my $frame;
+    if ($type eq 'sse.send') {
+        $frame = '';
+        for my $f (qw(event id)) {
+            next unless defined $ev->{$f};
+            die "sse.send: '$f' must not contain newlines\n" if $ev->{$f} =~ /[\r\n]/;
+            $frame .= "$f: $ev->{$f}\n";
+        }
+        if (defined $ev->{retry}) {
+            die "sse.send: 'retry' must be a non-negative integer\n" unless $ev->{retry} =~ /\A\d+\z/;
+            $frame .= "retry: $ev->{retry}\n";
+        }
+        $frame .= "data: $_\n" for split /\r\n|\r|\n/, ($ev->{data} // ''), -1;
+        $frame .= "\n";
+    }
+    elsif ($type eq 'sse.comment') {
+        my $c = $ev->{comment} // '';
+        $c = ":$c" unless $c =~ /\A:/;
+        $frame = "$c\n\n";
+    }
+    elsif ($type eq 'sse.close') {
+        return $self->_result($self->_send_body('', 0));
+    }
+    else {
+        die "Unrecognized event type '$type' for sse protocol\n";
+    }
+    utf8::encode($frame) if utf8::is_utf8($frame);
+    return $self->_result($self->_send_body($frame, 1));
+}
+
+# ------------------------------------------------------------- app done
+
+sub _app_finished {
+    my ($self, $f) = @_;
+    delete $self->{app_future};
+    $self->{app_done} = 1;
+    if ($f->is_failed) {
+        my ($err) = $f->failure;
+        $self->_app_failed($err);
+    }
+    elsif (!$self->{started}) {
+        if ($self->_live) {
+            warn "PAGI application returned without starting a response\n";
+            $self->_error_response;
+        }
+    }
+    elsif ($self->_live) {
+        # Returned mid-stream (SSE, or a body without more => 0): end it.
+        $self->{trailers} = 0;
+        $self->_send_body('', 0);
+    }
+    $self->_forget if $self->{done} || defined $self->{gone};
+}
+
+sub _app_failed {
+    my ($self, $err) = @_;
+    $err //= 'unknown error';
+    return unless $self->_live;
+    if (!$self->{started}) {
+        warn "PAGI application error: $err" . ($err =~ /\n\z/ ? '' : "\n");
+        $self->_error_response;
+    }
+    else {
+        warn "PAGI application error (after response started): $err" . ($err =~ /\n\z/ ? '' : "\n");
+        $self->{done} = 1;
+        PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1);
+    }
+}
+
+sub _error_response {
+    my ($self) = @_;
+    $self->{trailers} = 0;
+    $self->_start_response(500, [
+        ['content-type', 'text/plain'],
+        ['content-length', length $ERROR_BODY],
+        ['connection', 'close'],
+    ]);
+    $self->_send_body($ERROR_BODY, 0);
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+PAGI::Server::Request - one in-flight request inside PAGI::Server
+
+=head1 DESCRIPTION
+
+Internal to L<PAGI::Server>. Holds the receive queue and response state of a
+request served by the Rust core, builds the C<$receive> and C<$send>
+closures the application gets, and turns an application that dies or
+returns without a response into a C<500> (the connection is then closed).
+
+=cut
