@@ -113,6 +113,7 @@ pub unsafe extern "C" fn pagi_server_new(
     err: *mut u8,
     err_cap: usize,
 ) -> i32 {
+    crate::http1::install_panic_hook();
     let result = catch_unwind(|| {
         let text = std::str::from_utf8(slice(cfg, len))
             .map_err(|_| "configuration is not UTF-8".to_string())?;

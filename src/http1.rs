@@ -47,7 +47,7 @@ impl Peer {
 type Active = Arc<Mutex<Vec<Arc<ReqShared>>>>;
 
 /// Runs a future, turning a panic into an error message instead of unwinding.
-struct CatchUnwind(Pin<Box<dyn Future<Output = ()> + Send>>);
+pub struct CatchUnwind(pub Pin<Box<dyn Future<Output = ()> + Send>>);
 
 impl Future for CatchUnwind {
     type Output = Result<(), String>;
@@ -60,14 +60,36 @@ impl Future for CatchUnwind {
     }
 }
 
+thread_local! {
+    static PANIC_AT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Replaces Rust's default panic printing (straight to stderr, past Perl's
+/// `warn` and `quiet`): the location is kept for `panic_message`, and every
+/// catch site logs through the bridge or croaks.
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            PANIC_AT.with(|p| *p.borrow_mut() = at);
+        }));
+    });
+}
+
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+    let msg = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "unknown panic".to_string()
-    }
+    };
+    let at = PANIC_AT.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    format!("{msg}{at}")
 }
 
 pub fn spawn<IO>(core: Arc<ServerCore>, io: IO, peer: Peer)
@@ -167,7 +189,17 @@ async fn handle(
     let empty = hyper::body::Body::is_end_stream(&body);
     push_request(&core, &shared, &parts, &peer, empty);
     if !empty {
-        tokio::spawn(read_body(core.clone(), shared.clone(), body));
+        let (c, sh) = (core.clone(), shared.clone());
+        tokio::spawn(async move {
+            let reader = CatchUnwind(Box::pin(read_body(c.clone(), sh.clone(), body)));
+            if let Err(msg) = reader.await {
+                c.bridge.log(
+                    level::ERROR,
+                    &format!("PAGI::Server internal error (request body): {msg}"),
+                );
+                c.disconnected(&sh, "server_error");
+            }
+        });
     }
     let head = head_rx.await.map_err(|_| Aborted)?;
     let mut resp = Response::new(RespBody::new(body_rx, shared, core));

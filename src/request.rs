@@ -126,8 +126,12 @@ pub async fn read_body(core: Arc<ServerCore>, shared: Arc<ReqShared>, mut body: 
                 });
                 return;
             }
-            // The connection failed; its task reports the disconnect.
-            Some(Err(_)) => return,
+            // The client went away mid-body. hyper keeps the connection
+            // until the handler gives up, so report it here.
+            Some(Err(_)) => {
+                core.disconnected(&shared, "client_closed");
+                return;
+            }
             Some(Ok(f)) => {
                 let Ok(data) = f.into_data() else { continue };
                 let end = hyper::body::Body::is_end_stream(&body);

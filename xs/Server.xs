@@ -81,7 +81,17 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
         if (!n || !v || !SvOK(*n) || !SvOK(*v))
             croak("header %ld must have a defined name and value", (long)i);
         for (k = 0; k < 2; k++) {
+            STRLEN j;
             s = SvPVbyte(k ? *v : *n, l);
+            /* Header byte safety: refuse rather than rewrite (spec). */
+            for (j = 0; j < l; j++) {
+                unsigned char ch = (unsigned char)s[j];
+                if (ch == '\r' || ch == '\n' || ch == 0)
+                    croak(k ? "Invalid header value: contains CR, LF, or null byte\n"
+                            : "Invalid header name: contains CR, LF, or null byte\n");
+                if (!k && (ch < 0x20 || ch == 0x7f))
+                    croak("Invalid header name: contains control characters\n");
+            }
             l32 = (uint32_t)l;
             sv_catpvn(buf, (const char *)&l32, 4);
             sv_catpvn(buf, s, l);

@@ -3,6 +3,15 @@ package PAGI::Server;
 use strict;
 use warnings;
 
+# PAGI_FUTURE_XS=1 asks for the XS implementation of Future; it must be
+# loaded before anything creates a Future.
+BEGIN {
+    if ($ENV{PAGI_FUTURE_XS}) {
+        eval { require Future::XS; 1 }
+            or die "PAGI_FUTURE_XS=1 is set but Future::XS cannot be loaded: $@";
+    }
+}
+
 use parent 'IO::Async::Notifier';
 
 use Carp ();
@@ -81,17 +90,17 @@ sub _init {
 
     $self->{app} = delete $params->{app} or die "app is required";
 
+    # An option given as undef means its default, as in the reference.
     for my $k (keys %DEFAULTS) {
-        $self->{$k} = exists $params->{$k} ? delete $params->{$k} : $DEFAULTS{$k};
+        $self->{$k} = delete $params->{$k} // $DEFAULTS{$k};
     }
-    $self->{validate_events} = exists $params->{validate_events}
-        ? delete $params->{validate_events}
-        : (($ENV{PAGI_ENV} // '') eq 'development' ? 1 : 0);
+    $self->{validate_events} = delete $params->{validate_events}
+        // (($ENV{PAGI_ENV} // '') eq 'development' ? 1 : 0);
 
     $self->_check_ssl_files if $self->{ssl};
     $self->_normalise_listeners($params);
 
-    $self->{extensions} = exists $params->{extensions} ? delete $params->{extensions} : {};
+    $self->{extensions} = delete $params->{extensions} // {};
     $self->{access_log} = exists $params->{access_log} ? delete $params->{access_log} : \*STDERR;
 
     _check_log_level($self->{log_level});
@@ -104,6 +113,9 @@ sub _init {
         die "HTTP/2 support requested (http2 => 1) but this build of PAGI::Server has no HTTP/2 yet.\n"
           . "Disable it with http2 => 0.\n";
     }
+
+    # Test hook: a request for this exact path panics inside the Rust core.
+    $self->{_test_panic_path} = delete $params->{_test_panic_path};
 
     $self->{state}     = {};
     $self->{running}   = 0;
@@ -364,7 +376,8 @@ sub _install_signals {
     my $stop = sub {
         return if $fired++ || !$weak;
         my $l = $weak->loop;
-        $weak->shutdown->on_ready(sub {
+        # Keep the chain alive until it stops the loop.
+        $weak->{signal_shutdown} = $weak->shutdown->on_ready(sub {
             my $f = shift;
             $weak->_log(error => 'Shutdown error: ' . $f->failure) if $weak && $f->is_failed;
             $l->stop if $l;

@@ -165,9 +165,10 @@ sub _start_response {
         unless defined $status && $status =~ /\A[1-5][0-9][0-9]\z/;
     $headers //= [];
     die "http.response.start: headers must be an array reference\n" unless ref $headers eq 'ARRAY';
+    # Bad header bytes die here, leaving the response unstarted.
+    my $rc = PAGI::Server::Native::send_start($self->{native}, $self->{id}, $status, $headers);
     $self->{started}  = 1;
     $self->{trailers} = $trailers ? 1 : 0;
-    my $rc = PAGI::Server::Native::send_start($self->{native}, $self->{id}, $status, $headers);
     return $rc;
 }
 

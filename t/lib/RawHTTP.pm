@@ -1,0 +1,236 @@
+package RawHTTP;
+
+# Test helper: a plain TCP client for wire-level checks against a PAGI::Server
+# running on the same IO::Async loop in this process. Every wait pumps the
+# loop (so the app can run) and is bounded in time; nothing here blocks.
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use IO::Select;
+use IO::Socket::INET;
+use Errno qw(EAGAIN EWOULDBLOCK EINTR ECONNRESET EPIPE);
+use Time::HiRes qw(time);
+
+our @EXPORT_OK = qw(start_server pump_until);
+
+# Starts a server on an ephemeral port; returns it (listening).
+sub start_server {
+    my ($loop, %opt) = @_;
+    require PAGI::Server;
+    my $server = PAGI::Server->new(
+        host          => '127.0.0.1',
+        port          => 0,
+        quiet         => 1,
+        access_log    => undef,
+        lifespan_mode => 'off',
+        %opt,
+    );
+    $loop->add($server);
+    $server->listen->get;
+    return $server;
+}
+
+# Runs the loop in short slices until $cond returns true or $timeout passes.
+sub pump_until {
+    my ($loop, $timeout, $cond) = @_;
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        return 1 if $cond->();
+        $loop->loop_once(0.02);
+    }
+    return $cond->() ? 1 : 0;
+}
+
+sub new {
+    my ($class, %opt) = @_;
+    my $sock = IO::Socket::INET->new(
+        PeerAddr => $opt{host} // '127.0.0.1',
+        PeerPort => $opt{port},
+        Proto    => 'tcp',
+        Timeout  => 5,
+    ) or die "connect to port $opt{port}: $!";
+    $sock->blocking(0);
+    binmode $sock;
+    return bless {
+        loop => $opt{loop},
+        sock => $sock,
+        buf  => '',
+        eof  => 0,
+        err  => undef,   # 'reset' or another read error
+    }, $class;
+}
+
+sub sock { $_[0]{sock} }
+
+# Reads whatever is available now, without waiting.
+sub _slurp {
+    my ($self) = @_;
+    return if $self->{eof} || $self->{err};
+    my $sel = IO::Select->new($self->{sock});
+    while ($sel->can_read(0)) {
+        my $n = sysread($self->{sock}, my $chunk, 65536);
+        if (!defined $n) {
+            next if $! == EINTR;
+            last if $! == EAGAIN || $! == EWOULDBLOCK;
+            $self->{err} = $! == ECONNRESET ? 'reset' : "read error: $!";
+            return;
+        }
+        if ($n == 0) {
+            $self->{eof} = 1;
+            return;
+        }
+        $self->{buf} .= $chunk;
+    }
+}
+
+# Pumps the loop and reads until $cond->($self) or the time is up.
+sub wait_for {
+    my ($self, $timeout, $cond) = @_;
+    my $deadline = time + $timeout;
+    while (1) {
+        $self->_slurp;
+        return 1 if $cond->($self);
+        return 0 if $self->{eof} || $self->{err} || time >= $deadline;
+        $self->{loop}->loop_once(0.02);
+    }
+}
+
+# Writes all bytes, pumping the loop while the socket is full.
+sub write {
+    my ($self, $data, $timeout) = @_;
+    $timeout //= 10;
+    my $deadline = time + $timeout;
+    my $off = 0;
+    while ($off < length $data) {
+        die "write timed out after $off bytes\n" if time >= $deadline;
+        my $n = syswrite($self->{sock}, $data, 65536, $off);
+        if (!defined $n) {
+            die "write failed: $!\n" unless $! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR;
+            $self->{loop}->loop_once(0.01);
+            $self->_slurp;
+            next;
+        }
+        $off += $n;
+    }
+    return $off;
+}
+
+# Waits until the peer closes (EOF or reset). Returns 'eof', 'reset',
+# another error string, or 'timeout'. Data that arrives meanwhile is kept.
+sub wait_close {
+    my ($self, $timeout) = @_;
+    $self->wait_for($timeout // 3, sub { $_[0]{eof} || $_[0]{err} });
+    return $self->{err} // ($self->{eof} ? 'eof' : 'timeout');
+}
+
+# Reads one complete response. %opt: head => 1 (no body expected),
+# timeout => seconds. Returns a hashref, or undef (see ->{error}).
+sub read_response {
+    my ($self, %opt) = @_;
+    my $timeout = $opt{timeout} // 5;
+    my $resp;
+    $self->wait_for($timeout, sub {
+        my $s = shift;
+        $resp = _parse($s->{buf}, $opt{head}, $s->{eof} || $s->{err});
+        return $resp ? 1 : 0;
+    });
+    unless ($resp) {
+        $self->{error} = $self->{err} // ($self->{eof} ? 'eof' : 'timeout');
+        return undef;
+    }
+    substr($self->{buf}, 0, $resp->{consumed}, '');
+    return $resp;
+}
+
+sub close { my $s = shift; CORE::close($s->{sock}) }
+
+# Returns undef while incomplete. A close-delimited body needs $closed.
+sub _parse {
+    my ($buf, $head_req, $closed) = @_;
+    my $end = index($buf, "\r\n\r\n");
+    return undef if $end < 0;
+    my $head = substr($buf, 0, $end);
+    my ($status_line, @lines) = split /\r\n/, $head;
+    my ($version, $status, $reason) = $status_line =~ m{^HTTP/(\d\.\d) (\d{3})(?: (.*))?$}
+        or return { bad => 1, raw => $buf, consumed => length $buf };
+    my @headers;
+    for my $l (@lines) {
+        my ($n, $v) = $l =~ /^([^:]+):[ \t]*(.*?)[ \t]*$/ or next;
+        push @headers, [$n, $v];
+    }
+    my %h;
+    for (@headers) {
+        my $k = lc $_->[0];
+        $h{$k} = exists $h{$k} ? "$h{$k}, $_->[1]" : $_->[1];
+    }
+    my $pos = $end + 4;
+    my $r = {
+        version     => $version,
+        status      => $status,
+        reason      => $reason // '',
+        headers     => \@headers,
+        header      => \%h,
+        head_raw    => substr($buf, 0, $pos),
+        chunked     => 0,
+        trailers    => [],
+        close_delim => 0,
+    };
+    if ($head_req || $status =~ /^1/ || $status == 204 || $status == 304) {
+        $r->{body} = '';
+    }
+    elsif (($h{'transfer-encoding'} // '') =~ /chunked/i) {
+        $r->{chunked} = 1;
+        my $body = '';
+        while (1) {
+            my $le = index($buf, "\r\n", $pos);
+            return undef if $le < 0;
+            my ($size) = substr($buf, $pos, $le - $pos) =~ /^([0-9a-fA-F]+)/
+                or return { bad => 1, raw => $buf, consumed => length $buf };
+            $size = hex $size;
+            $pos = $le + 2;
+            if ($size == 0) {
+                # Trailer section, ended by an empty line.
+                while (1) {
+                    my $te = index($buf, "\r\n", $pos);
+                    return undef if $te < 0;
+                    my $line = substr($buf, $pos, $te - $pos);
+                    $pos = $te + 2;
+                    last if $line eq '';
+                    push @{ $r->{trailers} }, [split /:\s*/, $line, 2];
+                }
+                last;
+            }
+            return undef if length($buf) < $pos + $size + 2;
+            $body .= substr($buf, $pos, $size);
+            $pos += $size + 2;
+        }
+        $r->{body} = $body;
+    }
+    elsif (defined $h{'content-length'}) {
+        my $len = $h{'content-length'};
+        return undef if length($buf) < $pos + $len;
+        $r->{body} = substr($buf, $pos, $len);
+        $pos += $len;
+    }
+    else {
+        return undef unless $closed;
+        $r->{close_delim} = 1;
+        $r->{body} = substr($buf, $pos);
+        $pos = length $buf;
+    }
+    $r->{consumed} = $pos;
+    return $r;
+}
+
+# One-shot: connect, write $request, read one response.
+sub request {
+    my ($class, $loop, $port, $request, %opt) = @_;
+    my $c = $class->new(loop => $loop, port => $port);
+    $c->write($request);
+    my $r = $c->read_response(%opt);
+    return wantarray ? ($r, $c) : $r;
+}
+
+1;
