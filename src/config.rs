@@ -75,7 +75,7 @@ impl Config {
                 .ok_or_else(|| format!("config line without '=': '{line}'"))?;
             match k {
                 "listen" => c.listen.push(listen_spec(v)?),
-                "backlog" => c.backlog = number(k, v)?,
+                "backlog" => c.backlog = i32::try_from(number::<u32>(k, v)?).unwrap_or(i32::MAX),
                 "server_header" => c.server_header = v.to_string(),
                 "access_log" => c.access_log = v != "0",
                 "write_high_watermark" => c.high_watermark = number(k, v)?,
