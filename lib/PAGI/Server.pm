@@ -326,7 +326,8 @@ sub _start_native {
         PAGI::Server::Native::free($h);
         return "$text\n";
     }
-    $self->{native} = $h;
+    $self->{native}     = $h;
+    $self->{loop_cache} = $self->loop;    # read once per request
     my @bound = split /\n/, $text;
     for my $i (0 .. $#bound) {
         my ($type, @rest) = split / /, $bound[$i], 3;

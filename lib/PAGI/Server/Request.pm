@@ -14,46 +14,78 @@ our $VERSION = '0.003000';
 
 my $ERROR_BODY = 'Internal Server Error';
 
+# The result of every $send that need not wait: one shared, already
+# completed Future (awaiting a done Future only reads it).
+my $DONE = Future->done;
+
 sub start {
     my ($server, $id, $scope, $body_empty) = @_;
     my $is_sse = _wants_sse($scope->{headers});
     $scope->{type} = 'sse' if $is_sse;
     my $state = $server->{state};
-    $scope->{state}      = %$state ? {%$state} : {};
-    $scope->{extensions} = { %{ $server->{extensions} } };
-    delete $scope->{extensions}{tls};
+    $scope->{state} = %$state ? {%$state} : {};
+    my $ext = $server->{extensions};
+    $scope->{extensions} = %$ext ? {%$ext} : {};
+    delete $scope->{extensions}{tls} if exists $ext->{tls};
 
+    my $h    = $server->{native};
+    my $reqs = $server->{requests};
     my $self = bless {
         id      => $id,
         server  => $server,
-        native  => $server->{native},
-        loop    => $server->loop,
+        native  => $h,
+        loop    => $server->{loop_cache},
         sse     => $is_sse,
-        queue   => [],
+        queue   => ($body_empty
+            ? [{ type => ($is_sse ? 'sse.request' : 'http.request'), body => '', more => 0 }]
+            : []),
         started => 0,     # response head sent
         done    => 0,     # final frame sent
         gone    => undef, # disconnect reason
     }, __PACKAGE__;
     weaken($self->{server});
-    push @{ $self->{queue} }, { type => ($is_sse ? 'sse.request' : 'http.request'), body => '', more => 0 }
-        if $body_empty;
-    $server->{requests}{$id} = $self;
+    $reqs->{$id} = $self;
 
     my $receive = sub { $self->_receive };
-    my $send    = sub { $self->_send(@_) };
+    # The common events are handled inline: this closure runs twice per request.
+    my $send = $is_sse ? sub { $self->_send(@_) } : sub {
+        my ($ev) = @_;
+        my $type = ref $ev eq 'HASH' ? $ev->{type} // '' : '';
+        if ($type eq 'http.response.body' && $self->{started} && !defined $ev->{file} && !defined $ev->{fh}) {
+            return $DONE if $self->{done} || defined $self->{gone} || $self->{body_done};
+            my $more = $ev->{more};
+            my $fin = !$more && !$self->{trailers};
+            my ($rc, $log) = PAGI::Server::Native::send_body($h, $id, $ev->{body}, $fin ? 1 : 0);
+            if ($fin) {
+                $self->{done} = 1;
+                $self->_log_access($log) if defined $log;
+                delete $reqs->{$id} if $self->{app_done};
+            }
+            elsif (!$more) {
+                $self->{body_done} = 1;
+            }
+            return $rc == 1 ? $self->_wait_drain : $DONE;
+        }
+        return $self->_send($ev);
+    };
+
     my $f = eval { $server->{app}->($scope, $receive, $send) };
-    if (!$f) {
-        $self->_app_finished(Future->fail($@ || "application did not return a Future\n"));
-    }
-    elsif (!blessed($f) || !$f->can('on_ready')) {
-        $self->_app_finished(Future->done);
-    }
-    elsif ($f->is_ready) {
-        $self->_app_finished($f);
+    if ($f && blessed($f) && $f->can('is_ready')) {
+        if (!$f->is_ready) {
+            $self->{app_future} = $f;
+            $f->on_ready(sub { $self->_app_finished($_[0]) });
+        }
+        elsif ($self->{done} && !$f->is_failed) {
+            # Fast path: the app answered completely before returning.
+            $self->{app_done} = 1;
+            delete $reqs->{$id};
+        }
+        else {
+            $self->_app_finished($f);
+        }
     }
     else {
-        $self->{app_future} = $f;
-        $f->on_ready(sub { $self->_app_finished($_[0]) });
+        $self->_app_finished($f ? $DONE : Future->fail($@ || "application did not return a Future\n"));
     }
     return;
 }
@@ -139,23 +171,35 @@ sub _forget {
     delete $server->{requests}{ $self->{id} } if $server && $self->{app_done};
 }
 
+# The server disconnects every request before it releases the core, so a
+# request that is neither done nor gone may still talk to it.
 sub _live {
     my ($self) = @_;
-    return !$self->{done} && !defined $self->{gone} && $self->{native}
-        && $self->{server} && $self->{server}{native};
+    return !$self->{done} && !defined $self->{gone};
 }
 
 sub _result {
     my ($self, $rc) = @_;
-    return Future->done unless $rc == 1;
+    return $rc == 1 ? $self->_wait_drain : $DONE;
+}
+
+# Over the high watermark: the app waits until the client catches up.
+sub _wait_drain {
+    my ($self) = @_;
     my $d = $self->{drain_future} //= $self->{loop}->new_future;
     return $d->without_cancel;
+}
+
+sub _log_access {
+    my ($self, $line) = @_;
+    my $server = $self->{server} or return;
+    $server->_write_access_log($line);
 }
 
 sub _finish {
     my ($self, $log) = @_;
     $self->{done} = 1;
-    $self->{server}->_write_access_log($log) if defined $log && $self->{server};
+    $self->_log_access($log) if defined $log;
     $self->_forget;
 }
 
@@ -218,14 +262,14 @@ sub _send {
                 die "Extension not enabled: fullflush\n";
             }
             # The core writes every frame as soon as it is handed over.
-            return Future->done;
+            return $DONE;
         }
-        return Future->done unless $self->_live;
+        return $DONE unless $self->_live;
         return $self->_send_sse($type, $ev) if $type =~ /\Asse\./;
 
         if ($type eq 'http.response.body') {
             die "http.response.body sent before http.response.start\n" unless $self->{started};
-            return Future->done if $self->{body_done};
+            return $DONE if $self->{body_done};
             my $body = (defined $ev->{file} || defined $ev->{fh}) ? _read_file_body($ev) : $ev->{body};
             return $self->_result($self->_send_body($body, $ev->{more}));
         }
@@ -238,7 +282,7 @@ sub _send {
             unless $self->{trailers};
         my ($rc, $log) = PAGI::Server::Native::send_trailers($self->{native}, $self->{id}, $ev->{headers} // []);
         $self->_finish($log);
-        return Future->done;
+        return $DONE;
     }
     my $proto = $self->{sse} ? 'sse' : 'http';
     die "Unrecognized event type '$type' for $proto protocol\n";
