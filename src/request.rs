@@ -20,6 +20,21 @@ const BODY_WINDOW: usize = 1 << 20;
 pub const F_BODY_EMPTY: u8 = 1;
 pub const F_PATH_UTF8: u8 = 2;
 pub const F_UNIX: u8 = 4;
+/// `Accept: text/event-stream` and no WebSocket upgrade: an SSE scope.
+pub const F_SSE: u8 = 8;
+
+/// The spec's SSE detection: the Accept header names text/event-stream and
+/// the request is not a WebSocket upgrade.
+pub fn wants_sse(headers: &http::HeaderMap) -> bool {
+    let has = |name: http::header::HeaderName, needle: &[u8]| {
+        headers.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle))
+        })
+    };
+    has(http::header::ACCEPT, b"text/event-stream") && !has(http::header::UPGRADE, b"websocket")
+}
 
 fn hex(b: u8) -> Option<u8> {
     match b {
@@ -73,6 +88,9 @@ pub fn push_request(
     }
     if std::str::from_utf8(&path).is_ok() {
         flags |= F_PATH_UTF8;
+    }
+    if wants_sse(&parts.headers) {
+        flags |= F_SSE;
     }
     let (client_host, client_port, server_host, server_port) = match peer {
         Peer::Tcp { client, server } => (
@@ -155,6 +173,19 @@ pub async fn read_body(core: Arc<ServerCore>, shared: Arc<ReqShared>, mut body: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detects_sse_requests() {
+        let mut h = http::HeaderMap::new();
+        assert!(!wants_sse(&h));
+        h.insert(
+            http::header::ACCEPT,
+            "text/html, Text/Event-Stream".parse().expect("value"),
+        );
+        assert!(wants_sse(&h));
+        h.insert(http::header::UPGRADE, "WebSocket".parse().expect("value"));
+        assert!(!wants_sse(&h));
+    }
 
     #[test]
     fn decodes_percent_sequences_only() {

@@ -137,7 +137,7 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_empty) {
     hv_stores(pagi, "spec_version", newSVpvs("0.3"));
 
     scope = newHV();
-    hv_stores(scope, "type", newSVpvs("http"));
+    hv_stores(scope, "type", (flags & PAGI_F_SSE) ? newSVpvs("sse") : newSVpvs("http"));
     hv_stores(scope, "pagi", newRV_noinc((SV *)pagi));
     hv_stores(scope, "http_version",
               ver == 10 ? newSVpvs("1.0") : ver == 20 ? newSVpvs("2") : newSVpvs("1.1"));

@@ -22,6 +22,7 @@
 #define PAGI_F_BODY_EMPTY 1
 #define PAGI_F_PATH_UTF8 2
 #define PAGI_F_UNIX 4
+#define PAGI_F_SSE 8
 
 typedef struct PagiServer PagiServer;
 

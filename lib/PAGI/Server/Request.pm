@@ -20,8 +20,7 @@ my $DONE = Future->done;
 
 sub start {
     my ($server, $id, $scope, $body_empty) = @_;
-    my $is_sse = _wants_sse($scope->{headers});
-    $scope->{type} = 'sse' if $is_sse;
+    my $is_sse = $scope->{type} eq 'sse';    # decided by the core
     my $state = $server->{state};
     $scope->{state} = %$state ? {%$state} : {};
     my $ext = $server->{extensions};
@@ -88,17 +87,6 @@ sub start {
         $self->_app_finished($f ? $DONE : Future->fail($@ || "application did not return a Future\n"));
     }
     return;
-}
-
-sub _wants_sse {
-    my ($headers) = @_;
-    my $sse = 0;
-    for my $h (@$headers) {
-        my $n = $h->[0];
-        return 0 if $n eq 'upgrade' && $h->[1] =~ /websocket/i;
-        $sse = 1 if $n eq 'accept' && $h->[1] =~ m{text/event-stream}i;
-    }
-    return $sse;
 }
 
 sub _disconnect_event {
