@@ -51,6 +51,11 @@ fn bind_tcp(host: &str, port: u16, backlog: i32) -> io::Result<Bound> {
 }
 
 fn bind_unix(path: &std::path::Path) -> io::Result<Bound> {
+    // A file left at the path (a previous run's socket) would make bind fail.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let l = StdUnixListener::bind(path)?;
     l.set_nonblocking(true)?;
     Ok(Bound::Unix(l, path.to_string_lossy().into_owned()))
@@ -73,6 +78,24 @@ pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Bound>, String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_unix_socket_file_is_replaced() {
+        let dir = std::env::temp_dir().join(format!("pagi-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("s.sock");
+        std::fs::write(&path, b"stale").expect("stale file");
+        let b =
+            bind_all(&[ListenSpec::Unix { path: path.clone() }], 16).expect("bind over stale file");
+        assert_eq!(b[0].describe(), format!("unix {}", path.display()));
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&path)
+            .expect("socket")
+            .file_type()
+            .is_socket());
+        drop(b);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn port_zero_gets_a_real_port_and_conflicts_are_reported() {

@@ -321,7 +321,12 @@ sub _logger {
 sub _start_native {
     my ($self) = @_;
     my $h = PAGI::Server::Native::new($self->_native_config);
+    # Sockets that get a socket_mode are created owner-only, then chmod-ed,
+    # so they are never briefly reachable with looser permissions.
+    my $restrict = grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $self->{listeners} };
+    my $old_umask = $restrict ? umask(0177) : undef;
     my ($ok, $text) = PAGI::Server::Native::listen($h);
+    umask($old_umask) if defined $old_umask;
     unless ($ok) {
         PAGI::Server::Native::free($h);
         return "$text\n";

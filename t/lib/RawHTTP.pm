@@ -10,6 +10,8 @@ use warnings;
 use Exporter 'import';
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
+use Socket qw(SOCK_STREAM);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR ECONNRESET EPIPE);
 use Time::HiRes qw(time);
 
@@ -45,12 +47,16 @@ sub pump_until {
 
 sub new {
     my ($class, %opt) = @_;
-    my $sock = IO::Socket::INET->new(
-        PeerAddr => $opt{host} // '127.0.0.1',
-        PeerPort => $opt{port},
-        Proto    => 'tcp',
-        Timeout  => 5,
-    ) or die "connect to port $opt{port}: $!";
+    # path => a Unix socket; otherwise host/port over TCP.
+    my $sock = defined $opt{path}
+        ? IO::Socket::UNIX->new(Peer => $opt{path}, Type => SOCK_STREAM)
+        : IO::Socket::INET->new(
+            PeerAddr => $opt{host} // '127.0.0.1',
+            PeerPort => $opt{port},
+            Proto    => 'tcp',
+            Timeout  => 5,
+        );
+    $sock or die 'connect to ' . ($opt{path} // "port $opt{port}") . ": $!";
     $sock->blocking(0);
     binmode $sock;
     return bless {
