@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use crate::access_log::Format;
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenSpec {
     Tcp { host: String, port: u16 },
@@ -17,6 +19,7 @@ pub struct Config {
     pub backlog: i32,
     pub server_header: String,
     pub access_log: bool,
+    pub log_format: Format,
     pub high_watermark: usize,
     pub low_watermark: usize,
     /// Test hook: a request for exactly this path panics inside Rust.
@@ -30,6 +33,7 @@ impl Default for Config {
             backlog: 2048,
             server_header: format!("PAGI::Server/{}", env!("CARGO_PKG_VERSION")),
             access_log: true,
+            log_format: Format::compile("clf").unwrap_or_else(|e| unreachable!("{e}")),
             high_watermark: 65536,
             low_watermark: 16384,
             panic_path: None,
@@ -78,6 +82,10 @@ impl Config {
                 "backlog" => c.backlog = i32::try_from(number::<u32>(k, v)?).unwrap_or(i32::MAX),
                 "server_header" => c.server_header = v.to_string(),
                 "access_log" => c.access_log = v != "0",
+                "access_log_format" => {
+                    c.log_format = Format::compile(v)
+                        .map_err(|e| format!("access_log_format: {}", e.trim_end()))?
+                }
                 "write_high_watermark" => c.high_watermark = number(k, v)?,
                 "write_low_watermark" => c.low_watermark = number(k, v)?,
                 "panic_path" => c.panic_path = Some(v.to_string()),

@@ -135,12 +135,47 @@ pub unsafe extern "C" fn pagi_server_new(
         Ok(Err(m)) => m,
         Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
     };
+    copy_err(&msg, err, err_cap);
+    ERR
+}
+
+/// Compiles an access-log format (preset name or atoms) without a server,
+/// so PAGI::Server can refuse a bad one at construction. Returns OK, or ERR
+/// with the message copied into `err` like `pagi_server_new`.
+///
+/// # Safety
+/// `fmt` points to `len` bytes; `err` has `err_cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_check_log_format(
+    fmt: *const u8,
+    len: usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> i32 {
+    let result = catch_unwind(|| {
+        let text = std::str::from_utf8(slice(fmt, len))
+            .map_err(|_| "access log format is not UTF-8\n".to_string())?;
+        crate::access_log::Format::compile(text).map(|_| ())
+    });
+    let msg = match result {
+        Ok(Ok(())) => return OK,
+        Ok(Err(m)) => m,
+        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
+    };
+    copy_err(&msg, err, err_cap);
+    ERR
+}
+
+/// Copies `msg` NUL-terminated into `err` (truncated to `err_cap`).
+///
+/// # Safety
+/// `err` is null or has `err_cap` writable bytes.
+unsafe fn copy_err(msg: &str, err: *mut u8, err_cap: usize) {
     if !err.is_null() && err_cap > 0 {
         let n = msg.len().min(err_cap - 1);
         std::ptr::copy_nonoverlapping(msg.as_ptr(), err, n);
         *err.add(n) = 0;
     }
-    ERR
 }
 
 /// Frees a server. In a forked child the parent's server is leaked, not

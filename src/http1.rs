@@ -176,6 +176,23 @@ async fn handle(
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
+        version: match parts.version {
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_2 => "2",
+            _ => "1.1",
+        },
+        headers: core
+            .cfg
+            .log_format
+            .headers
+            .iter()
+            .map(|h| {
+                parts
+                    .headers
+                    .get(h.as_str())
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })
+            .collect(),
         start: Instant::now(),
         status: 0,
         bytes: 0,

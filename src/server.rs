@@ -257,7 +257,7 @@ impl ServerCore {
         drop(reqs);
         let line = slot.and_then(|s| {
             s.shared.finish();
-            s.log.map(|l| l.format())
+            s.log.map(|l| l.format(&self.cfg.log_format))
         });
         (SendState::Ready, line)
     }
@@ -282,7 +282,10 @@ impl ServerCore {
         let _ = slot.body.send(Out::Trailers(map));
         let _ = slot.body.send(Out::End);
         slot.shared.finish();
-        (SendState::Ready, slot.log.map(|l| l.format()))
+        (
+            SendState::Ready,
+            slot.log.map(|l| l.format(&self.cfg.log_format)),
+        )
     }
 
     /// Ends a request without a proper response: the connection is closed.

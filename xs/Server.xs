@@ -177,6 +177,19 @@ new(cfg)
   OUTPUT:
     RETVAL
 
+SV *
+check_log_format(fmt)
+    SV *fmt
+  PREINIT:
+    STRLEN len; const char *f; char err[512];
+  CODE:
+    f = SvPVutf8(fmt, len);
+    err[0] = 0;
+    RETVAL = pagi_check_log_format((const uint8_t *)f, len, err, sizeof err) == PAGI_OK
+        ? &PL_sv_undef : newSVpv(err, 0);
+  OUTPUT:
+    RETVAL
+
 void
 free(h)
     IV h

@@ -137,12 +137,14 @@ sub _check_lifespan_mode {
     die "Invalid lifespan_mode '$m' - must be one of: auto, on, off\n";
 }
 
-# Formats other than the default arrive with the access-log issue; until
-# then only 'clf' is accepted and anything else is refused by name.
+# Compiled by the Rust core, which formats the lines; a bad format dies here
+# with the reference's message (naming the atom).
 sub _check_access_log_format {
     my ($self, $fmt) = @_;
-    return if !defined $fmt || $fmt eq 'clf' || $fmt eq '%h - - [%t] "%m %U%q" %s %ds';
-    die "access_log_format '$fmt' is not supported by this build (only 'clf')\n";
+    return unless defined $fmt;
+    die "access_log_format must not contain newlines\n" if $fmt =~ /[\r\n]/;
+    my $err = PAGI::Server::Native::check_log_format($fmt);
+    die $err if defined $err;
 }
 
 sub _check_ssl_files {
@@ -261,6 +263,7 @@ sub _native_config {
     my ($self) = @_;
     my @lines = ("backlog=$self->{listener_backlog}", "server_header=PAGI::Server/$VERSION",
         'access_log=' . ($self->{access_log} ? 1 : 0),
+        "access_log_format=$self->{access_log_format}",
         "write_high_watermark=$self->{write_high_watermark}",
         "write_low_watermark=$self->{write_low_watermark}");
     for my $l (@{ $self->{listeners} }) {
@@ -276,7 +279,9 @@ sub _native_config {
     for (@lines) {
         die "PAGI::Server: option values must not contain newlines\n" if /\n/;
     }
-    return join("\n", @lines) . "\n";
+    my $cfg = join("\n", @lines) . "\n";
+    utf8::encode($cfg);    # the core reads UTF-8
+    return $cfg;
 }
 
 sub listen {
@@ -616,9 +621,15 @@ C<< { fullflush => {} } >>.
 =item access_log, access_log_format
 
 Where the access log goes: a file handle, C<\*STDERR> by default; C<undef>
-turns it off. One line per request in the C<clf> format
-(C<%h - - [%t] "%m %U%q" %s %ds>) is written before the client sees the end
-of the response. Other formats are refused by this build.
+turns it off. One line per request is written before the client sees the
+end of the response. The format is a preset - C<clf> (default,
+C<%h - - [%t] "%m %U%q" %s %ds>), C<combined>, C<common>, C<tiny> - or your
+own string of atoms: C<%h> client address, C<%l> and C<%u> a dash, C<%t>
+time, C<%r> request line, C<%m> method, C<%U> raw path, C<%q> C<?query> or
+nothing, C<%H> protocol, C<%s> status, C<%b> body bytes or a dash, C<%B> body
+bytes, C<%d> seconds with milliseconds, C<%D> microseconds, C<%T> whole
+seconds, C<%{Name}i> a request header, C<%%> a percent sign. An unknown atom
+dies at construction, naming it. The lines are formatted by the Rust core.
 
 =item log_level, quiet
 
