@@ -121,7 +121,7 @@ pub struct LogInfo {
     /// Raw (undecoded) path and query string, as the reference logs them.
     pub path: String,
     pub query: String,
-    pub version: &'static str,
+    pub version: std::borrow::Cow<'static, str>,
     /// Values of `Format::headers`, in the same order (None when absent).
     pub headers: Vec<Option<String>>,
     pub start: Instant,
@@ -142,7 +142,15 @@ pub fn clf_time(t: SystemTime) -> String {
 
 impl LogInfo {
     pub fn format(&self, f: &Format) -> String {
-        let secs = self.start.elapsed().as_secs_f64();
+        self.render(
+            f,
+            &clf_time(SystemTime::now()),
+            self.start.elapsed().as_secs_f64(),
+        )
+    }
+
+    /// Renders with an explicit timestamp and duration (seconds).
+    pub fn render(&self, f: &Format, time: &str, secs: f64) -> String {
         let mut out = String::with_capacity(96);
         for a in &f.atoms {
             // Writing to a String cannot fail.
@@ -150,7 +158,7 @@ impl LogInfo {
                 Atom::Lit(s) => write!(out, "{s}"),
                 Atom::ClientIp => write!(out, "{}", self.client),
                 Atom::Dash => write!(out, "-"),
-                Atom::Time => write!(out, "{}", clf_time(SystemTime::now())),
+                Atom::Time => write!(out, "{time}"),
                 Atom::RequestLine => {
                     let q = if self.query.is_empty() { "" } else { "?" };
                     write!(
@@ -192,7 +200,7 @@ mod tests {
             method: "GET".into(),
             path: "/caf%C3%A9".into(),
             query: "a=1".into(),
-            version: "1.1",
+            version: "1.1".into(),
             headers: vec![Some("http://ref/".into()), None],
             start: Instant::now(),
             status: 200,

@@ -166,6 +166,81 @@ pub unsafe extern "C" fn pagi_check_log_format(
     ERR
 }
 
+thread_local! {
+    static FORMATTED: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Renders one access-log line from `key`/value pairs (packed like headers):
+/// client_ip, timestamp, method, path, query, http_version, status, size,
+/// duration, and `header:NAME` for request headers. This is the formatter
+/// behind `PAGI::Server->_compile_access_log_format`; the line stays valid
+/// until the next call on this thread.
+///
+/// # Safety
+/// Pointers as in `pagi_check_log_format` and `pagi_send_start`; `out` and
+/// `out_len` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_format_log(
+    fmt: *const u8,
+    fmt_len: usize,
+    fields: *const u8,
+    fields_len: usize,
+    out: *mut *const u8,
+    out_len: *mut usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> i32 {
+    let result = catch_unwind(|| {
+        let text = std::str::from_utf8(slice(fmt, fmt_len))
+            .map_err(|_| "access log format is not UTF-8\n".to_string())?;
+        let f = crate::access_log::Format::compile(text)?;
+        let pairs = unpack_headers(slice(fields, fields_len)).ok_or("malformed log fields")?;
+        Ok::<_, String>(render_fields(&f, &pairs))
+    });
+    let msg = match result {
+        Ok(Ok(line)) => {
+            FORMATTED.with(|cell| {
+                let mut b = cell.borrow_mut();
+                *b = line;
+                *out = b.as_ptr();
+                *out_len = b.len();
+            });
+            return OK;
+        }
+        Ok(Err(m)) => m,
+        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
+    };
+    copy_err(&msg, err, err_cap);
+    ERR
+}
+
+fn render_fields(f: &crate::access_log::Format, pairs: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n == k.as_bytes())
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    let headers = f
+        .headers
+        .iter()
+        .map(|h| get(&format!("header:{h}")))
+        .collect();
+    let info = crate::access_log::LogInfo {
+        client: get("client_ip").unwrap_or_else(|| "-".into()),
+        method: get("method").unwrap_or_else(|| "-".into()),
+        path: get("path").unwrap_or_else(|| "/".into()),
+        query: get("query").unwrap_or_default(),
+        version: get("http_version").unwrap_or_else(|| "1.1".into()).into(),
+        headers,
+        start: std::time::Instant::now(),
+        status: get("status").and_then(|s| s.parse().ok()).unwrap_or(0),
+        bytes: get("size").and_then(|s| s.parse().ok()).unwrap_or(0),
+    };
+    let secs = get("duration").and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    info.render(f, &get("timestamp").unwrap_or_else(|| "-".into()), secs)
+}
+
 /// Copies `msg` NUL-terminated into `err` (truncated to `err_cap`).
 ///
 /// # Safety

@@ -180,7 +180,8 @@ async fn handle(
             http::Version::HTTP_10 => "1.0",
             http::Version::HTTP_2 => "2",
             _ => "1.1",
-        },
+        }
+        .into(),
         headers: core
             .cfg
             .log_format

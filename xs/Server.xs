@@ -190,6 +190,24 @@ check_log_format(fmt)
   OUTPUT:
     RETVAL
 
+SV *
+format_log(fmt, fields)
+    SV *fmt
+    SV *fields
+  PREINIT:
+    STRLEN len, flen; const char *f; char *packed; const uint8_t *out = NULL;
+    size_t out_len = 0; char err[512];
+  CODE:
+    f = SvPVutf8(fmt, len);
+    packed = pack_headers(aTHX_ fields, &flen);
+    err[0] = 0;
+    if (pagi_format_log((const uint8_t *)f, len, (const uint8_t *)packed, flen,
+                        &out, &out_len, err, sizeof err) != PAGI_OK)
+        croak("%s", err);
+    RETVAL = newSVpvn((const char *)out, out_len);
+  OUTPUT:
+    RETVAL
+
 void
 free(h)
     IV h

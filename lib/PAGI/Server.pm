@@ -147,6 +147,22 @@ sub _check_access_log_format {
     die $err if defined $err;
 }
 
+# The reference's format-compiler helper, kept for code and tests that call
+# it: returns a sub that renders one line from an info hash (client_ip,
+# timestamp, method, path, query, http_version, status, size, duration,
+# request_headers). Rendering is done by the Rust core's formatter.
+sub _compile_access_log_format {
+    my ($class, $format) = @_;
+    $class->_check_access_log_format($format);
+    my @keys = qw(client_ip timestamp method path query http_version status size duration);
+    return sub {
+        my ($info) = @_;
+        my @fields = map { defined $info->{$_} ? [$_, $info->{$_}] : () } @keys;
+        push @fields, map { ['header:' . lc $_->[0], $_->[1]] } @{ $info->{request_headers} || [] };
+        return PAGI::Server::Native::format_log($format, \@fields);
+    };
+}
+
 sub _check_ssl_files {
     my ($self) = @_;
     my $ssl = $self->{ssl};
