@@ -456,6 +456,17 @@ pub unsafe extern "C" fn pagi_body_ack(srv: *mut PagiServer, id: u64, n: usize) 
     })
 }
 
+/// Response bytes waiting for a slow client (for `pagi.transport`).
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_buffered(srv: *mut PagiServer, id: u64) -> i32 {
+    guard(srv, |s| {
+        i32::try_from(s.core.buffered(id)).unwrap_or(i32::MAX)
+    })
+}
+
 /// `phase`: 1 = stop accepting and finish in-flight requests, 2 = close all.
 /// An IDLE record follows once no connection is left.
 ///

@@ -298,6 +298,14 @@ impl ServerCore {
         }
     }
 
+    /// Response bytes queued by Perl and not yet taken by hyper (0 once the
+    /// request is finished or unknown).
+    pub fn buffered(&self, id: u64) -> usize {
+        self.reqs()
+            .get(&id)
+            .map_or(0, |s| s.shared.buffered.load(Ordering::SeqCst))
+    }
+
     /// The app consumed `n` bytes of request body; the reader may go on.
     pub fn body_ack(&self, id: u64, n: usize) {
         if let Some(slot) = self.reqs().get(&id) {

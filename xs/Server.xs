@@ -258,6 +258,15 @@ request_end(h, id, op)
   CODE:
     pagi_request_end(handle_of(aTHX_ h), (uint64_t)id, op);
 
+int
+buffered(h, id)
+    SV *h
+    UV id
+  CODE:
+    RETVAL = pagi_buffered(handle_of(aTHX_ h), (uint64_t)id);
+  OUTPUT:
+    RETVAL
+
 void
 body_ack(h, id, n)
     SV *h

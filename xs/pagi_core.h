@@ -41,6 +41,7 @@ int32_t pagi_send_body(PagiServer *s, uint64_t id, const uint8_t *data, size_t l
 int32_t pagi_send_trailers(PagiServer *s, uint64_t id, const uint8_t *hdrs, size_t len,
                            const uint8_t **log, size_t *log_len);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
+int32_t pagi_buffered(PagiServer *s, uint64_t id);
 int32_t pagi_body_ack(PagiServer *s, uint64_t id, size_t n);
 int32_t pagi_server_shutdown(PagiServer *s, int32_t phase);
 int32_t pagi_server_connections(PagiServer *s);

@@ -6,6 +6,9 @@ use warnings;
 use Future;
 use Scalar::Util qw(weaken blessed);
 
+use PAGI::Server::ConnectionState;
+use PAGI::Server::TransportState;
+
 our $VERSION = '0.003000';
 
 # One in-flight HTTP or SSE request: its receive queue, its response state
@@ -45,6 +48,21 @@ sub start {
     weaken($self->{server});
     $reqs->{$id} = $self;
 
+    # Connection state (http scopes only, per the spec) and transport state.
+    unless ($is_sse) {
+        $self->{cstate} = $scope->{'pagi.connection'}
+            = PAGI::Server::ConnectionState->new(loop => $self->{loop});
+    }
+    weaken(my $weak = $self);
+    $self->{tstate} = $scope->{'pagi.transport'} = PAGI::Server::TransportState->_new_unchecked(
+        sub {
+            $weak && !$weak->{done} && !defined $weak->{gone}
+                ? PAGI::Server::Native::buffered($h, $id) : 0;
+        },
+        $server->{write_high_watermark},
+        $server->{write_low_watermark},
+    );
+
     my $receive = sub { $self->_receive };
     # The common events are handled inline: this closure runs twice per request.
     my $send = $is_sse ? sub { $self->_send(@_) } : sub {
@@ -77,6 +95,8 @@ sub start {
         elsif ($self->{done} && !$f->is_failed) {
             # Fast path: the app answered completely before returning.
             $self->{app_done} = 1;
+            $self->{cstate}->_mark_complete if $self->{cstate};
+            $self->{tstate}->_detach;
             delete $reqs->{$id};
         }
         else {
@@ -138,17 +158,22 @@ sub disconnected {
     my ($self, $reason) = @_;
     return if defined $self->{gone};
     $self->{gone} = $reason // 'client_closed';
+    # The spec's order: connection state first, the receive event last.
+    $self->{cstate}->_mark_disconnected($self->{gone}) if $self->{cstate};
     my $ev = $self->_disconnect_event;
     $_->done({%$ev}) for grep { !$_->is_ready } @{ delete $self->{waiters} || [] };
     if (my $d = delete $self->{drain_future}) {
         $d->done unless $d->is_ready;
     }
+    $self->{tstate}->_drained;
+    $self->{tstate}->_detach;
     $self->_forget;
 }
 
 # DRAIN record: the client caught up.
 sub drained {
     my ($self) = @_;
+    $self->{tstate}->_drained;
     my $d = delete $self->{drain_future} or return;
     $d->done unless $d->is_ready;
 }
@@ -174,6 +199,7 @@ sub _result {
 # Over the high watermark: the app waits until the client catches up.
 sub _wait_drain {
     my ($self) = @_;
+    $self->{tstate}->_check_watermarks;
     my $d = $self->{drain_future} //= $self->{loop}->new_future;
     return $d->without_cancel;
 }
@@ -199,6 +225,7 @@ sub _start_response {
     die "http.response.start: headers must be an array reference\n" unless ref $headers eq 'ARRAY';
     # Bad header bytes die here, leaving the response unstarted.
     my $rc = PAGI::Server::Native::send_start($self->{native}, $self->{id}, $status, $headers);
+    $self->{cstate}->_mark_response_started if $self->{cstate};
     $self->{started}  = 1;
     $self->{trailers} = $trailers ? 1 : 0;
     return $rc;
@@ -323,6 +350,7 @@ sub _send_sse {
 
 sub _app_finished {
     my ($self, $f) = @_;
+    my $answered = $self->{started};    # before any 500 backstop below
     delete $self->{app_future};
     $self->{app_done} = 1;
     if ($f->is_failed) {
@@ -340,6 +368,12 @@ sub _app_finished {
         $self->{trailers} = 0;
         $self->_send_body('', 0);
     }
+    if (my $cs = $self->{cstate}) {
+        # A 500 backstop or a failure is a server error; otherwise complete.
+        ($f->is_failed || !$answered)
+            ? $cs->_mark_disconnected('server_error') : $cs->_mark_complete;
+    }
+    $self->{tstate}->_detach;
     $self->_forget if $self->{done} || defined $self->{gone};
 }
 

@@ -24,11 +24,18 @@ sub new {
         require Carp;
         Carp::croak("PAGI::Server::TransportState: '$k' must be a code reference");
     }
+    return $class->_new_unchecked(@arg{qw(measure high low arm_drain)});
+}
+
+# The server's per-request constructor: its arguments are known good, and
+# it runs once per request.
+sub _new_unchecked {
+    my ($class, $measure, $high, $low, $arm) = @_;
     return bless {
-        measure  => $arg{measure},
-        high     => $arg{high},
-        low      => $arg{low},
-        arm      => $arg{arm_drain},
+        measure  => $measure,
+        high     => $high,
+        low      => $low,
+        arm      => $arm,
         on_high  => [],
         on_drain => [],
         high_now => 0,    # crossed the high mark, not yet drained
@@ -141,8 +148,10 @@ sub _drained {
 sub _detach {
     my ($self) = @_;
     return if $self->{detached};
-    my ($high, $low) = ($self->high_water_mark, $self->low_water_mark);
-    @$self{qw(detached measure arm high low high_now)} = (1, undef, undef, $high, $low, 0);
+    # Freeze computed marks; plain numbers (the server's case) stay as they are.
+    $self->{high} = $self->high_water_mark if ref $self->{high};
+    $self->{low}  = $self->low_water_mark  if ref $self->{low};
+    @$self{qw(detached measure arm high_now)} = (1, undef, undef, 0);
     $self->{on_high}  = [];
     $self->{on_drain} = [];
     return;
