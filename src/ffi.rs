@@ -114,29 +114,30 @@ pub unsafe extern "C" fn pagi_server_new(
     err_cap: usize,
 ) -> i32 {
     crate::http1::install_panic_hook();
-    let result = catch_unwind(|| {
-        let text = std::str::from_utf8(slice(cfg, len))
-            .map_err(|_| "configuration is not UTF-8".to_string())?;
-        let cfg = Config::parse(text)?;
-        let core = ServerCore::new(cfg).map_err(|e| format!("cannot create eventfd: {e}"))?;
-        Ok::<_, String>(Box::new(PagiServer {
-            core: Arc::new(core),
-            owner_pid: std::process::id(),
-            holds_runtime: false,
-            drained: Vec::new(),
-            text: String::new(),
-        }))
-    });
-    let msg = match result {
-        Ok(Ok(b)) => {
+    let made = without_server(
+        || {
+            let text = std::str::from_utf8(slice(cfg, len))
+                .map_err(|_| "configuration is not UTF-8".to_string())?;
+            let cfg = Config::parse(text)?;
+            let core = ServerCore::new(cfg).map_err(|e| format!("cannot create eventfd: {e}"))?;
+            Ok::<_, String>(Box::new(PagiServer {
+                core: Arc::new(core),
+                owner_pid: std::process::id(),
+                holds_runtime: false,
+                drained: Vec::new(),
+                text: String::new(),
+            }))
+        },
+        err,
+        err_cap,
+    );
+    match made {
+        Ok(b) => {
             *out = Box::into_raw(b);
-            return OK;
+            OK
         }
-        Ok(Err(m)) => m,
-        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
-    };
-    copy_err(&msg, err, err_cap);
-    ERR
+        Err(rc) => rc,
+    }
 }
 
 /// Compiles an access-log format (preset name or atoms) without a server,
@@ -152,18 +153,16 @@ pub unsafe extern "C" fn pagi_check_log_format(
     err: *mut u8,
     err_cap: usize,
 ) -> i32 {
-    let result = catch_unwind(|| {
-        let text = std::str::from_utf8(slice(fmt, len))
-            .map_err(|_| "access log format is not UTF-8\n".to_string())?;
-        crate::access_log::Format::compile(text).map(|_| ())
-    });
-    let msg = match result {
-        Ok(Ok(())) => return OK,
-        Ok(Err(m)) => m,
-        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
-    };
-    copy_err(&msg, err, err_cap);
-    ERR
+    let checked = without_server(
+        || {
+            let text = std::str::from_utf8(slice(fmt, len))
+                .map_err(|_| "access log format is not UTF-8\n".to_string())?;
+            crate::access_log::Format::compile(text).map(|_| ())
+        },
+        err,
+        err_cap,
+    );
+    checked.map_or_else(|rc| rc, |()| OK)
 }
 
 thread_local! {
@@ -190,28 +189,27 @@ pub unsafe extern "C" fn pagi_format_log(
     err: *mut u8,
     err_cap: usize,
 ) -> i32 {
-    let result = catch_unwind(|| {
-        let text = std::str::from_utf8(slice(fmt, fmt_len))
-            .map_err(|_| "access log format is not UTF-8\n".to_string())?;
-        let f = crate::access_log::Format::compile(text)?;
-        let pairs = unpack_headers(slice(fields, fields_len)).ok_or("malformed log fields")?;
-        Ok::<_, String>(render_fields(&f, &pairs))
-    });
-    let msg = match result {
-        Ok(Ok(line)) => {
-            FORMATTED.with(|cell| {
-                let mut b = cell.borrow_mut();
-                *b = line;
-                *out = b.as_ptr();
-                *out_len = b.len();
-            });
-            return OK;
-        }
-        Ok(Err(m)) => m,
-        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
-    };
-    copy_err(&msg, err, err_cap);
-    ERR
+    let rendered = without_server(
+        || {
+            let text = std::str::from_utf8(slice(fmt, fmt_len))
+                .map_err(|_| "access log format is not UTF-8\n".to_string())?;
+            let f = crate::access_log::Format::compile(text)?;
+            let pairs = unpack_headers(slice(fields, fields_len)).ok_or("malformed log fields")?;
+            Ok::<_, String>(render_fields(&f, &pairs))
+        },
+        err,
+        err_cap,
+    );
+    match rendered {
+        Ok(line) => FORMATTED.with(|cell| {
+            let mut b = cell.borrow_mut();
+            *b = line;
+            *out = b.as_ptr();
+            *out_len = b.len();
+            OK
+        }),
+        Err(rc) => rc,
+    }
 }
 
 fn render_fields(f: &crate::access_log::Format, pairs: &[(Vec<u8>, Vec<u8>)]) -> String {
@@ -239,6 +237,25 @@ fn render_fields(f: &crate::access_log::Format, pairs: &[(Vec<u8>, Vec<u8>)]) ->
     };
     let secs = get("duration").and_then(|s| s.parse().ok()).unwrap_or(0.0);
     info.render(f, &get("timestamp").unwrap_or_else(|| "-".into()), secs)
+}
+
+/// Runs a call that has no server to hold its error text: a failure or a
+/// panic is copied into `err` and becomes `Err(ERR)`.
+///
+/// # Safety
+/// As `copy_err`.
+unsafe fn without_server<T>(
+    f: impl FnOnce() -> Result<T, String>,
+    err: *mut u8,
+    err_cap: usize,
+) -> Result<T, i32> {
+    let msg = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => return Ok(v),
+        Ok(Err(m)) => m,
+        Err(p) => format!("PAGI::Server internal error: {}", panic_message(p.as_ref())),
+    };
+    copy_err(&msg, err, err_cap);
+    Err(ERR)
 }
 
 /// Copies `msg` NUL-terminated into `err` (truncated to `err_cap`).
