@@ -83,11 +83,16 @@ sub start {
             }
             return $rc == 1 ? $self->_wait_drain : $DONE;
         }
+        if ($type eq 'http.response.start' && !$self->{started} && !$self->{done} && !defined $self->{gone}) {
+            my $rc = $self->_start_response($ev->{status}, $ev->{headers}, $ev->{trailers});
+            return $rc == 1 ? $self->_wait_drain : $DONE;
+        }
         return $self->_send($ev);
     };
 
     my $f = eval { $server->{app}->($scope, $receive, $send) };
-    if ($f && blessed($f) && $f->can('is_ready')) {
+    # Async subs return plain Futures; anything else must at least act like one.
+    if ($f && (ref $f eq 'Future' || (blessed($f) && $f->can('is_ready')))) {
         if (!$f->is_ready) {
             $self->{app_future} = $f;
             $f->on_ready(sub { $self->_app_finished($_[0]) });
