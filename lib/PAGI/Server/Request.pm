@@ -7,6 +7,7 @@ use Future;
 use Scalar::Util qw(weaken blessed);
 
 use PAGI::Server::ConnectionState;
+use PAGI::Server::EventValidator;
 use PAGI::Server::TransportState;
 
 our $VERSION = '0.003000';
@@ -64,9 +65,15 @@ sub start {
     );
 
     my $receive = sub { $self->_receive };
+    # validate_events: check every event against the spec before acting on it.
+    my $validate = $server->{validate_events}
+        ? ($is_sse ? \&PAGI::Server::EventValidator::validate_sse_send
+                   : \&PAGI::Server::EventValidator::validate_http_send)
+        : undef;
     # The common events are handled inline: this closure runs twice per request.
-    my $send = $is_sse ? sub { $self->_send(@_) } : sub {
+    my $send = $is_sse ? sub { $validate->($_[0]) if $validate; $self->_send(@_) } : sub {
         my ($ev) = @_;
+        $validate->($ev) if $validate;
         my $type = ref $ev eq 'HASH' ? $ev->{type} // '' : '';
         if ($type eq 'http.response.body' && $self->{started} && !defined $ev->{file} && !defined $ev->{fh}) {
             return $DONE if $self->{done} || defined $self->{gone} || $self->{body_done};
