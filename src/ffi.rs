@@ -58,7 +58,8 @@ unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 
 /// Decodes the header list packed by XS: u32 count, then per header a u32
 /// length + name bytes and a u32 length + value bytes.
-fn unpack_headers(mut b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The pairs borrow from `b`: nothing is copied before hyper's own types.
+fn unpack_headers(mut b: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if b.len() < n {
             return None;
@@ -67,9 +68,9 @@ fn unpack_headers(mut b: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
         *b = t;
         Some(h)
     }
-    fn field(b: &mut &[u8]) -> Option<Vec<u8>> {
+    fn field<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
         let n = u32::from_ne_bytes(take(b, 4)?.try_into().ok()?) as usize;
-        take(b, n).map(<[u8]>::to_vec)
+        take(b, n)
     }
     let count = u32::from_ne_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
     let mut out = Vec::with_capacity(count.min(1024));
@@ -153,16 +154,18 @@ pub unsafe extern "C" fn pagi_check_log_format(
     err: *mut u8,
     err_cap: usize,
 ) -> i32 {
-    let checked = without_server(
-        || {
-            let text = std::str::from_utf8(slice(fmt, len))
-                .map_err(|_| "access log format is not UTF-8\n".to_string())?;
-            crate::access_log::Format::compile(text).map(|_| ())
-        },
-        err,
-        err_cap,
-    );
+    let checked = without_server(|| compile_format(fmt, len).map(|_| ()), err, err_cap);
     checked.map_or_else(|rc| rc, |()| OK)
+}
+
+/// Compiles the access-log format Perl passed (UTF-8 bytes).
+///
+/// # Safety
+/// `fmt` points to `len` bytes.
+unsafe fn compile_format(fmt: *const u8, len: usize) -> Result<crate::access_log::Format, String> {
+    let text = std::str::from_utf8(slice(fmt, len))
+        .map_err(|_| "access log format is not UTF-8\n".to_string())?;
+    crate::access_log::Format::compile(text)
 }
 
 thread_local! {
@@ -191,9 +194,7 @@ pub unsafe extern "C" fn pagi_format_log(
 ) -> i32 {
     let rendered = without_server(
         || {
-            let text = std::str::from_utf8(slice(fmt, fmt_len))
-                .map_err(|_| "access log format is not UTF-8\n".to_string())?;
-            let f = crate::access_log::Format::compile(text)?;
+            let f = compile_format(fmt, fmt_len)?;
             let pairs = unpack_headers(slice(fields, fields_len)).ok_or("malformed log fields")?;
             Ok::<_, String>(render_fields(&f, &pairs))
         },
@@ -212,11 +213,11 @@ pub unsafe extern "C" fn pagi_format_log(
     }
 }
 
-fn render_fields(f: &crate::access_log::Format, pairs: &[(Vec<u8>, Vec<u8>)]) -> String {
+fn render_fields(f: &crate::access_log::Format, pairs: &[(&[u8], &[u8])]) -> String {
     let get = |k: &str| {
         pairs
             .iter()
-            .find(|(n, _)| n == k.as_bytes())
+            .find(|(n, _)| *n == k.as_bytes())
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     };
     let headers = f
@@ -397,7 +398,7 @@ pub unsafe extern "C" fn pagi_send_start(
     len: usize,
 ) -> i32 {
     guard(srv, |s| match unpack_headers(slice(hdrs, len)) {
-        Some(h) => state_code(s.core.send_start(id, status, h)),
+        Some(h) => state_code(s.core.send_start(id, status, &h)),
         None => ERR,
     })
 }
@@ -439,7 +440,7 @@ pub unsafe extern "C" fn pagi_send_trailers(
 ) -> i32 {
     guard(srv, |s| match unpack_headers(slice(hdrs, len)) {
         Some(h) => {
-            let (st, line) = s.core.send_trailers(id, h);
+            let (st, line) = s.core.send_trailers(id, &h);
             hand_out(s, line, log, log_len);
             state_code(st)
         }
@@ -526,10 +527,7 @@ mod tests {
             b.extend_from_slice(v.as_bytes());
         }
         let h = unpack_headers(&b).expect("valid");
-        assert_eq!(
-            h,
-            vec![(b"a".to_vec(), b"1".to_vec()), (b"bb".to_vec(), vec![])]
-        );
+        assert_eq!(h, vec![(&b"a"[..], &b"1"[..]), (&b"bb"[..], &b""[..])]);
         assert!(unpack_headers(&b[..b.len() - 3]).is_none());
         assert!(unpack_headers(&[1, 0]).is_none());
     }

@@ -180,7 +180,7 @@ impl ServerCore {
         }
     }
 
-    pub fn send_start(&self, id: u64, status: u16, raw: Vec<(Vec<u8>, Vec<u8>)>) -> SendState {
+    pub fn send_start(&self, id: u64, status: u16, raw: &[(&[u8], &[u8])]) -> SendState {
         let mut reqs = self.reqs();
         let Some(slot) = reqs.get_mut(&id) else {
             return SendState::Gone;
@@ -194,11 +194,8 @@ impl ServerCore {
         drop(reqs);
         let mut headers = Vec::with_capacity(raw.len() + 1);
         let mut has_server = false;
-        for (name, value) in raw {
-            match (
-                HeaderName::from_bytes(&name),
-                HeaderValue::from_bytes(&value),
-            ) {
+        for &(name, value) in raw {
+            match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
                 (Ok(n), Ok(v)) => {
                     // Framing is the server's job: hyper chooses chunked or not.
                     if n == http::header::TRANSFER_ENCODING {
@@ -211,7 +208,7 @@ impl ServerCore {
                     level::WARN,
                     &format!(
                         "Dropped invalid response header '{}' (names must be tokens; values must not contain CR, LF or NUL)",
-                        String::from_utf8_lossy(&name)
+                        String::from_utf8_lossy(name)
                     ),
                 ),
             }
@@ -262,17 +259,10 @@ impl ServerCore {
         (SendState::Ready, line)
     }
 
-    pub fn send_trailers(
-        &self,
-        id: u64,
-        raw: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> (SendState, Option<String>) {
+    pub fn send_trailers(&self, id: u64, raw: &[(&[u8], &[u8])]) -> (SendState, Option<String>) {
         let mut map = HeaderMap::new();
-        for (name, value) in raw {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(&name),
-                HeaderValue::from_bytes(&value),
-            ) {
+        for &(name, value) in raw {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
                 map.append(n, v);
             }
         }
@@ -359,18 +349,14 @@ mod tests {
         let (shared, mut head_rx, mut body_rx) = c.register(None);
         let id = shared.id;
         assert_eq!(
-            c.send_start(
-                id,
-                200,
-                vec![(b"Content-Type".to_vec(), b"text/plain".to_vec())]
-            ),
+            c.send_start(id, 200, &[(&b"Content-Type"[..], &b"text/plain"[..])]),
             SendState::Ready
         );
         let head = head_rx.try_recv().expect("head delivered");
         assert_eq!(head.status, 200);
         assert!(head.headers.iter().any(|(n, _)| n == http::header::SERVER));
         // A second start is refused.
-        assert_eq!(c.send_start(id, 500, vec![]), SendState::Gone);
+        assert_eq!(c.send_start(id, 500, &[]), SendState::Gone);
         assert_eq!(
             c.send_body(id, Bytes::from_static(b"12345"), false).0,
             SendState::Ready
@@ -403,10 +389,10 @@ mod tests {
         c.send_start(
             shared.id,
             200,
-            vec![
-                (b"x-ok".to_vec(), b"fine".to_vec()),
-                (b"x-bad".to_vec(), b"a\r\nSet-Cookie: evil".to_vec()),
-                (b"transfer-encoding".to_vec(), b"chunked".to_vec()),
+            &[
+                (&b"x-ok"[..], &b"fine"[..]),
+                (&b"x-bad"[..], &b"a\r\nSet-Cookie: evil"[..]),
+                (&b"transfer-encoding"[..], &b"chunked"[..]),
             ],
         );
         let head = head_rx.try_recv().expect("head");

@@ -493,8 +493,9 @@ sub shutdown {
 # Stops the Rust side at once and releases its threads and sockets.
 sub _release_native {
     my ($self) = @_;
-    my $h = delete $self->{native} or return;
-    $self->_drain_with($h);
+    $self->{native} or return;
+    $self->_drain;    # records still queued (the IDLE among them)
+    my $h = delete $self->{native};
     if (my $w = delete $self->{wake_handle}) {
         $self->remove_child($w) if $w->parent;
     }
@@ -503,12 +504,6 @@ sub _release_native {
     for my $l (grep { $_->{type} eq 'unix' } @{ $self->{listeners} }) {
         unlink $l->{path} if -S $l->{path};
     }
-}
-
-sub _drain_with {
-    my ($self, $h) = @_;
-    local $self->{native} = $h;
-    $self->_drain;
 }
 
 sub _remove_from_loop {

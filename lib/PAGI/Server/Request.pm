@@ -77,22 +77,10 @@ sub start {
         my $type = ref $ev eq 'HASH' ? $ev->{type} // '' : '';
         if ($type eq 'http.response.body' && $self->{started} && !defined $ev->{file} && !defined $ev->{fh}) {
             return $DONE if $self->{done} || defined $self->{gone} || $self->{body_done};
-            my $more = $ev->{more};
-            my $fin = !$more && !$self->{trailers};
-            my ($rc, $log) = PAGI::Server::Native::send_body($h, $id, $ev->{body}, $fin ? 1 : 0);
-            if ($fin) {
-                $self->{done} = 1;
-                $self->_log_access($log) if defined $log;
-                delete $reqs->{$id} if $self->{app_done};
-            }
-            elsif (!$more) {
-                $self->{body_done} = 1;
-            }
-            return $rc == 1 ? $self->_wait_drain : $DONE;
+            return $self->_result($self->_send_body($ev->{body}, $ev->{more}));
         }
         if ($type eq 'http.response.start' && !$self->{started} && !$self->{done} && !defined $self->{gone}) {
-            my $rc = $self->_start_response($ev->{status}, $ev->{headers}, $ev->{trailers});
-            return $rc == 1 ? $self->_wait_drain : $DONE;
+            return $self->_result($self->_start_response($ev->{status}, $ev->{headers}, $ev->{trailers}));
         }
         return $self->_send($ev);
     };
