@@ -23,11 +23,16 @@ async fn accept_failed(core: &ServerCore, e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+fn at_capacity(core: &ServerCore) -> bool {
+    core.connection_count() >= core.cfg.max_connections
+}
+
 pub async fn tcp_loop(core: Arc<ServerCore>, l: TcpListener) {
     let mut sd = core.shutdown_watch();
     while *sd.borrow() == RUNNING {
         tokio::select! {
             r = l.accept() => match r {
+                Ok((s, _)) if at_capacity(&core) => http1::reject_busy(&core, s),
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
                     let local = s.local_addr().ok();
@@ -46,6 +51,7 @@ pub async fn unix_loop(core: Arc<ServerCore>, l: UnixListener, path: String) {
     while *sd.borrow() == RUNNING {
         tokio::select! {
             r = l.accept() => match r {
+                Ok((s, _)) if at_capacity(&core) => http1::reject_busy(&core, s),
                 Ok((s, _)) => http1::spawn(core.clone(), s, Peer::Unix { path: path.clone() }),
                 Err(e) => accept_failed(&core, e).await,
             },

@@ -36,12 +36,19 @@ pub struct Bridge {
     efd: OwnedFd,
 }
 
-/// Appends fields of one record; only reachable through `Bridge::push`.
+/// Appends the fields of one record (the layout XS reads back).
 pub struct RecordWriter<'a> {
     buf: &'a mut Vec<u8>,
 }
 
-impl RecordWriter<'_> {
+impl<'a> RecordWriter<'a> {
+    pub fn over(buf: &'a mut Vec<u8>) -> Self {
+        RecordWriter { buf }
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_ne_bytes());
+        self
+    }
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
         self

@@ -4,8 +4,10 @@
 //! get here; this parser still rejects what it cannot use, naming the key.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::access_log::Format;
+use crate::head::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenSpec {
@@ -22,6 +24,14 @@ pub struct Config {
     pub log_format: Format,
     pub high_watermark: usize,
     pub low_watermark: usize,
+    pub limits: Limits,
+    /// 0 = unlimited.
+    pub max_body_size: u64,
+    pub max_connections: usize,
+    /// Keep-alive idle limit between requests (`timeout`); None = off.
+    pub idle_timeout: Option<Duration>,
+    /// Longest stall without I/O during a request (`request_timeout`).
+    pub request_timeout: Option<Duration>,
     /// Test hook: a request for exactly this path panics inside Rust.
     pub panic_path: Option<String>,
 }
@@ -36,6 +46,11 @@ impl Default for Config {
             log_format: Format::compile("clf").unwrap_or_else(|e| unreachable!("{e}")),
             high_watermark: 65536,
             low_watermark: 16384,
+            limits: Limits::default(),
+            max_body_size: 10_000_000,
+            max_connections: 1000,
+            idle_timeout: Some(Duration::from_secs(60)),
+            request_timeout: None,
             panic_path: None,
         }
     }
@@ -44,6 +59,16 @@ impl Default for Config {
 fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
     v.parse::<T>()
         .map_err(|_| format!("{key}: expected a non-negative integer, got '{v}'"))
+}
+
+/// Seconds (fractions allowed); 0 turns the timeout off.
+fn seconds(key: &str, v: &str) -> Result<Option<Duration>, String> {
+    let s: f64 = v
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| format!("{key}: expected a non-negative number of seconds, got '{v}'"))?;
+    Ok((s > 0.0).then(|| Duration::from_secs_f64(s.min(1e9))))
 }
 
 /// Parses `tcp:HOST:PORT` (HOST may be a bracketed IPv6 literal) or `unix:PATH`.
@@ -88,6 +113,13 @@ impl Config {
                 }
                 "write_high_watermark" => c.high_watermark = number(k, v)?,
                 "write_low_watermark" => c.low_watermark = number(k, v)?,
+                "max_request_line_size" => c.limits.max_request_line = number(k, v)?,
+                "max_header_size" => c.limits.max_header_size = number(k, v)?,
+                "max_header_count" => c.limits.max_header_count = number(k, v)?,
+                "max_body_size" => c.max_body_size = number(k, v)?,
+                "max_connections" => c.max_connections = number(k, v)?,
+                "timeout" => c.idle_timeout = seconds(k, v)?,
+                "request_timeout" => c.request_timeout = seconds(k, v)?,
                 "panic_path" => c.panic_path = Some(v.to_string()),
                 _ => return Err(format!("unknown config key '{k}'")),
             }
@@ -130,6 +162,12 @@ mod tests {
         );
         assert_eq!(c.backlog, 16);
         assert!(!c.access_log);
+        let c = Config::parse("listen=unix:/s\ntimeout=0\nrequest_timeout=1.5\nmax_body_size=0")
+            .expect("valid config");
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.request_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(c.max_body_size, 0);
+        assert!(Config::parse("listen=unix:/s\ntimeout=-1").is_err());
     }
 
     #[test]

@@ -58,7 +58,7 @@ unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 
 /// Decodes the header list packed by XS: u32 count, then per header a u32
 /// length + name bytes and a u32 length + value bytes.
-/// The pairs borrow from `b`: nothing is copied before hyper's own types.
+/// The pairs borrow from `b`.
 fn unpack_headers(mut b: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if b.len() < n {
@@ -166,6 +166,95 @@ unsafe fn compile_format(fmt: *const u8, len: usize) -> Result<crate::access_log
     let text = std::str::from_utf8(slice(fmt, len))
         .map_err(|_| "access log format is not UTF-8\n".to_string())?;
     crate::access_log::Format::compile(text)
+}
+
+thread_local! {
+    static PARSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Parses a request head with the server's own parser, for
+/// `PAGI::Server::Protocol::HTTP1`. Returns 0 (incomplete), 1 (a request:
+/// u32 consumed, u8 version, u8 flags 1=chunked 2=expect 4=has length
+/// 8=path is UTF-8, u64 length, method, path, raw path, query, u32 count and
+/// name/value pairs) or 2 (refused: u32 consumed, u16 status, message). The
+/// bytes stay valid until the next call on this thread.
+///
+/// # Safety
+/// `buf` points to `len` bytes; `out` and `out_len` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_parse_head(
+    buf: *const u8,
+    len: usize,
+    max_line: usize,
+    max_size: usize,
+    max_count: usize,
+    out: *mut *const u8,
+    out_len: *mut usize,
+) -> i32 {
+    let input = slice(buf, len);
+    let limits = crate::head::Limits {
+        max_request_line: max_line,
+        max_header_size: max_size,
+        max_header_count: max_count,
+    };
+    let parsed = catch_unwind(AssertUnwindSafe(|| crate::head::parse(input, &limits)));
+    PARSED.with(|cell| {
+        let mut b = cell.borrow_mut();
+        b.clear();
+        let mut w = crate::bridge::RecordWriter::over(&mut b);
+        // A refused head is consumed up to its end, as far as it can be found.
+        let head_end = input
+            .windows(4)
+            .position(|x| x == b"\r\n\r\n")
+            .map_or(input.len(), |p| p + 4);
+        let rc = match parsed {
+            Ok(Ok(None)) => 0,
+            Ok(Ok(Some((h, n)))) => {
+                let path = crate::request::percent_decode(&h.raw_path);
+                let mut flags = 0u8;
+                if h.framing == crate::head::Framing::Chunked {
+                    flags |= 1;
+                }
+                if h.expect_continue {
+                    flags |= 2;
+                }
+                if h.content_length.is_some() {
+                    flags |= 4;
+                }
+                if std::str::from_utf8(&path).is_ok() {
+                    flags |= 8;
+                }
+                w.u32(u32::try_from(n).unwrap_or(u32::MAX))
+                    .u8(h.version)
+                    .u8(flags)
+                    .u64(h.content_length.unwrap_or(0))
+                    .bytes(h.method.as_bytes())
+                    .bytes(&path)
+                    .bytes(&h.raw_path)
+                    .bytes(&h.query)
+                    .u32(h.headers.len() as u32);
+                for (n, v) in &h.headers {
+                    w.bytes(n).bytes(v);
+                }
+                1
+            }
+            Ok(Err(r)) => {
+                w.u32(u32::try_from(head_end).unwrap_or(u32::MAX))
+                    .u16(r.status)
+                    .bytes(r.message.as_bytes());
+                2
+            }
+            Err(_) => {
+                w.u32(u32::try_from(head_end).unwrap_or(u32::MAX))
+                    .u16(400)
+                    .bytes(b"Bad Request");
+                2
+            }
+        };
+        *out = b.as_ptr();
+        *out_len = b.len();
+        rc
+    })
 }
 
 thread_local! {
@@ -446,6 +535,78 @@ pub unsafe extern "C" fn pagi_send_trailers(
         }
         None => ERR,
     })
+}
+
+/// Queues a file body: `path` is opened here, or else `fd` is duplicated
+/// (the app may close its handle at once). `offset` < 0: read from the
+/// current position (fd) or the start (path); `length` < 0: to the end.
+/// ERR puts the reason in `err`.
+///
+/// # Safety
+/// As `pagi_send_body`; `path` points to `path_len` bytes or is null;
+/// `err` has `err_cap` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_send_file(
+    srv: *mut PagiServer,
+    id: u64,
+    path: *const u8,
+    path_len: usize,
+    fd: i32,
+    offset: i64,
+    length: i64,
+    fin: i32,
+    log: *mut *const u8,
+    log_len: *mut usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> i32 {
+    guard(srv, |s| {
+        let opened = if path.is_null() {
+            open_fd(fd)
+        } else {
+            use std::os::unix::ffi::OsStrExt;
+            let p = std::path::Path::new(std::ffi::OsStr::from_bytes(slice(path, path_len)));
+            std::fs::File::open(p).map_err(|e| format!("cannot open {}: {e}", p.display()))
+        };
+        let file = opened.and_then(|f| {
+            if offset >= 0 {
+                use std::io::Seek;
+                (&f).seek(std::io::SeekFrom::Start(offset as u64))
+                    .map_err(|e| format!("cannot seek to {offset}: {e}"))?;
+            }
+            Ok(f)
+        });
+        match file {
+            Ok(f) => {
+                let len = u64::try_from(length).ok();
+                let (st, line) = s.core.send_file(id, f, len, fin != 0);
+                hand_out(s, line, log, log_len);
+                state_code(st)
+            }
+            Err(msg) => {
+                copy_err(&format!("http.response.body: {msg}"), err, err_cap);
+                ERR
+            }
+        }
+    })
+}
+
+/// A private duplicate of a Perl handle's descriptor.
+fn open_fd(fd: i32) -> Result<std::fs::File, String> {
+    if fd < 0 {
+        return Err("the filehandle has no file descriptor".into());
+    }
+    // SAFETY: dup of a descriptor Perl says is open; the copy is owned here.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(format!(
+            "cannot duplicate fd {fd}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: `dup` is a fresh descriptor nobody else owns.
+    Ok(unsafe { std::fs::File::from_raw_fd(dup) })
 }
 
 /// `op`: 0 = forget (Perl saw the end), 1 = abort (close the connection).

@@ -1,27 +1,41 @@
-//! HTTP/1.1 connections, served by hyper; each request becomes a REQUEST
-//! record for Perl and waits for the head Perl sends back.
+//! HTTP/1.x connections: request heads and bodies are read here and handed
+//! to Perl as records; the response Perl sends back is framed and written.
+//!
+//! This is not hyper's HTTP/1 server: hyper answers 400 itself for an
+//! unknown Transfer-Encoding (the reference answers 501), sends trailers
+//! only when declared up front and requested with `TE: trailers`, and cannot
+//! write header names in the app's case.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::watch;
 
 use crate::access_log::LogInfo;
-use crate::bridge::level;
-use crate::request::{push_request, read_body};
-use crate::response::{Aborted, RespBody};
-use crate::server::{ReqShared, ServerCore, FORCE, GRACEFUL, RUNNING};
+use crate::bridge::{kind, level};
+use crate::chunked::{Decoder, Step};
+use crate::head::{self, Framing, Head, Reject, PAYLOAD_TOO_LARGE};
+use crate::request::{push_request, BODY_WINDOW};
+use crate::response::{self, ReqInfo, Writer, AT_CAPACITY};
+use crate::server::{Out, ReqShared, ServerCore, FORCE, RUNNING};
+
+/// Largest single chunk of a chunked request body.
+const MAX_CHUNK: u64 = 10 * 1024 * 1024;
+/// Bytes read ahead (pipelined requests) while a response is in progress.
+const READ_AHEAD: usize = 64 * 1024;
+/// Response bytes gathered before a write.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Piece size for file bodies.
+const FILE_PIECE: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub enum Peer {
@@ -43,8 +57,28 @@ impl Peer {
     }
 }
 
-/// Requests of one connection that may still need a disconnect event.
-type Active = Arc<Mutex<Vec<Arc<ReqShared>>>>;
+/// A stream that splits into halves that can be used at the same time.
+pub trait Split: Send + 'static {
+    type R: AsyncRead + Unpin + Send + 'static;
+    type W: AsyncWrite + Unpin + Send + 'static;
+    fn halves(self) -> (Self::R, Self::W);
+}
+
+impl Split for TcpStream {
+    type R = tokio::net::tcp::OwnedReadHalf;
+    type W = tokio::net::tcp::OwnedWriteHalf;
+    fn halves(self) -> (Self::R, Self::W) {
+        self.into_split()
+    }
+}
+
+impl Split for UnixStream {
+    type R = tokio::net::unix::OwnedReadHalf;
+    type W = tokio::net::unix::OwnedWriteHalf;
+    fn halves(self) -> (Self::R, Self::W) {
+        self.into_split()
+    }
+}
 
 /// Runs a future, turning a panic into an error message instead of unwinding.
 pub struct CatchUnwind(pub Pin<Box<dyn Future<Output = ()> + Send>>);
@@ -92,140 +126,521 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("{msg}{at}")
 }
 
-pub fn spawn<IO>(core: Arc<ServerCore>, io: IO, peer: Peer)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// Answers a connection over `max_connections` with a 503 and closes it.
+pub fn reject_busy<S: Split>(core: &ServerCore, stream: S) {
+    core.bridge.log(
+        level::WARN,
+        &format!(
+            "Connection rejected: at capacity ({}/{})",
+            core.connection_count(),
+            core.cfg.max_connections
+        ),
+    );
+    tokio::spawn(async move {
+        let (_r, mut w) = stream.halves();
+        let write = async {
+            let _ = w.write_all(AT_CAPACITY).await;
+            let _ = w.shutdown().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+    });
+}
+
+pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
     core.connection_opened();
     tokio::spawn(async move {
-        let active: Active = Arc::default();
-        let served = CatchUnwind(Box::pin(serve(core.clone(), io, peer, active.clone()))).await;
-        let reason = match served {
-            Ok(()) => "client_closed",
-            Err(msg) => {
-                core.bridge.log(
-                    level::ERROR,
-                    &format!("PAGI::Server internal error (connection closed): {msg}"),
-                );
-                "server_error"
-            }
+        let (rd, wr) = stream.halves();
+        let conn = Conn {
+            sd: core.shutdown_watch(),
+            core: core.clone(),
+            peer,
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(8192),
+            out: Vec::with_capacity(8192),
         };
-        finish_connection(&core, &active, reason);
+        if let Err(msg) = CatchUnwind(Box::pin(conn.run())).await {
+            core.bridge.log(
+                level::ERROR,
+                &format!("PAGI::Server internal error (connection closed): {msg}"),
+            );
+        }
         core.connection_closed();
     });
 }
 
-fn finish_connection(core: &ServerCore, active: &Active, reason: &str) {
-    let pending: Vec<_> = active
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain(..)
-        .collect();
-    for sh in pending {
-        core.disconnected(&sh, reason);
+/// The request in progress on a connection. Dropping it (the connection
+/// ended, or panicked) tells Perl, unless the request already finished.
+struct InFlight {
+    core: Arc<ServerCore>,
+    shared: Arc<ReqShared>,
+    reason: &'static str,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.core.disconnected(&self.shared, self.reason);
     }
 }
 
-async fn serve<IO>(core: Arc<ServerCore>, io: IO, peer: Peer, active: Active)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = {
-        let (core, active) = (core.clone(), active.clone());
-        service_fn(move |req| handle(core.clone(), peer.clone(), active.clone(), req))
-    };
-    let conn = http1::Builder::new()
-        .half_close(false)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let mut sd = core.shutdown_watch();
-    if *sd.borrow() != RUNNING {
-        conn.as_mut().graceful_shutdown();
+/// Why a connection stops in the middle of a request.
+enum Stop {
+    Closed,
+    Stalled,
+    Shutdown,
+}
+
+impl Stop {
+    fn reason(&self) -> &'static str {
+        match self {
+            Stop::Closed => "client_closed",
+            Stop::Stalled => "client_timeout",
+            Stop::Shutdown => "server_shutdown",
+        }
     }
-    loop {
+}
+
+/// The request body still to come off the wire.
+enum BodyIn {
+    Length(u64),
+    Chunked(Decoder),
+    Done,
+}
+
+impl BodyIn {
+    fn is_done(&self) -> bool {
+        matches!(self, BodyIn::Done)
+    }
+
+    /// The next piece of body from `buf`, with whether more follows.
+    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<(Bytes, bool)>, Reject> {
+        match self {
+            BodyIn::Done => Ok(None),
+            BodyIn::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(n).freeze();
+                *left -= n as u64;
+                let more = *left > 0;
+                if !more {
+                    *self = BodyIn::Done;
+                }
+                Ok(Some((data, more)))
+            }
+            BodyIn::Chunked(d) => match d.step(buf)? {
+                Step::Data(data) => Ok(Some((data, true))),
+                Step::More => Ok(None),
+                Step::Done => {
+                    *self = BodyIn::Done;
+                    Ok(Some((Bytes::new(), false)))
+                }
+            },
+        }
+    }
+}
+
+struct Conn<R, W> {
+    core: Arc<ServerCore>,
+    peer: Peer,
+    rd: R,
+    wr: W,
+    buf: BytesMut,
+    out: Vec<u8>,
+    sd: watch::Receiver<u8>,
+}
+
+/// Reads more bytes into `buf`; `Ok(0)` is end of stream.
+async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    buf.reserve(16 * 1024);
+    rd.read_buf(buf).await
+}
+
+/// Writes all of `out`, giving up when the client stalls for `stall` or the
+/// server is force-closing.
+async fn write_out<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    stall: Option<Duration>,
+    sd: &mut watch::Receiver<u8>,
+) -> Result<(), Stop> {
+    let mut done = 0;
+    while done < out.len() {
+        let deadline = stall.map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
-            _ = conn.as_mut() => return,
-            r = sd.changed() => {
-                let phase = if r.is_ok() { *sd.borrow() } else { FORCE };
-                if phase == GRACEFUL {
-                    conn.as_mut().graceful_shutdown();
-                } else if phase == FORCE {
-                    finish_connection(&core, &active, "server_shutdown");
-                    return;
+            r = wr.write(&out[done..]) => match r {
+                Ok(0) | Err(_) => return Err(Stop::Closed),
+                Ok(n) => done += n,
+            },
+            _ = sleep_opt(deadline) => return Err(Stop::Stalled),
+            r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
+                return Err(Stop::Shutdown);
+            },
+        }
+    }
+    out.clear();
+    Ok(())
+}
+
+async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
+    async fn run(mut self) {
+        loop {
+            let head = match self.next_head().await {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(r) => {
+                    self.out =
+                        response::error_response(r.status, r.message, &self.core.cfg.server_header);
+                    let _ = write_out(
+                        &mut self.wr,
+                        &mut self.out,
+                        Some(Duration::from_secs(5)),
+                        &mut self.sd,
+                    )
+                    .await;
+                    break;
+                }
+            };
+            let keep = self.exchange(head).await;
+            if !keep || self.core.phase() != RUNNING {
+                break;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.wr.shutdown()).await;
+    }
+
+    /// Waits for the next request head. `Ok(None)`: the connection ends
+    /// quietly (closed, idle too long, or the server is shutting down).
+    async fn next_head(&mut self) -> Result<Option<Head>, Reject> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some((h, n)) = head::parse(&self.buf, &self.core.cfg.limits)? {
+                    let _ = self.buf.split_to(n);
+                    return Ok(Some(h));
+                }
+            } else if self.core.phase() != RUNNING {
+                return Ok(None);
+            }
+            let deadline = self
+                .core
+                .cfg
+                .idle_timeout
+                .map(|d| tokio::time::Instant::now() + d);
+            tokio::select! {
+                r = fill(&mut self.rd, &mut self.buf) => match r {
+                    Ok(0) | Err(_) => return Ok(None),
+                    Ok(_) => {}
+                },
+                _ = sleep_opt(deadline) => return Ok(None),
+                r = self.sd.changed() => {
+                    if r.is_err() || *self.sd.borrow() == FORCE {
+                        return Ok(None);
+                    }
                 }
             }
         }
     }
-}
 
-async fn handle(
-    core: Arc<ServerCore>,
-    peer: Peer,
-    active: Active,
-    req: Request<Incoming>,
-) -> Result<Response<RespBody>, Aborted> {
-    if let Some(p) = core.cfg.panic_path.as_deref() {
-        if req.uri().path() == p {
-            panic!("test panic requested for {p}");
+    fn log_info(&self, h: &Head) -> LogInfo {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        LogInfo {
+            client: self.peer.log_host(),
+            method: h.method.clone(),
+            path: text(&h.raw_path),
+            query: text(&h.query),
+            version: if h.version == 10 { "1.0" } else { "1.1" }.into(),
+            headers: self
+                .core
+                .cfg
+                .log_format
+                .headers
+                .iter()
+                .map(|name| {
+                    let lower = name.to_ascii_lowercase();
+                    h.header(lower.as_bytes()).map(text)
+                })
+                .collect(),
+            start: Instant::now(),
+            status: 0,
+            bytes: 0,
         }
     }
-    let (parts, body) = req.into_parts();
-    let log = core.cfg.access_log.then(|| LogInfo {
-        client: peer.log_host(),
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().unwrap_or("").to_string(),
-        version: match parts.version {
-            http::Version::HTTP_10 => "1.0",
-            http::Version::HTTP_2 => "2",
-            _ => "1.1",
-        }
-        .into(),
-        headers: core
-            .cfg
-            .log_format
-            .headers
-            .iter()
-            .map(|h| {
-                parts
-                    .headers
-                    .get(h.as_str())
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            })
-            .collect(),
-        start: Instant::now(),
-        status: 0,
-        bytes: 0,
-    });
-    let (shared, head_rx, body_rx) = core.register(log);
-    {
-        let mut a = active.lock().unwrap_or_else(|e| e.into_inner());
-        a.retain(|s| !s.fin.load(Ordering::SeqCst));
-        a.push(shared.clone());
-    }
-    let empty = hyper::body::Body::is_end_stream(&body);
-    push_request(&core, &shared, &parts, &peer, empty);
-    if !empty {
-        let (c, sh) = (core.clone(), shared.clone());
-        tokio::spawn(async move {
-            let reader = CatchUnwind(Box::pin(read_body(c.clone(), sh.clone(), body)));
-            if let Err(msg) = reader.await {
-                c.bridge.log(
-                    level::ERROR,
-                    &format!("PAGI::Server internal error (request body): {msg}"),
-                );
-                c.disconnected(&sh, "server_error");
+
+    /// Serves one request; returns whether the connection may be reused.
+    async fn exchange(&mut self, head: Head) -> bool {
+        let core = self.core.clone();
+        if let Some(p) = core.cfg.panic_path.as_deref() {
+            if head.raw_path == p.as_bytes() {
+                panic!("test panic requested for {p}");
             }
-        });
+        }
+        let max_body = core.cfg.max_body_size;
+        if max_body > 0 && head.content_length.is_some_and(|n| n > max_body) {
+            self.out = response::error_response(
+                PAYLOAD_TOO_LARGE.status,
+                PAYLOAD_TOO_LARGE.message,
+                &core.cfg.server_header,
+            );
+            let _ = write_out(
+                &mut self.wr,
+                &mut self.out,
+                Some(Duration::from_secs(5)),
+                &mut self.sd,
+            )
+            .await;
+            return false;
+        }
+        let log = core.cfg.access_log.then(|| self.log_info(&head));
+        let (shared, mut head_rx, mut body_rx) = core.register(log);
+        let mut flight = InFlight {
+            core: core.clone(),
+            shared: shared.clone(),
+            reason: "server_error",
+        };
+        push_request(&core, &shared, &head, &self.peer);
+        let req = ReqInfo {
+            version: head.version,
+            is_head: head.method == "HEAD",
+            keep_alive: head.keep_alive,
+        };
+        let mut body = match head.framing {
+            Framing::Length(0) => BodyIn::Done,
+            Framing::Length(n) => BodyIn::Length(n),
+            Framing::Chunked => BodyIn::Chunked(Decoder::new(MAX_CHUNK)),
+        };
+        let mut received: u64 = 0;
+        // With Expect: 100-continue the client waits for a go-ahead, given
+        // when the app first asks for the body.
+        let mut gated = head.expect_continue && !body.is_done();
+        let stall = core.cfg.request_timeout;
+        let mut last_io = tokio::time::Instant::now();
+        let mut writer: Option<Writer> = None;
+
+        let outcome: Result<(), Stop> = 'req: loop {
+            // Hand over what body is already buffered, within the window.
+            while !gated
+                && !body.is_done()
+                && shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW
+                && !shared.fin.load(Ordering::SeqCst)
+            {
+                match body.take(&mut self.buf) {
+                    Ok(Some((data, more))) => {
+                        received += data.len() as u64;
+                        if max_body > 0 && received > max_body {
+                            break 'req Err(self.refuse(PAYLOAD_TOO_LARGE, writer.is_some()).await);
+                        }
+                        if more {
+                            shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
+                        }
+                        core.bridge.push(kind::BODY, shared.id, |w| {
+                            w.bytes(&data).u8(u8::from(more));
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(r) => break 'req Err(self.refuse(r, writer.is_some()).await),
+                }
+            }
+            if gated && shared.body_wanted.load(Ordering::SeqCst) {
+                gated = false;
+                if writer.is_none() {
+                    self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    if let Err(s) =
+                        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await
+                    {
+                        break Err(s);
+                    }
+                }
+                continue;
+            }
+            let body_blocked =
+                !body.is_done() && (gated || shared.unacked.load(Ordering::SeqCst) >= BODY_WINDOW);
+            let want_read = if body.is_done() {
+                self.buf.len() < READ_AHEAD // watch for the client going away
+            } else {
+                !body_blocked
+            };
+            let deadline = stall.map(|d| last_io + d);
+            tokio::select! {
+                r = fill(&mut self.rd, &mut self.buf), if want_read => match r {
+                    Ok(0) | Err(_) => break Err(Stop::Closed),
+                    Ok(_) => last_io = tokio::time::Instant::now(),
+                },
+                _ = shared.body_wake.notified(), if body_blocked => {}
+                h = &mut head_rx, if writer.is_none() => match h {
+                    Ok(h) => {
+                        let closing = core.phase() != RUNNING;
+                        writer = Some(response::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
+                        // Frames already queued go out with the head.
+                        match self.pump(&mut body_rx, writer.as_mut(), &shared).await {
+                            Ok(true) => break Ok(()),
+                            Ok(false) => last_io = tokio::time::Instant::now(),
+                            Err(s) => break Err(s),
+                        }
+                    }
+                    // Perl dropped the request without a response.
+                    Err(_) => break Err(Stop::Closed),
+                },
+                f = body_rx.recv(), if writer.is_some() => {
+                    let Some(f) = f else { break Err(Stop::Closed) };
+                    match self.frame(f, writer.as_mut(), &shared).await {
+                        Ok(false) => {}
+                        Ok(true) => break Ok(()),
+                        Err(s) => break Err(s),
+                    }
+                    match self.pump(&mut body_rx, writer.as_mut(), &shared).await {
+                        Ok(true) => break Ok(()),
+                        Ok(false) => last_io = tokio::time::Instant::now(),
+                        Err(s) => break Err(s),
+                    }
+                },
+                _ = sleep_opt(deadline) => {
+                    core.bridge.log(level::WARN, &format!(
+                        "Request stall timeout ({}s) - closing connection",
+                        stall.map_or(0.0, |d| d.as_secs_f64())
+                    ));
+                    break Err(Stop::Stalled);
+                },
+                r = self.sd.changed() => if r.is_err() || *self.sd.borrow() == FORCE {
+                    break Err(Stop::Shutdown);
+                },
+            }
+        };
+        match outcome {
+            Err(stop) => {
+                flight.reason = stop.reason();
+                false
+            }
+            Ok(()) => {
+                flight.reason = "client_closed";
+                let Some(w) = writer else { return false };
+                // A body the app left unread can be skipped if it is all here.
+                while let Ok(Some(_)) = body.take(&mut self.buf) {}
+                w.keep_alive && body.is_done()
+            }
+        }
     }
-    let head = head_rx.await.map_err(|_| Aborted)?;
-    let mut resp = Response::new(RespBody::new(body_rx, shared, core));
-    *resp.status_mut() =
-        StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let h = resp.headers_mut();
-    for (n, v) in head.headers {
-        h.append(n, v);
+
+    /// A request refused mid-body: answered when no response has started,
+    /// and the connection is closed either way.
+    async fn refuse(&mut self, r: Reject, started: bool) -> Stop {
+        if !started {
+            self.out = response::error_response(r.status, r.message, &self.core.cfg.server_header);
+            let _ = write_out(
+                &mut self.wr,
+                &mut self.out,
+                Some(Duration::from_secs(5)),
+                &mut self.sd,
+            )
+            .await;
+        }
+        Stop::Closed
     }
-    Ok(resp)
+
+    /// Handles one response frame. `Ok(true)`: the response is complete.
+    async fn frame(
+        &mut self,
+        f: Out,
+        writer: Option<&mut Writer>,
+        shared: &ReqShared,
+    ) -> Result<bool, Stop> {
+        let Some(w) = writer else {
+            return Err(Stop::Closed);
+        };
+        match f {
+            Out::Data(d) => {
+                w.data(&mut self.out, &d);
+                self.taken(shared, d.len());
+            }
+            Out::Trailers(t) => w.trailers(&mut self.out, &t),
+            Out::End => {
+                w.end(&mut self.out);
+                self.flush().await?;
+                return Ok(true);
+            }
+            Out::Abort => return Err(Stop::Closed),
+            Out::File { file, len } => self.send_file(w, file, len).await?,
+        }
+        if self.out.len() >= WRITE_BATCH {
+            self.flush().await?;
+        }
+        Ok(false)
+    }
+
+    /// Takes every frame already queued, then writes what was gathered.
+    /// `Ok(true)`: the response is complete.
+    async fn pump(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>,
+        mut writer: Option<&mut Writer>,
+        shared: &ReqShared,
+    ) -> Result<bool, Stop> {
+        while let Ok(f) = rx.try_recv() {
+            if self.frame(f, writer.as_deref_mut(), shared).await? {
+                return Ok(true);
+            }
+        }
+        self.flush().await?;
+        Ok(false)
+    }
+
+    async fn flush(&mut self) -> Result<(), Stop> {
+        let stall = self.core.cfg.request_timeout;
+        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await
+    }
+
+    /// Perl's bytes left the queue: release a pending `$send` at the low mark.
+    fn taken(&self, shared: &ReqShared, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let left = shared
+            .buffered
+            .fetch_sub(len, Ordering::SeqCst)
+            .saturating_sub(len);
+        if left <= self.core.cfg.low_watermark && shared.want_drain.swap(false, Ordering::SeqCst) {
+            self.core.bridge.push(kind::DRAIN, shared.id, |_| {});
+        }
+    }
+
+    /// Streams a file body, read here in pieces (it never passes through Perl).
+    async fn send_file(
+        &mut self,
+        w: &mut Writer,
+        file: std::fs::File,
+        len: Option<u64>,
+    ) -> Result<(), Stop> {
+        self.flush().await?;
+        if w.framing == response::Framing::None {
+            return Ok(());
+        }
+        let mut file = tokio::fs::File::from_std(file);
+        let mut left = len.unwrap_or(u64::MAX);
+        let mut piece = vec![0u8; FILE_PIECE];
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_PIECE);
+            let n = match file.read(&mut piece[..want]).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    self.core.bridge.log(
+                        level::ERROR,
+                        &format!("PAGI::Server: reading the file body failed: {e}"),
+                    );
+                    return Err(Stop::Closed);
+                }
+            };
+            left -= n as u64;
+            w.data(&mut self.out, &piece[..n]);
+            self.flush().await?;
+        }
+        Ok(())
+    }
 }

@@ -1,4 +1,4 @@
-//! Network core of PAGI::Server: listeners, HTTP/1.1 on hyper, and the
+//! Network core of PAGI::Server: listeners, HTTP/1.1 connections, and the
 //! bridge that hands requests to Perl and takes responses back.
 //!
 //! No code here ever calls into Perl; the XS glue in `xs/Server.xs` calls the
@@ -7,8 +7,10 @@
 mod accept;
 mod access_log;
 mod bridge;
+mod chunked;
 mod config;
 pub mod ffi;
+mod head;
 mod http1;
 mod listener;
 mod request;

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::access_log::LogInfo;
@@ -19,17 +18,61 @@ pub const RUNNING: u8 = 0;
 pub const GRACEFUL: u8 = 1;
 pub const FORCE: u8 = 2;
 
+/// Header fields as the app gave them (names keep their case).
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// What Perl sends for a response that has started.
 pub enum Out {
     Data(Bytes),
-    Trailers(HeaderMap),
+    /// Bytes read by the core itself from an open file, up to `len` or EOF.
+    File {
+        file: std::fs::File,
+        len: Option<u64>,
+    },
+    Trailers(Fields),
     End,
     Abort,
 }
 
 pub struct Head {
     pub status: u16,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: Fields,
+}
+
+/// RFC 9110 token characters: what a field name may contain.
+fn is_token(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Field values must never carry a line break or NUL onto the wire.
+fn is_safe_value(value: &[u8]) -> bool {
+    !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+/// Keeps the fields that are safe to write; warns about the others.
+fn checked_fields(bridge: &Bridge, raw: &[(&[u8], &[u8])], drop_framing: bool) -> Fields {
+    let mut out = Vec::with_capacity(raw.len() + 2);
+    for &(name, value) in raw {
+        if !is_token(name) || !is_safe_value(value) {
+            bridge.log(
+                level::WARN,
+                &format!(
+                    "Dropped invalid response header '{}' (names must be tokens; values must not contain CR, LF or NUL)",
+                    String::from_utf8_lossy(name)
+                ),
+            );
+            continue;
+        }
+        // Framing is the server's job.
+        if drop_framing && name.eq_ignore_ascii_case(b"transfer-encoding") {
+            continue;
+        }
+        out.push((name.to_vec(), value.to_vec()));
+    }
+    out
 }
 
 /// State one request shares between its connection task and the Perl thread.
@@ -43,6 +86,8 @@ pub struct ReqShared {
     pub want_drain: AtomicBool,
     /// Request body bytes delivered to Perl and not yet consumed by the app.
     pub unacked: AtomicUsize,
+    /// The app has asked for the body (gates `100 Continue`).
+    pub body_wanted: AtomicBool,
     pub body_wake: Notify,
 }
 
@@ -54,6 +99,7 @@ impl ReqShared {
             buffered: AtomicUsize::new(0),
             want_drain: AtomicBool::new(false),
             unacked: AtomicUsize::new(0),
+            body_wanted: AtomicBool::new(false),
             body_wake: Notify::new(),
         }
     }
@@ -192,32 +238,7 @@ impl ServerCore {
             log.status = status;
         }
         drop(reqs);
-        let mut headers = Vec::with_capacity(raw.len() + 1);
-        let mut has_server = false;
-        for &(name, value) in raw {
-            match (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-                (Ok(n), Ok(v)) => {
-                    // Framing is the server's job: hyper chooses chunked or not.
-                    if n == http::header::TRANSFER_ENCODING {
-                        continue;
-                    }
-                    has_server |= n == http::header::SERVER;
-                    headers.push((n, v));
-                }
-                _ => self.bridge.log(
-                    level::WARN,
-                    &format!(
-                        "Dropped invalid response header '{}' (names must be tokens; values must not contain CR, LF or NUL)",
-                        String::from_utf8_lossy(name)
-                    ),
-                ),
-            }
-        }
-        if !has_server {
-            if let Ok(v) = HeaderValue::from_str(&self.cfg.server_header) {
-                headers.push((http::header::SERVER, v));
-            }
-        }
+        let headers = checked_fields(&self.bridge, raw, true);
         match tx.send(Head { status, headers }) {
             Ok(()) => SendState::Ready,
             Err(_) => SendState::Gone,
@@ -259,17 +280,51 @@ impl ServerCore {
         (SendState::Ready, line)
     }
 
-    pub fn send_trailers(&self, id: u64, raw: &[(&[u8], &[u8])]) -> (SendState, Option<String>) {
-        let mut map = HeaderMap::new();
-        for &(name, value) in raw {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
-                map.append(n, v);
-            }
+    /// Queues a file body: the connection reads it, Perl never sees the bytes.
+    pub fn send_file(
+        &self,
+        id: u64,
+        file: std::fs::File,
+        len: Option<u64>,
+        fin: bool,
+    ) -> (SendState, Option<String>) {
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return (SendState::Gone, None);
+        };
+        if let Some(log) = slot.log.as_mut() {
+            let size = file
+                .metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len());
+            let pos = {
+                use std::io::Seek;
+                (&file).stream_position().unwrap_or(0)
+            };
+            let avail = size.map(|s| s.saturating_sub(pos));
+            log.bytes += match (len, avail) {
+                (Some(l), Some(a)) => l.min(a),
+                (Some(l), None) => l,
+                (None, Some(a)) => a,
+                (None, None) => 0,
+            };
         }
+        let _ = slot.body.send(Out::File { file, len });
+        drop(reqs);
+        if fin {
+            self.send_body(id, Bytes::new(), true)
+        } else {
+            (SendState::Ready, None)
+        }
+    }
+
+    pub fn send_trailers(&self, id: u64, raw: &[(&[u8], &[u8])]) -> (SendState, Option<String>) {
+        let fields = checked_fields(&self.bridge, raw, false);
         let Some(slot) = self.reqs().remove(&id) else {
             return (SendState::Gone, None);
         };
-        let _ = slot.body.send(Out::Trailers(map));
+        let _ = slot.body.send(Out::Trailers(fields));
         let _ = slot.body.send(Out::End);
         slot.shared.finish();
         (
@@ -296,10 +351,12 @@ impl ServerCore {
             .map_or(0, |s| s.shared.buffered.load(Ordering::SeqCst))
     }
 
-    /// The app consumed `n` bytes of request body; the reader may go on.
+    /// The app consumed `n` bytes of request body (0: it is waiting for the
+    /// body); the reader may go on.
     pub fn body_ack(&self, id: u64, n: usize) {
         if let Some(slot) = self.reqs().get(&id) {
             let sh = &slot.shared;
+            sh.body_wanted.store(true, Ordering::SeqCst);
             let _ = sh
                 .unacked
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
@@ -354,7 +411,7 @@ mod tests {
         );
         let head = head_rx.try_recv().expect("head delivered");
         assert_eq!(head.status, 200);
-        assert!(head.headers.iter().any(|(n, _)| n == http::header::SERVER));
+        assert_eq!(head.headers.len(), 1);
         // A second start is refused.
         assert_eq!(c.send_start(id, 500, &[]), SendState::Gone);
         assert_eq!(
@@ -396,7 +453,7 @@ mod tests {
             ],
         );
         let head = head_rx.try_recv().expect("head");
-        let names: Vec<_> = head.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, vec!["x-ok", "server"]);
+        let names: Vec<_> = head.headers.iter().map(|(n, _)| n.as_slice()).collect();
+        assert_eq!(names, vec![&b"x-ok"[..]]);
     }
 }

@@ -110,7 +110,7 @@ static SV *pair_av(pTHX_ SV *a, SV *b) {
 }
 
 /* Builds the HTTP scope of a REQUEST record; NULL if the record is short. */
-static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_empty) {
+static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
     uint8_t ver, flags; uint16_t cport, sport; uint32_t nh, i;
     SV *method, *path, *raw_path, *query, *chost, *shost;
     HV *scope, *pagi; AV *headers;
@@ -155,7 +155,8 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_empty) {
         hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
         hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
     }
-    *body_empty = (flags & PAGI_F_BODY_EMPTY) ? 1 : 0;
+    /* 1: the body is empty; 2: the client waits for 100 Continue. */
+    *body_flags = ((flags & PAGI_F_BODY_EMPTY) ? 1 : 0) | ((flags & PAGI_F_EXPECT) ? 2 : 0);
     return newRV_noinc((SV *)scope);
 }
 
@@ -310,6 +311,89 @@ send_body(h, id, body, fin)
     if (log_len) mPUSHp((const char *)log, log_len);
 
 void
+send_file(h, id, path, fd, offset, length, fin)
+    SV *h
+    UV id
+    SV *path
+    int fd
+    SV *offset
+    SV *length
+    int fin
+  PREINIT:
+    PagiServer *s; const char *p = NULL; STRLEN plen = 0; const uint8_t *log = NULL;
+    size_t log_len = 0; int32_t rc; char err[1024];
+  PPCODE:
+    /* A path is opened by the core; otherwise fd is duplicated. offset and
+     * length are undef when not given. */
+    s = handle_of(aTHX_ h);
+    if (SvOK(path)) p = SvPVbyte(path, plen);
+    err[0] = 0;
+    rc = pagi_send_file(s, (uint64_t)id, (const uint8_t *)p, plen, fd,
+                        SvOK(offset) ? (int64_t)SvNV(offset) : -1,
+                        SvOK(length) ? (int64_t)SvNV(length) : -1,
+                        fin, &log, &log_len, err, sizeof err);
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    if (rc == PAGI_ERR) croak("%s\n", err);
+    EXTEND(SP, 2);
+    mPUSHi(rc);
+    if (log_len) mPUSHp((const char *)log, log_len);
+
+void
+parse_head(buf, max_line, max_size, max_count)
+    SV *buf
+    UV max_line
+    UV max_size
+    UV max_count
+  PREINIT:
+    STRLEN len; const char *b; const uint8_t *out = NULL; size_t out_len = 0;
+    int32_t rc; reader r; uint32_t consumed = 0;
+  PPCODE:
+    /* (undef, 0) incomplete; ({error, message}, n) refused; (\%request, n). */
+    b = SvPVbyte(buf, len);
+    rc = pagi_parse_head((const uint8_t *)b, len, max_line, max_size, max_count, &out, &out_len);
+    r.p = out; r.end = out + out_len;
+    EXTEND(SP, 2);
+    if (rc == 0 || !rd_u32(&r, &consumed)) {
+        PUSHs(&PL_sv_undef);
+        mPUSHi(0);
+    }
+    else if (rc == 2) {
+        uint16_t status = 0; SV *msg; HV *e = newHV();
+        rd_u16(&r, &status);
+        msg = rd_sv(aTHX_ &r);
+        hv_stores(e, "error", newSViv(status));
+        hv_stores(e, "message", msg ? msg : newSVpvs(""));
+        mPUSHs(newRV_noinc((SV *)e));
+        mPUSHu(consumed);
+    }
+    else {
+        uint8_t ver = 11, flags = 0; uint64_t cl = 0; uint32_t nh = 0, i;
+        SV *method, *path, *raw_path, *query; HV *req = newHV(); AV *headers = newAV();
+        rd_u8(&r, &ver); rd_u8(&r, &flags); rd_u64(&r, &cl);
+        method = rd_sv(aTHX_ &r); path = rd_sv(aTHX_ &r);
+        raw_path = rd_sv(aTHX_ &r); query = rd_sv(aTHX_ &r);
+        rd_u32(&r, &nh);
+        for (i = 0; i < nh; i++) {
+            SV *n = rd_sv(aTHX_ &r), *v = rd_sv(aTHX_ &r);
+            if (!n || !v) break;
+            av_push(headers, pair_av(aTHX_ n, v));
+        }
+        if (path && (flags & 8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
+            SvUTF8_on(path);
+        hv_stores(req, "method", method ? method : newSVpvs(""));
+        hv_stores(req, "path", path ? path : newSVpvs("/"));
+        hv_stores(req, "raw_path", raw_path ? raw_path : newSVpvs("/"));
+        hv_stores(req, "query_string", query ? query : newSVpvs(""));
+        hv_stores(req, "http_version", ver == 10 ? newSVpvs("1.0") : newSVpvs("1.1"));
+        hv_stores(req, "headers", newRV_noinc((SV *)headers));
+        hv_stores(req, "content_length", (flags & 4) ? newSVuv((UV)cl) : newSV(0));
+        hv_stores(req, "chunked", newSViv((flags & 1) ? 1 : 0));
+        hv_stores(req, "expect_continue", newSViv((flags & 2) ? 1 : 0));
+        mPUSHs(newRV_noinc((SV *)req));
+        mPUSHu(consumed);
+    }
+
+void
 send_trailers(h, id, headers)
     SV *h
     UV id
@@ -342,9 +426,9 @@ drain(h, scheme)
         if (!rd_u8(&r, &kind) || !rd_u64(&r, &id)) break;
         switch (kind) {
         case PAGI_REC_REQUEST: {
-            int empty = 0;
-            a = build_scope(aTHX_ &r, scheme, &empty);
-            b = newSViv(empty);
+            int body_flags = 0;
+            a = build_scope(aTHX_ &r, scheme, &body_flags);
+            b = newSViv(body_flags);
             break;
         }
         case PAGI_REC_BODY: {

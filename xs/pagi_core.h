@@ -23,6 +23,7 @@
 #define PAGI_F_PATH_UTF8 2
 #define PAGI_F_UNIX 4
 #define PAGI_F_SSE 8
+#define PAGI_F_EXPECT 16
 
 typedef struct PagiServer PagiServer;
 
@@ -38,6 +39,11 @@ int32_t pagi_server_drain(PagiServer *s, const uint8_t **out, size_t *out_len);
 int32_t pagi_send_start(PagiServer *s, uint64_t id, uint16_t status, const uint8_t *hdrs, size_t len);
 int32_t pagi_send_body(PagiServer *s, uint64_t id, const uint8_t *data, size_t len, int32_t fin,
                        const uint8_t **log, size_t *log_len);
+int32_t pagi_send_file(PagiServer *s, uint64_t id, const uint8_t *path, size_t path_len, int32_t fd,
+                       int64_t offset, int64_t length, int32_t fin, const uint8_t **log,
+                       size_t *log_len, char *err, size_t err_cap);
+int32_t pagi_parse_head(const uint8_t *buf, size_t len, size_t max_line, size_t max_size,
+                        size_t max_count, const uint8_t **out, size_t *out_len);
 int32_t pagi_send_trailers(PagiServer *s, uint64_t id, const uint8_t *hdrs, size_t len,
                            const uint8_t **log, size_t *log_len);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);

@@ -281,7 +281,10 @@ sub _native_config {
         'access_log=' . ($self->{access_log} ? 1 : 0),
         "access_log_format=$self->{access_log_format}",
         "write_high_watermark=$self->{write_high_watermark}",
-        "write_low_watermark=$self->{write_low_watermark}");
+        "write_low_watermark=$self->{write_low_watermark}",
+        "max_connections=" . $self->effective_max_connections,
+        map { "$_=" . ($self->{$_} // 0) }
+            qw(max_body_size max_header_size max_header_count timeout request_timeout));
     for my $l (@{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {
             push @lines, "listen=unix:$l->{path}";

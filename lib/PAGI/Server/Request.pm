@@ -22,8 +22,11 @@ my $ERROR_BODY = 'Internal Server Error';
 # completed Future (awaiting a done Future only reads it).
 my $DONE = Future->done;
 
+# $body_flags: 1 = the request has no body; 2 = the client waits for
+# "100 Continue", which the core sends once the app first asks for the body.
 sub start {
-    my ($server, $id, $scope, $body_empty) = @_;
+    my ($server, $id, $scope, $body_flags) = @_;
+    my $body_empty = $body_flags & 1;
     my $is_sse = $scope->{type} eq 'sse';    # decided by the core
     my $state = $server->{state};
     $scope->{state} = %$state ? {%$state} : {};
@@ -45,6 +48,7 @@ sub start {
         started => 0,     # response head sent
         done    => 0,     # final frame sent
         gone    => undef, # disconnect reason
+        expect  => $body_flags & 2,
     }, __PACKAGE__;
     weaken($self->{server});
     $reqs->{$id} = $self;
@@ -124,6 +128,7 @@ sub _receive {
         return Future->done($ev);
     }
     return Future->done($self->_disconnect_event) if $self->{done} || defined $self->{gone};
+    PAGI::Server::Native::body_ack($self->{native}, $self->{id}, 0) if delete $self->{expect};
     my $f = $self->{loop}->new_future;
     push @{ $self->{waiters} }, $f;
     return $f;
@@ -235,32 +240,59 @@ sub _send_body {
     my ($self, $body, $more) = @_;
     my $fin = !$more && !$self->{trailers};
     my ($rc, $log) = PAGI::Server::Native::send_body($self->{native}, $self->{id}, $body, $fin ? 1 : 0);
+    $self->_after_body($fin, $more, $log);
+    return $rc;
+}
+
+# A file or fh body. Paths and handles with a real descriptor are read by
+# the core; in-memory and tied handles are read here.
+sub _send_file_body {
+    my ($self, $ev) = @_;
+    my ($offset, $length) = ($ev->{offset}, $ev->{length});
+    die "http.response.body: offset must be a non-negative integer\n"
+        if defined $offset && $offset !~ /\A[0-9]+\z/;
+    die "http.response.body: length must be a non-negative integer\n"
+        if defined $length && $length !~ /\A[0-9]+\z/;
+    my $fin = !$ev->{more} && !$self->{trailers};
+    my $fh = $ev->{fh};
+    my $fd = defined $fh ? _real_fd($fh) : -1;
+    if (defined $ev->{file} || $fd >= 0) {
+        my ($rc, $log) = PAGI::Server::Native::send_file($self->{native}, $self->{id},
+            $ev->{file}, $fd, $offset, $length, $fin ? 1 : 0);
+        $self->_after_body($fin, $ev->{more}, $log);
+        return $rc;
+    }
+    seek($fh, $offset, 0) or die "http.response.body: cannot seek the filehandle: $!\n"
+        if $offset;
+    my $left = $length;
+    while (!defined $left || $left > 0) {
+        my $want = defined $left && $left < 65536 ? $left : 65536;
+        my $n = read($fh, my $piece, $want);
+        die "http.response.body: reading the filehandle failed: $!\n" unless defined $n;
+        last unless $n;
+        $left -= $n if defined $left;
+        $self->_send_body($piece, 1);
+    }
+    return $self->_send_body('', $ev->{more});
+}
+
+# The descriptor of a handle the core can read itself, or -1 (in-memory,
+# tied, or not a handle).
+sub _real_fd {
+    my ($fh) = @_;
+    return -1 if tied(*$fh) || (ref $fh eq 'SCALAR');
+    my $fd = eval { fileno($fh) };
+    return defined $fd && $fd >= 0 ? $fd : -1;
+}
+
+sub _after_body {
+    my ($self, $fin, $more, $log) = @_;
     if ($fin) {
         $self->_finish($log);
     }
     elsif (!$more) {
         $self->{body_done} = 1;
     }
-    return $rc;
-}
-
-sub _read_file_body {
-    my ($ev) = @_;
-    my ($fh, $offset, $length) = ($ev->{fh}, $ev->{offset} // 0, $ev->{length});
-    if (defined $ev->{file}) {
-        open($fh, '<:raw', $ev->{file}) or die "http.response.body: cannot open $ev->{file}: $!\n";
-    }
-    seek($fh, $offset, 0) if $offset;
-    my $data = '';
-    local $/;
-    if (defined $length) {
-        read($fh, $data, $length) // die "http.response.body: read failed: $!\n";
-    }
-    else {
-        $data = <$fh> // '';
-    }
-    close $fh if defined $ev->{file};
-    return $data;
 }
 
 sub _send {
@@ -285,8 +317,8 @@ sub _send {
         if ($type eq 'http.response.body') {
             die "http.response.body sent before http.response.start\n" unless $self->{started};
             return $DONE if $self->{body_done};
-            my $body = (defined $ev->{file} || defined $ev->{fh}) ? _read_file_body($ev) : $ev->{body};
-            return $self->_result($self->_send_body($body, $ev->{more}));
+            return $self->_result((defined $ev->{file} || defined $ev->{fh})
+                ? $self->_send_file_body($ev) : $self->_send_body($ev->{body}, $ev->{more}));
         }
         if ($type eq 'http.response.start') {
             die "http.response.start sent twice\n" if $self->{started};
