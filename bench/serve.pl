@@ -1,25 +1,74 @@
 #!/usr/bin/env perl
-# Starts one PAGI::Server process with a hello-world app for benchmarking.
-# Which PAGI::Server is loaded is decided by @INC (PERL5LIB / -I), so the
-# same script serves this project's build and the reference. Prints the
-# bound port on STDOUT, then serves until TERM.
+# Starts one PAGI::Server process with a benchmark app. Which PAGI::Server is
+# loaded is decided by @INC (PERL5LIB / -I), so the same script serves this
+# project's build and the reference. Prints the bound port on STDOUT, then
+# serves until TERM.
+#
+#   perl bench/serve.pl [APP]
+#
+# APP is one of:
+#   hello   (default) 13-byte "Hello, World!" with content-length
+#   stream  1 MiB body as 16 http.response.body events of 64 KiB each
+#           (no content-length, so chunked), awaiting every $send
+#   echo    reads the whole request body (looping on $receive until more is
+#           false) and sends it back in one body event
 use strict;
 use warnings;
 use IO::Async::Loop;
 use Future::AsyncAwait;
 use PAGI::Server;
 
-my $body = "Hello, World!";
-my $app = async sub {
-    my ($scope, $receive, $send) = @_;
-    die "no lifespan\n" if $scope->{type} ne 'http';
-    await $send->({
-        type    => 'http.response.start',
-        status  => 200,
-        headers => [['content-type', 'text/plain'], ['content-length', length $body]],
-    });
-    await $send->({ type => 'http.response.body', body => $body, more => 0 });
-};
+my $name = shift // 'hello';
+
+my $hello_body = "Hello, World!";
+my $chunk      = 'x' x 65536;
+
+my %apps = (
+    hello => async sub {
+        my ($scope, $receive, $send) = @_;
+        die "no lifespan\n" if $scope->{type} ne 'http';
+        await $send->({
+            type    => 'http.response.start',
+            status  => 200,
+            headers => [['content-type', 'text/plain'], ['content-length', length $hello_body]],
+        });
+        await $send->({ type => 'http.response.body', body => $hello_body, more => 0 });
+    },
+
+    stream => async sub {
+        my ($scope, $receive, $send) = @_;
+        die "no lifespan\n" if $scope->{type} ne 'http';
+        await $send->({
+            type    => 'http.response.start',
+            status  => 200,
+            headers => [['content-type', 'application/octet-stream']],
+        });
+        for my $i (1 .. 16) {
+            await $send->({ type => 'http.response.body', body => $chunk, more => ($i < 16 ? 1 : 0) });
+        }
+    },
+
+    echo => async sub {
+        my ($scope, $receive, $send) = @_;
+        die "no lifespan\n" if $scope->{type} ne 'http';
+        my $body = '';
+        while (1) {
+            my $event = await $receive->();
+            last if $event->{type} ne 'http.request';   # http.disconnect
+            $body .= $event->{body} // '';
+            last unless $event->{more};
+        }
+        await $send->({
+            type    => 'http.response.start',
+            status  => 200,
+            headers => [['content-type', 'application/octet-stream'], ['content-length', length $body]],
+        });
+        await $send->({ type => 'http.response.body', body => $body, more => 0 });
+    },
+);
+
+my $app = $apps{$name}
+    or die "usage: $0 [" . join('|', sort keys %apps) . "]\n";
 
 my $loop   = IO::Async::Loop->new;
 my $server = PAGI::Server->new(

@@ -20,7 +20,7 @@ async fn accept_failed(core: &ServerCore, e: std::io::Error) {
     } else {
         core.bridge.log(level::ERROR, &format!("Accept error: {e}"));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    core.pause_accept(Duration::from_millis(100));
 }
 
 fn at_capacity(core: &ServerCore) -> bool {
@@ -31,7 +31,7 @@ pub async fn tcp_loop(core: Arc<ServerCore>, l: TcpListener) {
     let mut sd = core.shutdown_watch();
     while *sd.borrow() == RUNNING {
         tokio::select! {
-            r = l.accept() => match r {
+            r = async { core.accept_allowed().await; l.accept().await } => match r {
                 Ok((s, _)) if at_capacity(&core) => http1::reject_busy(&core, s),
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
@@ -50,7 +50,7 @@ pub async fn unix_loop(core: Arc<ServerCore>, l: UnixListener, path: String) {
     let mut sd = core.shutdown_watch();
     while *sd.borrow() == RUNNING {
         tokio::select! {
-            r = l.accept() => match r {
+            r = async { core.accept_allowed().await; l.accept().await } => match r {
                 Ok((s, _)) if at_capacity(&core) => http1::reject_busy(&core, s),
                 Ok((s, _)) => http1::spawn(core.clone(), s, Peer::Unix { path: path.clone() }),
                 Err(e) => accept_failed(&core, e).await,

@@ -673,6 +673,19 @@ pub unsafe extern "C" fn pagi_server_connections(srv: *mut PagiServer) -> i32 {
     })
 }
 
+/// Stops accepting new connections for `ms` milliseconds.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_pause_accept(srv: *mut PagiServer, ms: u32) -> i32 {
+    guard(srv, |s| {
+        s.core
+            .pause_accept(std::time::Duration::from_millis(u64::from(ms)));
+        OK
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

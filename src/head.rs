@@ -157,7 +157,11 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
                 continue;
             }
             b"content-length" => {
-                if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                // httparse trims trailing blanks; the value must be bare digits.
+                let end =
+                    (value.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize) + value.len();
+                let padded = buf.get(end).is_some_and(|&b| b != b'\r' && b != b'\n');
+                if padded || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                     cl_bad = true;
                 } else if value.len() > 10 {
                     cl_huge = true;
@@ -176,11 +180,11 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
                     }
                 }
             }
+            // An empty coding (a blank field) is no coding we support.
             b"transfer-encoding" => codings.extend(
                 value
                     .split(|&b| b == b',')
-                    .map(|c| c.trim_ascii().to_ascii_lowercase())
-                    .filter(|c| !c.is_empty()),
+                    .map(|c| c.trim_ascii().to_ascii_lowercase()),
             ),
             b"host" => hosts += 1,
             b"expect" => {

@@ -33,7 +33,7 @@ const MAX_CHUNK: u64 = 10 * 1024 * 1024;
 /// Bytes read ahead (pipelined requests) while a response is in progress.
 const READ_AHEAD: usize = 64 * 1024;
 /// Response bytes gathered before a write.
-const WRITE_BATCH: usize = 256 * 1024;
+const WRITE_BATCH: usize = 64 * 1024;
 /// Piece size for file bodies.
 const FILE_PIECE: usize = 64 * 1024;
 
@@ -158,6 +158,7 @@ pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
             wr,
             buf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(8192),
+            unwritten: 0,
         };
         if let Err(msg) = CatchUnwind(Box::pin(conn.run())).await {
             core.bridge.log(
@@ -248,6 +249,9 @@ struct Conn<R, W> {
     wr: W,
     buf: BytesMut,
     out: Vec<u8>,
+    /// App bytes framed into `out` and not yet written: they still count
+    /// against the watermarks.
+    unwritten: usize,
     sd: watch::Receiver<u8>,
 }
 
@@ -557,19 +561,19 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         match f {
             Out::Data(d) => {
                 w.data(&mut self.out, &d);
-                self.taken(shared, d.len());
+                self.unwritten += d.len();
             }
             Out::Trailers(t) => w.trailers(&mut self.out, &t),
             Out::End => {
                 w.end(&mut self.out);
-                self.flush().await?;
+                self.flush(shared).await?;
                 return Ok(true);
             }
             Out::Abort => return Err(Stop::Closed),
-            Out::File { file, len } => self.send_file(w, file, len).await?,
+            Out::File { file, len } => self.send_file(w, file, len, shared).await?,
         }
         if self.out.len() >= WRITE_BATCH {
-            self.flush().await?;
+            self.flush(shared).await?;
         }
         Ok(false)
     }
@@ -587,17 +591,22 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 return Ok(true);
             }
         }
-        self.flush().await?;
+        self.flush(shared).await?;
         Ok(false)
     }
 
-    async fn flush(&mut self) -> Result<(), Stop> {
+    /// Writes what is gathered; the app's bytes in it stop counting as
+    /// buffered once the socket took them.
+    async fn flush(&mut self, shared: &ReqShared) -> Result<(), Stop> {
         let stall = self.core.cfg.request_timeout;
-        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await
+        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
+        let len = std::mem::take(&mut self.unwritten);
+        self.written(shared, len);
+        Ok(())
     }
 
-    /// Perl's bytes left the queue: release a pending `$send` at the low mark.
-    fn taken(&self, shared: &ReqShared, len: usize) {
+    /// Releases a pending `$send` once the backlog is down to the low mark.
+    fn written(&self, shared: &ReqShared, len: usize) {
         if len == 0 {
             return;
         }
@@ -616,8 +625,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         w: &mut Writer,
         file: std::fs::File,
         len: Option<u64>,
+        shared: &ReqShared,
     ) -> Result<(), Stop> {
-        self.flush().await?;
+        self.flush(shared).await?;
         if w.framing == response::Framing::None {
             return Ok(());
         }
@@ -639,7 +649,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             };
             left -= n as u64;
             w.data(&mut self.out, &piece[..n]);
-            self.flush().await?;
+            self.flush(shared).await?;
         }
         Ok(())
     }

@@ -135,6 +135,8 @@ pub struct ServerCore {
     next_id: AtomicU64,
     conns: AtomicUsize,
     shutdown: watch::Sender<u8>,
+    /// Accepting resumes at this time (set after accept errors).
+    accept_pause: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ServerCore {
@@ -146,6 +148,7 @@ impl ServerCore {
             next_id: AtomicU64::new(1),
             conns: AtomicUsize::new(0),
             shutdown: watch::Sender::new(RUNNING),
+            accept_pause: Mutex::new(None),
         })
     }
 
@@ -163,6 +166,19 @@ impl ServerCore {
 
     pub fn phase(&self) -> u8 {
         *self.shutdown.borrow()
+    }
+
+    pub fn pause_accept(&self, d: std::time::Duration) {
+        let until = tokio::time::Instant::now() + d;
+        *self.accept_pause.lock().unwrap_or_else(|e| e.into_inner()) = Some(until);
+    }
+
+    /// Waits out an accept pause, if one is set.
+    pub async fn accept_allowed(&self) {
+        let until = *self.accept_pause.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = until {
+            tokio::time::sleep_until(t).await;
+        }
     }
 
     pub fn connection_opened(&self) {

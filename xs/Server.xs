@@ -269,6 +269,13 @@ buffered(h, id)
     RETVAL
 
 void
+pause_accept(h, ms)
+    SV *h
+    UV ms
+  CODE:
+    pagi_server_pause_accept(handle_of(aTHX_ h), (uint32_t)ms);
+
+void
 body_ack(h, id, n)
     SV *h
     UV id

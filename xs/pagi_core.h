@@ -51,5 +51,6 @@ int32_t pagi_buffered(PagiServer *s, uint64_t id);
 int32_t pagi_body_ack(PagiServer *s, uint64_t id, size_t n);
 int32_t pagi_server_shutdown(PagiServer *s, int32_t phase);
 int32_t pagi_server_connections(PagiServer *s);
+int32_t pagi_server_pause_accept(PagiServer *s, uint32_t ms);
 
 #endif

@@ -108,7 +108,8 @@ sub _init {
     if ($self->{loop_type} && $self->{loop_type} !~ $LOOP_TYPE_RE) {
         die "Invalid loop_type '$self->{loop_type}': must contain only letters, digits, and ::\n";
     }
-    $self->_check_access_log_format($self->{access_log_format});
+    # Checked (a bad atom dies here) and kept as a renderer, as the reference does.
+    $self->{_access_log_formatter} = $self->_compile_access_log_format($self->{access_log_format});
     if ($self->{http2} && !$self->has_http2) {
         die "HTTP/2 support requested (http2 => 1) but this build of PAGI::Server has no HTTP/2 yet.\n"
           . "Disable it with http2 => 0.\n";
@@ -226,7 +227,8 @@ sub configure {
         my $v = delete $params{$k};
         _check_log_level($v)     if $k eq 'log_level';
         _check_lifespan_mode($v) if $k eq 'lifespan_mode';
-        $self->_check_access_log_format($v) if $k eq 'access_log_format';
+        $self->{_access_log_formatter} = $self->_compile_access_log_format($v)
+            if $k eq 'access_log_format';
         $self->{$k} = $v;
     }
     # Listener layout is fixed at construction.
@@ -269,8 +271,30 @@ sub effective_max_connections { $_[0]{max_connections} > 0 ? $_[0]{max_connectio
 
 sub connection_count {
     my ($self) = @_;
-    return 0 unless $self->{native};
-    return PAGI::Server::Native::connections($self->{native});
+    return PAGI::Server::Native::connections($self->{native}) if $self->{native};
+    # Not serving: whatever connection table the object carries (none here).
+    return scalar keys %{ $self->{connections} || {} };
+}
+
+# Accept errors are handled by the core (it logs them and pauses 100 ms on
+# descriptor exhaustion); these are the same steps for Perl callers.
+sub _on_accept_error {
+    my ($self, $error) = @_;
+    if ("$error" =~ /Too many open files|EMFILE|ENFILE/i) {
+        $self->_log(warn => "Accept error (FD exhaustion): $error - pausing accept for 100ms");
+        $self->_pause_accepting(0.1);
+    }
+    else {
+        $self->_log(error => "Accept error: $error");
+    }
+    return;
+}
+
+sub _pause_accepting {
+    my ($self, $seconds) = @_;
+    return unless $self->{native};
+    PAGI::Server::Native::pause_accept($self->{native}, int(1000 * ($seconds // 0.1)));
+    return;
 }
 
 # --------------------------------------------------------------- serving
