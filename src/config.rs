@@ -11,8 +11,16 @@ use crate::head::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenSpec {
-    Tcp { host: String, port: u16 },
-    Unix { path: PathBuf },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Unix {
+        path: PathBuf,
+    },
+    /// A listening socket inherited from the process that bound it (a
+    /// multi-worker parent); TCP or Unix is read from the socket itself.
+    Fd(i32),
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +79,17 @@ fn seconds(key: &str, v: &str) -> Result<Option<Duration>, String> {
     Ok((s > 0.0).then(|| Duration::from_secs_f64(s.min(1e9))))
 }
 
-/// Parses `tcp:HOST:PORT` (HOST may be a bracketed IPv6 literal) or `unix:PATH`.
+/// Parses `tcp:HOST:PORT` (HOST may be a bracketed IPv6 literal), `unix:PATH`
+/// or `fd:N`.
 fn listen_spec(v: &str) -> Result<ListenSpec, String> {
+    if let Some(fd) = v.strip_prefix("fd:") {
+        return fd
+            .parse::<i32>()
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .map(ListenSpec::Fd)
+            .ok_or_else(|| format!("listen: invalid fd '{fd}'"));
+    }
     if let Some(path) = v.strip_prefix("unix:") {
         if path.is_empty() {
             return Err("listen: empty unix socket path".into());

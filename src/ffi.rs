@@ -384,6 +384,51 @@ pub unsafe extern "C" fn pagi_server_free(srv: *mut PagiServer) {
     }));
 }
 
+/// Binds the listeners of `cfg` without serving them (a multi-worker parent
+/// hands them to its workers). Returns one `tcp HOST PORT FD` / `unix PATH
+/// FD` line per listener through `out`; the descriptors now belong to the
+/// caller. ERR: the message is in `err`.
+///
+/// # Safety
+/// `cfg` points to `len` bytes; `out`/`out_len` are writable; `err` has
+/// `err_cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_bind_only(
+    cfg: *const u8,
+    len: usize,
+    out: *mut *const u8,
+    out_len: *mut usize,
+    err: *mut u8,
+    err_cap: usize,
+) -> i32 {
+    let bound = without_server(
+        || {
+            let text = std::str::from_utf8(slice(cfg, len)).map_err(|_| "config is not UTF-8")?;
+            let c = Config::parse(text)?;
+            let bound = listener::bind_all(&c.listen, c.backlog)?;
+            Ok::<_, String>(
+                bound
+                    .into_iter()
+                    .map(|b| format!("{} {}", b.describe(), b.into_raw_fd()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        },
+        err,
+        err_cap,
+    );
+    match bound {
+        Ok(text) => FORMATTED.with(|cell| {
+            let mut b = cell.borrow_mut();
+            *b = text;
+            *out = b.as_ptr();
+            *out_len = b.len();
+            OK
+        }),
+        Err(rc) => rc,
+    }
+}
+
 /// Binds the listeners and starts serving. The text (read with
 /// `pagi_server_text`) is one `tcp HOST PORT` / `unix PATH` line per listener,
 /// or the error message.

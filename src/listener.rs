@@ -18,6 +18,15 @@ pub enum Bound {
 }
 
 impl Bound {
+    /// Gives up the socket, leaving its descriptor open for the caller.
+    pub fn into_raw_fd(self) -> i32 {
+        use std::os::fd::IntoRawFd;
+        match self {
+            Bound::Tcp(l, _) => l.into_raw_fd(),
+            Bound::Unix(l, _) => l.into_raw_fd(),
+        }
+    }
+
     /// One line for Perl: `tcp HOST PORT` or `unix PATH`.
     pub fn describe(&self) -> String {
         match self {
@@ -61,11 +70,39 @@ fn bind_unix(path: &std::path::Path) -> io::Result<Bound> {
     Ok(Bound::Unix(l, path.to_string_lossy().into_owned()))
 }
 
+/// Serves a listening socket bound elsewhere, through a duplicate of its fd
+/// (the owner keeps and eventually closes the original).
+fn adopt_fd(fd: i32) -> io::Result<Bound> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: fcntl on a descriptor number only reads the process table.
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a fresh descriptor owned by nobody else.
+    let sock = unsafe { Socket::from_raw_fd(dup) };
+    sock.set_nonblocking(true)?;
+    let local = sock.local_addr()?;
+    if let Some(addr) = local.as_socket() {
+        return Ok(Bound::Tcp(sock.into(), addr));
+    }
+    let path = local
+        .as_pathname()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // SAFETY: ownership moves from `sock` to the listener.
+    let l = unsafe { StdUnixListener::from_raw_fd(sock.into_raw_fd()) };
+    Ok(Bound::Unix(l, path))
+}
+
 /// Binds every listener or none: on error the ones already bound are closed.
 pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Bound>, String> {
     specs
         .iter()
         .map(|s| match s {
+            ListenSpec::Fd(fd) => {
+                adopt_fd(*fd).map_err(|e| format!("Cannot use inherited socket fd {fd}: {e}"))
+            }
             ListenSpec::Tcp { host, port } => bind_tcp(host, *port, backlog)
                 .map_err(|e| format!("Cannot listen on {host}:{port}: {e}")),
             ListenSpec::Unix { path } => {

@@ -776,10 +776,6 @@ subtest 'pagi-server refuses what this build cannot do' => sub {
     my ($code, undef, $err) = run_cli('--http2', '-p', '0', $HELLO);
     is($code, 1, '--http2: exit 1');
     like($err, qr/HTTP\/2/, '--http2: says why');
-
-    ($code, undef, $err) = run_cli('--workers', '2', '-p', '0', '-q', $HELLO);
-    is($code, 1, '--workers 2: exit 1');
-    like($err, qr/Multi-worker|workers/i, '--workers: says why');
 };
 
 done_testing;

@@ -209,6 +209,20 @@ format_log(fmt, fields)
   OUTPUT:
     RETVAL
 
+SV *
+bind_only(cfg)
+    SV *cfg
+  PREINIT:
+    STRLEN len; const char *c; const uint8_t *out = NULL; size_t out_len = 0; char err[1024];
+  CODE:
+    c = SvPVbyte(cfg, len);
+    err[0] = 0;
+    if (pagi_bind_only((const uint8_t *)c, len, &out, &out_len, err, sizeof err) != PAGI_OK)
+        croak("%s\n", err);
+    RETVAL = newSVpvn((const char *)out, out_len);
+  OUTPUT:
+    RETVAL
+
 void
 free(h)
     IV h

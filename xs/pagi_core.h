@@ -32,6 +32,8 @@ void pagi_server_free(PagiServer *s);
 int32_t pagi_format_log(const uint8_t *fmt, size_t fmt_len, const uint8_t *fields, size_t fields_len,
                         const uint8_t **out, size_t *out_len, char *err, size_t err_cap);
 int32_t pagi_check_log_format(const uint8_t *fmt, size_t len, char *err, size_t err_cap);
+int32_t pagi_bind_only(const uint8_t *cfg, size_t len, const uint8_t **out, size_t *out_len,
+                       char *err, size_t err_cap);
 int32_t pagi_server_listen(PagiServer *s, const uint8_t **out, size_t *out_len);
 int32_t pagi_server_text(PagiServer *s, const uint8_t **out, size_t *out_len);
 int32_t pagi_server_fd(PagiServer *s);

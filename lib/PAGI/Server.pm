@@ -115,6 +115,11 @@ sub _init {
           . "Disable it with http2 => 0.\n";
     }
 
+    # Set by PAGI::Server::Workers in a worker: the parent's listening fds
+    # and this worker's number.
+    $self->{_inherited} = delete $params->{_inherited};
+    $self->{_worker}    = delete $params->{_worker};
+
     # Test hook: a request for this exact path panics inside the Rust core.
     $self->{_test_panic_path} = delete $params->{_test_panic_path};
 
@@ -309,7 +314,8 @@ sub _native_config {
         "max_connections=" . $self->effective_max_connections,
         map { "$_=" . ($self->{$_} // 0) }
             qw(max_body_size max_header_size max_header_count timeout request_timeout));
-    for my $l (@{ $self->{listeners} }) {
+    push @lines, map { "listen=fd:$_" } @{ $self->{_inherited} || [] };
+    for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {
             push @lines, "listen=unix:$l->{path}";
         }
@@ -333,7 +339,8 @@ sub listen {
     my $loop = $self->loop
         or Carp::croak("PAGI::Server must be added to an IO::Async::Loop before listen()");
     if ($self->{workers} && $self->{workers} > 0) {
-        return Future->fail("Multi-worker mode (workers => $self->{workers}) is not available in this build yet\n");
+        require PAGI::Server::Workers;
+        return PAGI::Server::Workers::start($self);
     }
     if ($self->{ssl} && !$self->{disable_tls}) {
         return Future->fail("TLS support requested (ssl) but this build of PAGI::Server has no TLS yet.\n"
@@ -346,6 +353,7 @@ sub listen {
         mode    => $self->{lifespan_mode},
         timeout => $self->{lifespan_startup_timeout},
         log     => $self->_logger,
+        worker  => $self->{_worker},
     );
     return $self->{lifespan}->startup->then(sub {
         my ($result) = @_;
@@ -485,6 +493,7 @@ sub _drain {
 sub shutdown {
     my ($self) = @_;
     return Future->done unless $self->{running};
+    return PAGI::Server::Workers::shutdown($self) if $self->{worker_pids};
     $self->{running} = 0;
     my $loop = $self->loop;
     my $h    = $self->{native};
@@ -528,7 +537,8 @@ sub _release_native {
     }
     $_->disconnected('server_shutdown') for values %{ $self->{requests} };
     PAGI::Server::Native::free($h);
-    for my $l (grep { $_->{type} eq 'unix' } @{ $self->{listeners} }) {
+    # A worker's sockets belong to its parent, which removes them.
+    for my $l (grep { $_->{type} eq 'unix' && !$self->{_inherited} } @{ $self->{listeners} }) {
         unlink $l->{path} if -S $l->{path};
     }
 }
@@ -569,6 +579,7 @@ sub run {
         die "Error starting server: $err\n";
     }
     $loop->run;
+    die "All workers failed to start; no workers remain\n" if $self->{_workers_failed};
     return $self;
 }
 

@@ -101,7 +101,8 @@ sub startup {
 
     my $scope = {
         type  => 'lifespan',
-        pagi  => { version => '0.3', spec_version => '0.3', is_worker => 0, worker_num => undef },
+        pagi  => { version => '0.3', spec_version => '0.3',
+                   is_worker => ($self->{worker} ? 1 : 0), worker_num => $self->{worker} },
         state => $self->{state},
     };
     Scalar::Util::weaken(my $weak = $self);
