@@ -622,8 +622,8 @@ PAGI::Server - PAGI application server with a Rust network core
 
 A drop-in replacement for the pure-Perl reference C<PAGI::Server>: the same
 class, constructor options, methods and C<pagi-server> script, with the
-sockets, HTTP parsing and response framing done by a Rust core (tokio and
-hyper) running on its own threads. Your application still runs on the Perl
+sockets, HTTP parsing and response framing done by a Rust core (on tokio)
+running on its own threads. Your application still runs on the Perl
 thread, inside your L<IO::Async> loop; requests reach it as PAGI scopes and
 its C<$send> calls reach the wire through the core.
 
@@ -686,10 +686,19 @@ Server messages go through Perl's C<warn>. C<log_level> (debug, info, warn,
 error; default info) sets the least severe level shown; C<quiet> hides all
 but errors.
 
-=item workers, max_requests, reuseport, heartbeat_timeout
+=item workers
 
-Pre-forked worker settings (defaults 0, 0, 0, 50). This build serves in a
-single process; C<workers> above 0 makes C<listen> fail with a clear message.
+Number of pre-forked worker processes (default 0: serve in this process).
+With N > 0, C<listen> binds every listener here, forks N workers that each
+run their own loop, lifespan and copy of the server on the inherited
+sockets, and returns; this process only supervises (it restarts a worker
+that dies, and C<shutdown>, C<SIGTERM> or C<SIGINT> stop them all, waiting
+up to C<shutdown_timeout>). See L<PAGI::Server::Workers>.
+
+=item max_requests, reuseport, heartbeat_timeout
+
+Further worker settings (defaults 0, 0, 50), accepted and stored; this build
+does not act on them yet.
 
 =item listener_backlog
 
@@ -697,7 +706,11 @@ Listen queue length, default 2048.
 
 =item max_connections
 
-Connection limit; 0 (default) means 1000. See C<effective_max_connections>.
+Connection limit; 0 (default) means 1000 (see C<effective_max_connections>).
+A connection over the limit gets C<503 Service Unavailable> with
+C<Retry-After: 5> and is closed, and a warning "Connection rejected: at
+capacity (N/MAX)" is logged. When the process runs out of file descriptors,
+accepting pauses for 100 ms instead of failing.
 
 =item write_high_watermark, write_low_watermark
 
@@ -707,13 +720,27 @@ until the backlog falls to the low mark.
 
 =item max_body_size, max_header_size, max_header_count
 
-Request limits (10_000_000 bytes with 0 meaning unlimited, 8192 bytes, 100
-headers). Stored for the limits work; see F<Changes>.
+Request limits. C<max_body_size> (10_000_000 bytes; 0 = unlimited): a
+larger Content-Length is answered C<413> before any body is read, and a
+chunked body that grows past it gets C<413> (or, once the response has
+started, a closed connection). C<max_header_size> (8192 bytes, request line
+included) and C<max_header_count> (100) are answered C<431>; a request line
+over 8192 bytes gets C<414>. Malformed requests, an HTTP/1.1 request without
+exactly one Host, a Content-Length that is not plain digits or that
+conflicts with another, and Content-Length together with chunked
+Transfer-Encoding get C<400>; a Transfer-Encoding other than chunked gets
+C<501>. These answers close the connection and the app never sees the
+request.
 
 =item timeout, request_timeout, ws_idle_timeout, sse_idle_timeout
 
-Idle keep-alive timeout (60 s), stall timeout during a request (0 = off), and
-WebSocket/SSE idle timeouts (0 = off). Stored for the timeouts work.
+C<timeout> (60 s; 0 = off): a connection waiting for its next request that
+long is closed. C<request_timeout> (0 = off): a request during which
+nothing is read from or written to the client for that long is closed, the
+warning "Request stall timeout (Ns) - closing connection" is logged, and the
+app's C<$receive> yields C<http.disconnect>. Fractions of a second are
+allowed. C<ws_idle_timeout> and C<sse_idle_timeout> (0 = off) are stored for
+WebSocket and SSE idle handling.
 
 =item max_receive_queue, max_ws_frame_size
 
@@ -721,7 +748,9 @@ WebSocket limits (1000 messages, 65536 bytes), stored for WebSocket support.
 
 =item sync_file_threshold
 
-File-response tuning (65536), stored for file responses.
+Accepted (default 65536) and has no effect here: every C<file> and C<fh>
+body with a real file descriptor is read by the Rust core off the Perl
+thread, whatever its size. Only in-memory and tied handles are read in Perl.
 
 =item lifespan_mode, lifespan_startup_timeout, shutdown_timeout
 
@@ -748,6 +777,52 @@ construction; the C<h2_*> values are stored.
 =item on_error
 
 Accepted for older callers and passed to L<IO::Async::Notifier>.
+
+=back
+
+=head1 HTTP/1.1 BEHAVIOUR
+
+=over 4
+
+=item Responses
+
+The status line echoes the request's HTTP version. App header names are
+written in the case given; a C<Date> and a C<Server: PAGI::Server/VERSION>
+field are added unless the app sent them. With a C<Content-Length> from the
+app the body is cut to that length; otherwise HTTP/1.1 responses are chunked
+and HTTP/1.0 responses end by closing the connection. A C<Transfer-Encoding>
+from the app is ignored. C<HEAD>, 1xx, 204 and 304 responses carry no body.
+Header names or values containing CR, LF or NUL make C<$send> die and never
+reach the wire.
+
+=item Trailers
+
+C<http.response.start> with C<< trailers => 1 >> followed by
+C<http.response.trailers> sends the fields after the last chunk of a chunked
+body (dropped when the app gave a Content-Length).
+
+=item File bodies
+
+C<http.response.body> with C<file> (a path) or C<fh>, plus optional
+C<offset> and C<length>, streams the bytes from the core without passing
+them through Perl. A handle with a real descriptor is duplicated, so the app
+may close its handle as soon as C<$send> returns; in-memory and tied handles
+are read in Perl. A path that cannot be opened makes C<$send> die with
+C<http.response.body: cannot open PATH: REASON>.
+
+=item Request bodies
+
+C<$receive> yields the body in pieces as they arrive; at most about 1 MiB
+waits unread before the core stops reading from the client. With
+C<Expect: 100-continue> the interim C<100 Continue> is sent when the app
+first calls C<$receive>; if it answers without reading, it is never sent.
+
+=item Backpressure
+
+While more than C<write_high_watermark> bytes of a response wait for a slow
+client, C<$send> returns a pending Future, completed once the backlog falls
+to C<write_low_watermark>. C<pagi.transport> in the scope
+(L<PAGI::Server::TransportState>) reports the same numbers.
 
 =back
 
