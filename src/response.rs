@@ -87,8 +87,13 @@ pub fn write_head(
     let mut length = None;
     let (mut has_date, mut has_server, mut has_conn) = (false, false, false);
     let mut app_close = false;
+    // RFC 9110 8.6: no Content-Length on 1xx and 204 responses.
+    let no_length = status < 200 || status == 204;
     for (name, value) in &head.headers {
         if name.eq_ignore_ascii_case(b"content-length") {
+            if no_length {
+                continue;
+            }
             match parse_length(value) {
                 Some(n) if length.is_none() || length == Some(n) => {
                     if length.is_some() {

@@ -805,10 +805,12 @@ body (dropped when the app gave a Content-Length).
 
 C<http.response.body> with C<file> (a path) or C<fh>, plus optional
 C<offset> and C<length>, streams the bytes from the core without passing
-them through Perl. A handle with a real descriptor is duplicated, so the app
+them through Perl, and ends the response (C<more> is ignored, as the spec
+says). A handle with a real descriptor is duplicated, so the app
 may close its handle as soon as C<$send> returns; in-memory and tied handles
 are read in Perl. A path that cannot be opened makes C<$send> die with
-C<http.response.body: cannot open PATH: REASON>.
+C<http.response.body: cannot open PATH: REASON>, a closed handle with
+C<http.response.body: fh is not an open filehandle>.
 
 =item Request bodies
 

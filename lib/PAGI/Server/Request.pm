@@ -244,8 +244,9 @@ sub _send_body {
     return $rc;
 }
 
-# A file or fh body. Paths and handles with a real descriptor are read by
-# the core; in-memory and tied handles are read here.
+# A file or fh body, which ends the response (the spec ignores `more`
+# here). Paths and handles with a real descriptor are read by the core;
+# in-memory and tied handles are read here.
 sub _send_file_body {
     my ($self, $ev) = @_;
     my ($offset, $length) = ($ev->{offset}, $ev->{length});
@@ -253,13 +254,13 @@ sub _send_file_body {
         if defined $offset && $offset !~ /\A[0-9]+\z/;
     die "http.response.body: length must be a non-negative integer\n"
         if defined $length && $length !~ /\A[0-9]+\z/;
-    my $fin = !$ev->{more} && !$self->{trailers};
+    my $fin = !$self->{trailers};
     my $fh = $ev->{fh};
-    my $fd = defined $fh ? _real_fd($fh) : -1;
+    my $fd = defined $fh ? _fd_of($fh) : -1;
     if (defined $ev->{file} || $fd >= 0) {
         my ($rc, $log) = PAGI::Server::Native::send_file($self->{native}, $self->{id},
             $ev->{file}, $fd, $offset, $length, $fin ? 1 : 0);
-        $self->_after_body($fin, $ev->{more}, $log);
+        $self->_after_body($fin, 0, $log);
         return $rc;
     }
     seek($fh, $offset, 0) or die "http.response.body: cannot seek the filehandle: $!\n"
@@ -273,16 +274,17 @@ sub _send_file_body {
         $left -= $n if defined $left;
         $self->_send_body($piece, 1);
     }
-    return $self->_send_body('', $ev->{more});
+    return $self->_send_body('', 0);
 }
 
-# The descriptor of a handle the core can read itself, or -1 (in-memory,
-# tied, or not a handle).
-sub _real_fd {
+# The descriptor the core can read itself, or -1 for a tied or in-memory
+# handle (read in Perl). A closed handle fails at once, as the spec asks.
+sub _fd_of {
     my ($fh) = @_;
-    return -1 if tied(*$fh) || (ref $fh eq 'SCALAR');
+    return -1 if eval { tied *$fh };
     my $fd = eval { fileno($fh) };
-    return defined $fd && $fd >= 0 ? $fd : -1;
+    die "http.response.body: fh is not an open filehandle\n" unless defined $fd;
+    return $fd;
 }
 
 sub _after_body {
