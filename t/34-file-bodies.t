@@ -417,6 +417,25 @@ for my $fileno (undef, -1) {
 # ------------------------------------------------------- mixing pieces
 
 {
+    # The app read part of the handle through Perl's buffer first: the body
+    # starts where Perl's position is, not where the descriptor is.
+    my $p = '/fh-after-read';
+    $handler{$p} = async sub {
+        my ($scope, $receive, $send) = @_;
+        open(my $fh, '<:raw', $path{small}) or die "open: $!";
+        read($fh, my $skip, 7) == 7 or die "read: $!";
+        await $send->(start_ev());
+        await $send->({ type => 'http.response.body', fh => $fh });
+        close $fh;
+    };
+    subtest 'fh partly read in Perl continues from its position' => sub {
+        my ($r, $c) = fetch($p);
+        check_body($r, substr($content{small}, 7), undef, 'fh after a Perl read');
+        follow_up($c, 'fh after a Perl read');
+    };
+}
+
+{
     # PAGI spec: `more` is ignored for file and fh bodies, which end the
     # response; later body events are no-ops.
     my $p = '/mixed';

@@ -258,6 +258,12 @@ sub _send_file_body {
     my $fh = $ev->{fh};
     my $fd = defined $fh ? _fd_of($fh) : -1;
     if (defined $ev->{file} || $fd >= 0) {
+        # Perl's buffered position, not the descriptor's, is where the app
+        # left a file handle (pipes and sockets have no position).
+        if (!defined $offset && $fd >= 0 && -f $fh) {
+            my $pos = tell($fh);
+            $offset = $pos if $pos >= 0;
+        }
         my ($rc, $log) = PAGI::Server::Native::send_file($self->{native}, $self->{id},
             $ev->{file}, $fd, $offset, $length, $fin ? 1 : 0);
         $self->_after_body($fin, 0, $log);
