@@ -135,6 +135,28 @@ sub wait_future {
     return $f->is_ready;
 }
 
+# Waits until every thread of $pid is stopped (Linux /proc); elsewhere
+# gives the signal a moment.
+sub wait_stopped {
+    my ($pid, $secs) = @_;
+    unless (-d "/proc/$pid/task") {
+        Time::HiRes::sleep(0.3);
+        return 1;
+    }
+    my $deadline = time + $secs;
+    while (time < $deadline) {
+        my @st;
+        for my $f (glob "/proc/$pid/task/*/stat") {
+            open(my $fh, '<', $f) or next;
+            my $l = <$fh> // '';
+            push @st, $l =~ /\)\s+(\S)/ ? $1 : '?';
+        }
+        return 1 if @st && !grep { $_ ne 'T' && $_ ne 't' } @st;
+        Time::HiRes::sleep(0.005);
+    }
+    return 0;
+}
+
 sub worker_pids { sort { $a <=> $b } keys %{ $_[0]{worker_pids} || {} } }
 
 # ------------------------------------------------------------------- tests
@@ -223,6 +245,20 @@ subtest 'TCP: two workers serve, respawn, and stop' => sub {
         ok($r->{body} && $server->{worker_pids}{ $r->{body} },
             "after respawn, request $i: answered by a current worker (" . ($r->{body} // 'none') . ')');
         isnt($r->{body}, $victim, "after respawn, request $i: not the killed worker");
+    }
+    # Accepts are not spread evenly between workers, so the respawned one is
+    # checked alone: with the other worker stopped, only it can answer.
+    if ($new) {
+        my ($other) = grep { $_ != $new } @after;
+        ok(kill(STOP => $other), "worker $other paused (SIGSTOP)");
+        # kill() returns before every thread has stopped; until then the
+        # paused worker could still take the connection.
+        ok(wait_stopped($other, 3), "worker $other is stopped");
+        my $r = blocking_get(port => $port, uri => '/only-new');
+        ok(kill(CONT => $other), "worker $other resumed (SIGCONT)");
+        is($r->{status}, 200, 'the respawned worker alone answers: 200') or diag($r->{error});
+        is($r->{body}, $new, 'the respawned worker alone answers: its PID');
+        ok(kill(0, $other), "worker $other still alive after the pause");
     }
 
     # A request in flight when shutdown starts still completes.
