@@ -301,15 +301,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 Ok(Some(h)) => h,
                 Ok(None) => break,
                 Err(r) => {
-                    self.out =
-                        response::error_response(r.status, r.message, &self.core.cfg.server_header);
-                    let _ = write_out(
-                        &mut self.wr,
-                        &mut self.out,
-                        Some(Duration::from_secs(5)),
-                        &mut self.sd,
-                    )
-                    .await;
+                    self.refuse(r, false).await;
                     break;
                 }
             };
@@ -388,18 +380,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
         let max_body = core.cfg.max_body_size;
         if max_body > 0 && head.content_length.is_some_and(|n| n > max_body) {
-            self.out = response::error_response(
-                PAYLOAD_TOO_LARGE.status,
-                PAYLOAD_TOO_LARGE.message,
-                &core.cfg.server_header,
-            );
-            let _ = write_out(
-                &mut self.wr,
-                &mut self.out,
-                Some(Duration::from_secs(5)),
-                &mut self.sd,
-            )
-            .await;
+            self.refuse(PAYLOAD_TOO_LARGE, false).await;
             return false;
         }
         let log = core.cfg.access_log.then(|| self.log_info(&head));
@@ -532,8 +513,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
     }
 
-    /// A request refused mid-body: answered when no response has started,
-    /// and the connection is closed either way.
+    /// A refused request: answered (head errors, oversized or bad bodies)
+    /// unless a response has started; the connection closes either way.
     async fn refuse(&mut self, r: Reject, started: bool) -> Stop {
         if !started {
             self.out = response::error_response(r.status, r.message, &self.core.cfg.server_header);
