@@ -208,7 +208,7 @@ subtest 'TCP: two workers serve, respawn, and stop' => sub {
     for my $i (1 .. 8) {
         my $r = blocking_get(port => $port, uri => "/r$i");
         if ($r->{error}) {
-            fail("request $i answered") ; diag("$r->{error}: " . ($r->{raw} // ''));
+            fail("request $i answered"); diag("$r->{error}: " . ($r->{raw} // ''));
             next;
         }
         is($r->{status}, 200, "request $i: 200");
@@ -247,7 +247,8 @@ subtest 'TCP: two workers serve, respawn, and stop' => sub {
         isnt($r->{body}, $victim, "after respawn, request $i: not the killed worker");
     }
     # Accepts are not spread evenly between workers, so the respawned one is
-    # checked alone: with the other worker stopped, only it can answer.
+    # checked alone: with the other worker stopped, only it can answer. Having
+    # answered, it is past startup, so the TERM below finds it serving.
     if ($new) {
         my ($other) = grep { $_ != $new } @after;
         ok(kill(STOP => $other), "worker $other paused (SIGSTOP)");

@@ -98,6 +98,10 @@ sub _run_worker {
     my ($parent, $num) = @_;
     return 1 unless $parent;
     $SIG{INT} = 'IGNORE';    # the parent alone reacts to Ctrl-C
+    # A TERM that arrives before listen has installed the server's handler
+    # is remembered, so startup still ends in a clean shutdown.
+    my $term = 0;
+    local $SIG{TERM} = sub { $term = 1 };
     my $loop = IO::Async::Loop->new;
     my %opt = map { exists $parent->{$_} ? ($_ => $parent->{$_}) : () } @PASSED;
     my $worker = PAGI::Server->new(
@@ -115,6 +119,10 @@ sub _run_worker {
         $err =~ s/\s+\z//;
         $worker->_log(error => "Worker $num ($$): startup failed: $err");
         return 2;
+    }
+    if ($term) {
+        $worker->shutdown->get;
+        return 0;
     }
     $loop->run;
     return 0;
