@@ -35,10 +35,8 @@ measure() {
     stop_server
 }
 
-mbs() { awk -v r="$1" -v s="$size" 'BEGIN { printf "%.0f", r * s / 1e6 }'; }
-
 measure ours "$here/blib/arch:$here/blib/lib"
 measure reference "$ref/lib"
 ours="$(rps ours)"
 theirs="$(rps reference)"
-echo "echo 64KiB POST ($conns connections, ${dur}s): this build ${ours} req/s ($(mbs "$ours") MB/s each way), reference ${theirs} req/s ($(mbs "$theirs") MB/s each way), ratio $(ratio "$ours" "$theirs")x"
+echo "echo 64KiB POST ($conns connections, ${dur}s): this build ${ours} req/s ($(mbs "$ours" "$size") MB/s each way), reference ${theirs} req/s ($(mbs "$theirs" "$size") MB/s each way), ratio $(ratio "$ours" "$theirs")x"

@@ -83,3 +83,6 @@ rps() { awk '/Requests\/sec/ {print $2}' "$tmp/$1.wrk"; }
 
 # ratio A B: prints A / B with one decimal.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a / b }'; }
+
+# mbs RPS SIZE: megabytes per second for RPS requests of SIZE bytes each.
+mbs() { awk -v r="$1" -v s="$2" 'BEGIN { printf "%.0f", r * s / 1e6 }'; }

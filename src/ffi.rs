@@ -641,17 +641,9 @@ fn open_fd(fd: i32) -> Result<std::fs::File, String> {
     if fd < 0 {
         return Err("the filehandle has no file descriptor".into());
     }
-    // SAFETY: dup of a descriptor Perl says is open; the copy is owned here.
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(format!(
-            "cannot duplicate fd {fd}: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: `dup` is a fresh descriptor nobody else owns.
-    Ok(unsafe { std::fs::File::from_raw_fd(dup) })
+    listener::dup_cloexec(fd)
+        .map(std::fs::File::from)
+        .map_err(|e| format!("cannot duplicate fd {fd}: {e}"))
 }
 
 /// `op`: 0 = forget (Perl saw the end), 1 = abort (close the connection).

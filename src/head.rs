@@ -97,9 +97,18 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
     if line_len > lim.max_request_line {
         return Err(URI_TOO_LONG);
     }
-    // One slot more than allowed, so "too many" is told apart from "too big".
-    let mut slots = vec![httparse::EMPTY_HEADER; lim.max_header_count.saturating_add(1).min(4096)];
-    let mut req = httparse::Request::new(&mut slots);
+    // One slot more than allowed, so "too many" is told apart from "too big";
+    // on the stack for the usual limits, since this runs for every request.
+    let want = lim.max_header_count.saturating_add(1).min(4096);
+    let mut stack = [httparse::EMPTY_HEADER; 128];
+    let mut heap = Vec::new();
+    let slots = if want <= stack.len() {
+        &mut stack[..want]
+    } else {
+        heap.resize(want, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(slots);
     let n = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {

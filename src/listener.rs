@@ -70,17 +70,23 @@ fn bind_unix(path: &std::path::Path) -> io::Result<Bound> {
     Ok(Bound::Unix(l, path.to_string_lossy().into_owned()))
 }
 
-/// Serves a listening socket bound elsewhere, through a duplicate of its fd
-/// (the owner keeps and eventually closes the original).
-fn adopt_fd(fd: i32) -> io::Result<Bound> {
-    use std::os::fd::{FromRawFd, IntoRawFd};
+/// A private close-on-exec duplicate of a descriptor someone else owns.
+pub fn dup_cloexec(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: fcntl on a descriptor number only reads the process table.
     let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
     if dup < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `dup` is a fresh descriptor owned by nobody else.
-    let sock = unsafe { Socket::from_raw_fd(dup) };
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) })
+}
+
+/// Serves a listening socket bound elsewhere, through a duplicate of its fd
+/// (the owner keeps and eventually closes the original).
+fn adopt_fd(fd: i32) -> io::Result<Bound> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sock = Socket::from(dup_cloexec(fd)?);
     sock.set_nonblocking(true)?;
     let local = sock.local_addr()?;
     if let Some(addr) = local.as_socket() {

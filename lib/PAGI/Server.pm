@@ -389,16 +389,7 @@ sub _start_native {
     }
     $self->{native}     = $h;
     $self->{loop_cache} = $self->loop;    # read once per request
-    my @bound = split /\n/, $text;
-    for my $i (0 .. $#bound) {
-        my ($type, @rest) = split / /, $bound[$i], 3;
-        next unless $type eq 'tcp';
-        $self->{listeners}[$i]{port} = $rest[1];
-        $self->{bound_port} //= $rest[1];
-    }
-    for my $l (grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $self->{listeners} }) {
-        chmod $l->{socket_mode}, $l->{path};
-    }
+    $self->_note_bound(split /\n/, $text);
 
     # Watch a duplicate of the eventfd so closing our handle never closes
     # the fd the Rust side writes to.
@@ -414,6 +405,21 @@ sub _start_native {
     $self->_install_signals;
     $self->_log(info => $self->_banner);
     return;
+}
+
+# Records what the core bound (one `tcp HOST PORT` / `unix PATH` line per
+# listener, in order): real ports, and socket_mode applied to Unix sockets.
+sub _note_bound {
+    my ($self, @bound) = @_;
+    for my $i (0 .. $#bound) {
+        my ($type, @rest) = split / /, $bound[$i], 3;
+        next unless $type eq 'tcp';
+        $self->{listeners}[$i]{port} = $rest[1];
+        $self->{bound_port} //= $rest[1];
+    }
+    for my $l (grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $self->{listeners} }) {
+        chmod $l->{socket_mode}, $l->{path};
+    }
 }
 
 sub _banner {

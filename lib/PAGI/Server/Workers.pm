@@ -30,27 +30,21 @@ sub start {
     my $text = eval { PAGI::Server::Native::bind_only($server->_native_config) };
     return Future->fail($@) unless defined $text;
 
-    my @inherited;
-    my @lines = split /\n/, $text;
-    for my $i (0 .. $#lines) {
-        my @f = split / /, $lines[$i];
-        my $fd = pop @f;
+    my (@inherited, @bound);
+    for my $line (split /\n/, $text) {
+        my ($where, $fd) = $line =~ /\A(.*) (\d+)\z/
+            or return Future->fail("Unexpected listener line from the core: $line\n");
         # Held open here so the descriptor lives as long as the parent.
         open(my $fh, '+<&=', $fd) or return Future->fail("Cannot hold listener fd $fd: $!\n");
         push @inherited, $fh;
-        if ($f[0] eq 'tcp') {
-            $server->{listeners}[$i]{port} = $f[2];
-            $server->{bound_port} //= $f[2];
-        }
+        push @bound, $where;
     }
-    for my $l (grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $server->{listeners} }) {
-        chmod $l->{socket_mode}, $l->{path};
-    }
+    $server->_note_bound(@bound);
     $server->{_worker_sockets} = \@inherited;
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
     _spawn($server, $_) for 1 .. $server->{workers};
-    _install_signals($server);
+    $server->_install_signals;    # TERM/INT reach shutdown, which stops the workers
     $server->_log(info => $server->_banner . " workers: $server->{workers}");
     return Future->done($server);
 }
@@ -126,20 +120,6 @@ sub _run_worker {
     }
     $loop->run;
     return 0;
-}
-
-sub _install_signals {
-    my ($server) = @_;
-    return if $^O eq 'MSWin32';
-    my $loop = $server->loop;
-    weaken(my $weak = $server);
-    my $fired = 0;
-    my $stop = sub {
-        return if $fired++ || !$weak;
-        my $l = $weak->loop;
-        $weak->{signal_shutdown} = $weak->shutdown->on_ready(sub { $l->stop if $l });
-    };
-    $server->{signal_ids} = [ map { [$_, $loop->attach_signal($_ => $stop)] } qw(TERM INT) ];
 }
 
 # Stops every worker (TERM, then KILL after shutdown_timeout) and releases
