@@ -22,6 +22,7 @@ pub mod kind {
     pub const DRAIN: u8 = 4;
     pub const LOG: u8 = 5;
     pub const IDLE: u8 = 6;
+    pub const WS_MESSAGE: u8 = 7;
 }
 
 /// Log levels carried by LOG records (PAGI::Server maps them to its names).

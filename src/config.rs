@@ -40,6 +40,10 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Longest stall without I/O during a request (`request_timeout`).
     pub request_timeout: Option<Duration>,
+    /// Largest WebSocket frame payload a client may send; 0 = unlimited.
+    pub max_ws_frame_size: u64,
+    /// WebSocket connection closed after this long with no frame either way.
+    pub ws_idle_timeout: Option<Duration>,
     /// Test hook: a request for exactly this path panics inside Rust.
     pub panic_path: Option<String>,
 }
@@ -59,6 +63,8 @@ impl Default for Config {
             max_connections: 1000,
             idle_timeout: Some(Duration::from_secs(60)),
             request_timeout: None,
+            max_ws_frame_size: 65536,
+            ws_idle_timeout: None,
             panic_path: None,
         }
     }
@@ -137,6 +143,8 @@ impl Config {
                 "max_connections" => c.max_connections = number(k, v)?,
                 "timeout" => c.idle_timeout = seconds(k, v)?,
                 "request_timeout" => c.request_timeout = seconds(k, v)?,
+                "max_ws_frame_size" => c.max_ws_frame_size = number(k, v)?,
+                "ws_idle_timeout" => c.ws_idle_timeout = seconds(k, v)?,
                 "panic_path" => c.panic_path = Some(v.to_string()),
                 _ => return Err(format!("unknown config key '{k}'")),
             }

@@ -646,6 +646,72 @@ fn open_fd(fd: i32) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot duplicate fd {fd}: {e}"))
 }
 
+/// Queues a WebSocket message (`text` != 0: a text frame of UTF-8 bytes).
+///
+/// # Safety
+/// `srv` is live; `data` points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_ws_send(
+    srv: *mut PagiServer,
+    id: u64,
+    text: i32,
+    data: *const u8,
+    len: usize,
+) -> i32 {
+    guard(srv, |s| {
+        state_code(
+            s.core
+                .ws_send(id, text != 0, Bytes::copy_from_slice(slice(data, len))),
+        )
+    })
+}
+
+/// Sends a WebSocket close frame; `end` != 0 closes the connection after it.
+///
+/// # Safety
+/// `srv` is live; `reason` points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_ws_close(
+    srv: *mut PagiServer,
+    id: u64,
+    code: u16,
+    reason: *const u8,
+    len: usize,
+    end: i32,
+) -> i32 {
+    guard(srv, |s| {
+        let out = crate::server::Out::WsClose {
+            code,
+            reason: Bytes::copy_from_slice(slice(reason, len)),
+            end: end != 0,
+        };
+        state_code(s.core.ws_control(id, out))
+    })
+}
+
+/// Pings every `interval` seconds (0: stop); `timeout` > 0 closes the
+/// connection when no pong comes back in time.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_ws_keepalive(
+    srv: *mut PagiServer,
+    id: u64,
+    interval: f64,
+    timeout: f64,
+) -> i32 {
+    let secs =
+        |v: f64| (v.is_finite() && v > 0.0).then(|| std::time::Duration::from_secs_f64(v.min(1e9)));
+    guard(srv, |s| {
+        let out = crate::server::Out::WsKeepalive {
+            interval: secs(interval),
+            timeout: secs(timeout),
+        };
+        state_code(s.core.ws_control(id, out))
+    })
+}
+
 /// `op`: 0 = forget (Perl saw the end), 1 = abort (close the connection).
 ///
 /// # Safety

@@ -57,6 +57,26 @@ impl Head {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_slice())
     }
+
+    /// The client's `Sec-WebSocket-Key` when this is a WebSocket upgrade:
+    /// `Upgrade: websocket`, a Connection header naming upgrade, the key,
+    /// and no request body.
+    pub fn websocket_key(&self) -> Option<&[u8]> {
+        let has = |name: &[u8], pred: &dyn Fn(&[u8]) -> bool| {
+            self.headers.iter().any(|(n, v)| n == name && pred(v))
+        };
+        let upgrade = has(b"upgrade", &|v| {
+            v.trim_ascii().eq_ignore_ascii_case(b"websocket")
+        });
+        let connection = has(b"connection", &|v| {
+            v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        });
+        if !upgrade || !connection || !self.framing.is_empty() {
+            return None;
+        }
+        self.header(b"sec-websocket-key").map(<[u8]>::trim_ascii)
+    }
 }
 
 /// A request refused before the app sees it.

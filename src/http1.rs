@@ -172,27 +172,28 @@ pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
 
 /// The request in progress on a connection. Dropping it (the connection
 /// ended, or panicked) tells Perl, unless the request already finished.
-struct InFlight {
+pub(crate) struct InFlight {
     core: Arc<ServerCore>,
-    shared: Arc<ReqShared>,
-    reason: &'static str,
+    pub(crate) shared: Arc<ReqShared>,
+    pub(crate) reason: &'static str,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.core.disconnected(&self.shared, self.reason);
+        self.core
+            .disconnected(&self.shared, self.reason.as_bytes(), 0);
     }
 }
 
 /// Why a connection stops in the middle of a request.
-enum Stop {
+pub(crate) enum Stop {
     Closed,
     Stalled,
     Shutdown,
 }
 
 impl Stop {
-    fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Stop::Closed => "client_closed",
             Stop::Stalled => "client_timeout",
@@ -242,21 +243,24 @@ impl BodyIn {
     }
 }
 
-struct Conn<R, W> {
-    core: Arc<ServerCore>,
+pub(crate) struct Conn<R, W> {
+    pub(crate) core: Arc<ServerCore>,
     peer: Peer,
-    rd: R,
+    pub(crate) rd: R,
     wr: W,
-    buf: BytesMut,
-    out: Vec<u8>,
+    pub(crate) buf: BytesMut,
+    pub(crate) out: Vec<u8>,
     /// App bytes framed into `out` and not yet written: they still count
     /// against the watermarks.
-    unwritten: usize,
-    sd: watch::Receiver<u8>,
+    pub(crate) unwritten: usize,
+    pub(crate) sd: watch::Receiver<u8>,
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` is end of stream.
-async fn fill<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+pub(crate) async fn fill<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
     buf.reserve(16 * 1024);
     rd.read_buf(buf).await
 }
@@ -287,7 +291,7 @@ async fn write_out<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
+pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
@@ -391,10 +395,14 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             reason: "server_error",
         };
         push_request(&core, &shared, &head, &self.peer);
+        // A WebSocket handshake is answered by the app: 101 switches the
+        // connection over; any other response ends it.
+        let ws_key = head.websocket_key().map(<[u8]>::to_vec);
+        let mut upgraded = false;
         let req = ReqInfo {
             version: head.version,
             is_head: head.method == "HEAD",
-            keep_alive: head.keep_alive,
+            keep_alive: head.keep_alive && ws_key.is_none(),
         };
         let mut body = match head.framing {
             Framing::Length(0) => BodyIn::Done,
@@ -460,6 +468,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 },
                 _ = shared.body_wake.notified(), if body_blocked => {}
                 h = &mut head_rx, if writer.is_none() => match h {
+                    Ok(h) if h.status == 101 && ws_key.is_some() => {
+                        let key = ws_key.as_deref().unwrap_or_default();
+                        crate::websocket::switching_protocols(&mut self.out, key, &h.headers);
+                        upgraded = true;
+                        break Ok(());
+                    }
                     Ok(h) => {
                         let closing = core.phase() != RUNNING;
                         writer = Some(response::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
@@ -501,6 +515,10 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         match outcome {
             Err(stop) => {
                 flight.reason = stop.reason();
+                false
+            }
+            Ok(()) if upgraded => {
+                self.websocket(flight, body_rx).await;
                 false
             }
             Ok(()) => {
@@ -552,6 +570,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             }
             Out::Abort => return Err(Stop::Closed),
             Out::File { file, len } => self.send_file(w, file, len, shared).await?,
+            // WebSocket frames only follow a 101.
+            Out::WsMessage { .. } | Out::WsClose { .. } | Out::WsKeepalive { .. } => {}
         }
         if self.out.len() >= WRITE_BATCH {
             self.flush(shared).await?;
@@ -578,7 +598,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
 
     /// Writes what is gathered; the app's bytes in it stop counting as
     /// buffered once the socket took them.
-    async fn flush(&mut self, shared: &ReqShared) -> Result<(), Stop> {
+    pub(crate) async fn flush(&mut self, shared: &ReqShared) -> Result<(), Stop> {
         let stall = self.core.cfg.request_timeout;
         write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
         let len = std::mem::take(&mut self.unwritten);

@@ -17,3 +17,4 @@ mod request;
 mod response;
 mod runtime;
 mod server;
+mod websocket;

@@ -16,6 +16,8 @@ pub const F_UNIX: u8 = 4;
 pub const F_SSE: u8 = 8;
 /// `Expect: 100-continue`: Perl says when the app first wants the body.
 pub const F_EXPECT: u8 = 16;
+/// A WebSocket upgrade: a websocket scope.
+pub const F_WEBSOCKET: u8 = 32;
 
 /// The spec's SSE detection: the Accept header names text/event-stream and
 /// the request is not a WebSocket upgrade.
@@ -69,7 +71,9 @@ pub fn push_request(core: &ServerCore, shared: &ReqShared, head: &Head, peer: &P
     if std::str::from_utf8(&path).is_ok() {
         flags |= F_PATH_UTF8;
     }
-    if wants_sse(&head.headers) {
+    if head.websocket_key().is_some() {
+        flags |= F_WEBSOCKET;
+    } else if wants_sse(&head.headers) {
         flags |= F_SSE;
     }
     let (client_host, client_port, server_host, server_port) = match peer {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -32,6 +33,22 @@ pub enum Out {
     Trailers(Fields),
     End,
     Abort,
+    /// A WebSocket message (text or binary) after the handshake.
+    WsMessage {
+        text: bool,
+        data: Bytes,
+    },
+    /// A WebSocket close frame; with `end` the connection closes right after it.
+    WsClose {
+        code: u16,
+        reason: Bytes,
+        end: bool,
+    },
+    /// Ping every `interval` (None: stop); with `timeout`, a missing pong closes.
+    WsKeepalive {
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+    },
 }
 
 pub struct Head {
@@ -224,14 +241,16 @@ impl ServerCore {
         (shared, head_rx, body_rx)
     }
 
-    /// Tells Perl a request ended abnormally, once.
-    pub fn disconnected(&self, shared: &ReqShared, reason: &str) {
+    /// Tells Perl a request ended abnormally, once. `code` is the WebSocket
+    /// close code (0: none, for HTTP); `reason` is a disconnect-reason token
+    /// or a WebSocket peer's close reason.
+    pub fn disconnected(&self, shared: &ReqShared, reason: &[u8], code: u16) {
         if shared.fin.swap(true, Ordering::SeqCst) {
             return;
         }
         shared.body_wake.notify_one();
         self.bridge.push(kind::DISCONNECT, shared.id, |w| {
-            w.bytes(reason.as_bytes());
+            w.bytes(reason).u16(code);
         });
     }
 
@@ -268,20 +287,9 @@ impl ServerCore {
         let Some(slot) = reqs.get_mut(&id) else {
             return (SendState::Gone, None);
         };
-        let len = data.len();
-        if let Some(log) = slot.log.as_mut() {
-            log.bytes += len as u64;
-        }
         let mut state = SendState::Ready;
-        if len > 0 {
-            let now = slot.shared.buffered.fetch_add(len, Ordering::SeqCst) + len;
-            if !fin && now > self.cfg.high_watermark {
-                slot.shared.want_drain.store(true, Ordering::SeqCst);
-                state = SendState::Pending;
-            }
-            // A closed receiver means hyper dropped the body (HEAD, or the
-            // connection ended); the disconnect path reports the latter.
-            let _ = slot.body.send(Out::Data(data));
+        if !data.is_empty() {
+            state = self.queue_data(slot, data.len(), Out::Data(data), fin);
         }
         if !fin {
             return (state, None);
@@ -294,6 +302,43 @@ impl ServerCore {
             s.log.map(|l| l.format(&self.cfg.log_format))
         });
         (SendState::Ready, line)
+    }
+
+    /// Queues app bytes, counted against the watermarks until written.
+    fn queue_data(&self, slot: &mut Slot, len: usize, out: Out, fin: bool) -> SendState {
+        if let Some(log) = slot.log.as_mut() {
+            log.bytes += len as u64;
+        }
+        let mut state = SendState::Ready;
+        let now = slot.shared.buffered.fetch_add(len, Ordering::SeqCst) + len;
+        if !fin && now > self.cfg.high_watermark {
+            slot.shared.want_drain.store(true, Ordering::SeqCst);
+            state = SendState::Pending;
+        }
+        // A closed receiver means the connection dropped the body (HEAD, or
+        // the connection ended); the disconnect path reports the latter.
+        let _ = slot.body.send(out);
+        state
+    }
+
+    /// Queues a WebSocket message on an accepted connection.
+    pub fn ws_send(&self, id: u64, text: bool, data: Bytes) -> SendState {
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return SendState::Gone;
+        };
+        if slot.head.is_some() {
+            return SendState::Gone; // not accepted
+        }
+        self.queue_data(slot, data.len(), Out::WsMessage { text, data }, false)
+    }
+
+    /// Hands a WebSocket control command (close, keepalive) to the connection.
+    pub fn ws_control(&self, id: u64, out: Out) -> SendState {
+        match self.reqs().get(&id) {
+            Some(slot) if slot.head.is_none() && slot.body.send(out).is_ok() => SendState::Ready,
+            _ => SendState::Gone,
+        }
     }
 
     /// Queues a file body: the connection reads it, Perl never sees the bytes.

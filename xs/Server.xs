@@ -137,12 +137,20 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
     hv_stores(pagi, "spec_version", newSVpvs("0.3"));
 
     scope = newHV();
-    hv_stores(scope, "type", (flags & PAGI_F_SSE) ? newSVpvs("sse") : newSVpvs("http"));
     hv_stores(scope, "pagi", newRV_noinc((SV *)pagi));
     hv_stores(scope, "http_version",
               ver == 10 ? newSVpvs("1.0") : ver == 20 ? newSVpvs("2") : newSVpvs("1.1"));
-    hv_stores(scope, "method", method);
-    hv_stores(scope, "scheme", newSVsv(scheme));
+    if (flags & PAGI_F_WEBSOCKET) {
+        /* A WebSocket scope has no method; its scheme is ws or wss. */
+        STRLEN sl; const char *sp = SvPV(scheme, sl);
+        hv_stores(scope, "type", newSVpvs("websocket"));
+        hv_stores(scope, "scheme", (sl == 5 && memEQ(sp, "https", 5)) ? newSVpvs("wss") : newSVpvs("ws"));
+        SvREFCNT_dec(method);
+    } else {
+        hv_stores(scope, "type", (flags & PAGI_F_SSE) ? newSVpvs("sse") : newSVpvs("http"));
+        hv_stores(scope, "method", method);
+        hv_stores(scope, "scheme", newSVsv(scheme));
+    }
     hv_stores(scope, "path", path);
     hv_stores(scope, "raw_path", raw_path);
     hv_stores(scope, "query_string", query);
@@ -155,8 +163,10 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
         hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
         hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
     }
-    /* 1: the body is empty; 2: the client waits for 100 Continue. */
-    *body_flags = ((flags & PAGI_F_BODY_EMPTY) ? 1 : 0) | ((flags & PAGI_F_EXPECT) ? 2 : 0);
+    /* 1: the body is empty; 2: the client waits for 100 Continue;
+     * 4: a WebSocket handshake. */
+    *body_flags = ((flags & PAGI_F_BODY_EMPTY) ? 1 : 0) | ((flags & PAGI_F_EXPECT) ? 2 : 0)
+                | ((flags & PAGI_F_WEBSOCKET) ? 4 : 0);
     return newRV_noinc((SV *)scope);
 }
 
@@ -431,6 +441,54 @@ send_trailers(h, id, headers)
     mPUSHi(rc);
     if (log_len) mPUSHp((const char *)log, log_len);
 
+int
+ws_send(h, id, text, data)
+    SV *h
+    UV id
+    int text
+    SV *data
+  PREINIT:
+    PagiServer *s; const char *d; STRLEN len;
+  CODE:
+    s = handle_of(aTHX_ h);
+    d = SvPVbyte(data, len);
+    RETVAL = pagi_ws_send(s, (uint64_t)id, text, (const uint8_t *)d, len);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+int
+ws_close(h, id, code, reason, end)
+    SV *h
+    UV id
+    UV code
+    SV *reason
+    int end
+  PREINIT:
+    PagiServer *s; const char *d; STRLEN len;
+  CODE:
+    s = handle_of(aTHX_ h);
+    d = SvPVbyte(reason, len);
+    RETVAL = pagi_ws_close(s, (uint64_t)id, (uint16_t)code, (const uint8_t *)d, len, end);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+int
+ws_keepalive(h, id, interval, timeout)
+    SV *h
+    UV id
+    NV interval
+    NV timeout
+  PREINIT:
+    PagiServer *s;
+  CODE:
+    s = handle_of(aTHX_ h);
+    RETVAL = pagi_ws_keepalive(s, (uint64_t)id, interval, timeout);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
 void
 drain(h, scheme)
     SV *h
@@ -459,10 +517,26 @@ drain(h, scheme)
             b = newSViv(more);
             break;
         }
-        case PAGI_REC_DISCONNECT:
+        case PAGI_REC_DISCONNECT: {
+            /* b: the WebSocket close code, undef for HTTP. A WebSocket
+             * reason is UTF-8 text (the core checked it). */
+            uint16_t code = 0;
             a = rd_sv(aTHX_ &r);
-            b = newSV(0);
+            if (a && !rd_u16(&r, &code)) { SvREFCNT_dec(a); a = NULL; }
+            if (a && code && !is_ascii_string((U8 *)SvPVX(a), SvCUR(a))) SvUTF8_on(a);
+            b = code ? newSVuv(code) : newSV(0);
             break;
+        }
+        case PAGI_REC_WS_MESSAGE: {
+            /* a: the payload, decoded text when b is 1 (the core checked
+             * the UTF-8), raw bytes when b is 0. */
+            uint8_t text = 0;
+            if (!rd_u8(&r, &text)) break;
+            a = rd_sv(aTHX_ &r);
+            if (a && text) SvUTF8_on(a);
+            b = newSViv(text);
+            break;
+        }
         case PAGI_REC_LOG: {
             uint8_t lvl = 0;
             if (rd_u8(&r, &lvl)) a = newSViv(lvl);

@@ -17,6 +17,7 @@
 #define PAGI_REC_DRAIN 4
 #define PAGI_REC_LOG 5
 #define PAGI_REC_IDLE 6
+#define PAGI_REC_WS_MESSAGE 7
 
 /* REQUEST record flags (src/request.rs). */
 #define PAGI_F_BODY_EMPTY 1
@@ -24,6 +25,7 @@
 #define PAGI_F_UNIX 4
 #define PAGI_F_SSE 8
 #define PAGI_F_EXPECT 16
+#define PAGI_F_WEBSOCKET 32
 
 typedef struct PagiServer PagiServer;
 
@@ -48,6 +50,10 @@ int32_t pagi_parse_head(const uint8_t *buf, size_t len, size_t max_line, size_t 
                         size_t max_count, const uint8_t **out, size_t *out_len);
 int32_t pagi_send_trailers(PagiServer *s, uint64_t id, const uint8_t *hdrs, size_t len,
                            const uint8_t **log, size_t *log_len);
+int32_t pagi_ws_send(PagiServer *s, uint64_t id, int32_t text, const uint8_t *data, size_t len);
+int32_t pagi_ws_close(PagiServer *s, uint64_t id, uint16_t code, const uint8_t *reason, size_t len,
+                      int32_t end);
+int32_t pagi_ws_keepalive(PagiServer *s, uint64_t id, double interval, double timeout);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
 int32_t pagi_buffered(PagiServer *s, uint64_t id);
 int32_t pagi_body_ack(PagiServer *s, uint64_t id, size_t n);

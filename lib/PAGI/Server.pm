@@ -26,6 +26,7 @@ XSLoader::load('PAGI::Server', $VERSION);
 
 require PAGI::Server::Lifespan;
 require PAGI::Server::Request;
+require PAGI::Server::WebSocket;
 
 # TLS and HTTP/2 are served by the Rust core once their issues land; until
 # then this build reports them as unavailable rather than pretending.
@@ -313,7 +314,8 @@ sub _native_config {
         "write_low_watermark=$self->{write_low_watermark}",
         "max_connections=" . $self->effective_max_connections,
         map { "$_=" . ($self->{$_} // 0) }
-            qw(max_body_size max_header_size max_header_count timeout request_timeout));
+            qw(max_body_size max_header_size max_header_count timeout request_timeout
+               max_ws_frame_size ws_idle_timeout));
     push @lines, map { "listen=fd:$_" } @{ $self->{_inherited} || [] };
     for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {
@@ -471,7 +473,8 @@ sub _drain {
     for (my $i = 0; $i < @r; $i += 4) {
         my ($kind, $id, $a, $b) = @r[$i .. $i + 3];
         if ($kind == 1) {
-            PAGI::Server::Request::start($self, $id, $a, $b);
+            ($b & 4) ? PAGI::Server::WebSocket::start($self, $id, $a)
+                     : PAGI::Server::Request::start($self, $id, $a, $b);
         }
         elsif ($kind == 2) {
             my $req = $reqs->{$id} or next;
@@ -479,8 +482,12 @@ sub _drain {
         }
         elsif ($kind == 3) {
             my $req = $reqs->{$id};
-            PAGI::Server::Native::request_end($h, $id, 0);
-            $req->disconnected($a) if $req;
+            PAGI::Server::Native::request_end($h, $id, 0) unless $req && $req->_keeps_slot;
+            $req->disconnected($a, $b) if $req;
+        }
+        elsif ($kind == 7) {
+            my $req = $reqs->{$id} or next;
+            $req->message($a, $b);
         }
         elsif ($kind == 4) {
             my $req = $reqs->{$id} or next;

@@ -28,11 +28,7 @@ sub start {
     my ($server, $id, $scope, $body_flags) = @_;
     my $body_empty = $body_flags & 1;
     my $is_sse = $scope->{type} eq 'sse';    # decided by the core
-    my $state = $server->{state};
-    $scope->{state} = %$state ? {%$state} : {};
-    my $ext = $server->{extensions};
-    $scope->{extensions} = %$ext ? {%$ext} : {};
-    delete $scope->{extensions}{tls} if exists $ext->{tls};
+    _share_server_state($server, $scope);
 
     my $h    = $server->{native};
     my $reqs = $server->{requests};
@@ -58,15 +54,7 @@ sub start {
         $self->{cstate} = $scope->{'pagi.connection'}
             = PAGI::Server::ConnectionState->new(loop => $self->{loop});
     }
-    weaken(my $weak = $self);
-    $self->{tstate} = $scope->{'pagi.transport'} = PAGI::Server::TransportState->_new_unchecked(
-        sub {
-            $weak && !$weak->{done} && !defined $weak->{gone}
-                ? PAGI::Server::Native::buffered($h, $id) : 0;
-        },
-        $server->{write_high_watermark},
-        $server->{write_low_watermark},
-    );
+    $self->_attach_transport($scope);
 
     my $receive = sub { $self->_receive };
     # validate_events: check every event against the spec before acting on it.
@@ -89,28 +77,59 @@ sub start {
         return $self->_send($ev);
     };
 
-    my $f = eval { $server->{app}->($scope, $receive, $send) };
-    # Async subs return plain Futures; anything else must at least act like one.
-    if ($f && (ref $f eq 'Future' || (blessed($f) && $f->can('is_ready')))) {
-        if (!$f->is_ready) {
-            $self->{app_future} = $f;
-            $f->on_ready(sub { $self->_app_finished($_[0]) });
-        }
-        elsif ($self->{done} && !$f->is_failed) {
-            # Fast path: the app answered completely before returning.
-            $self->{app_done} = 1;
-            $self->{cstate}->_mark_complete if $self->{cstate};
-            $self->{tstate}->_detach;
-            delete $reqs->{$id};
-        }
-        else {
-            $self->_app_finished($f);
-        }
+    my $f = $self->_call_app($scope, $receive, $send) or return;
+    if ($self->{done} && !$f->is_failed) {
+        # Fast path: the app answered completely before returning.
+        $self->{app_done} = 1;
+        $self->{cstate}->_mark_complete if $self->{cstate};
+        $self->{tstate}->_detach;
+        delete $reqs->{$id};
     }
     else {
-        $self->_app_finished($f ? $DONE : Future->fail($@ || "application did not return a Future\n"));
+        $self->_app_finished($f);
     }
     return;
+}
+
+# The server's lifespan state (copied) and extensions in a new scope.
+sub _share_server_state {
+    my ($server, $scope) = @_;
+    my $state = $server->{state};
+    $scope->{state} = %$state ? {%$state} : {};
+    my $ext = $server->{extensions};
+    $scope->{extensions} = %$ext ? {%$ext} : {};
+    delete $scope->{extensions}{tls} if exists $ext->{tls};
+}
+
+# pagi.transport: watermarks and the bytes the core still holds for this
+# request.
+sub _attach_transport {
+    my ($self, $scope) = @_;
+    my ($h, $id, $server) = @$self{qw(native id server)};
+    weaken(my $weak = $self);
+    $self->{tstate} = $scope->{'pagi.transport'} = PAGI::Server::TransportState->_new_unchecked(
+        sub {
+            $weak && !$weak->{done} && !defined $weak->{gone}
+                ? PAGI::Server::Native::buffered($h, $id) : 0;
+        },
+        $server->{write_high_watermark},
+        $server->{write_low_watermark},
+    );
+}
+
+# Calls the app. Returns its Future once that is ready; while it is still
+# running, returns nothing and _app_finished follows when it is.
+sub _call_app {
+    my ($self, $scope, $receive, $send) = @_;
+    my $f = eval { $self->{server}{app}->($scope, $receive, $send) };
+    # Async subs return plain Futures; anything else must at least act like one.
+    if ($f && (ref $f eq 'Future' || (blessed($f) && $f->can('is_ready')))) {
+        return $f if $f->is_ready;
+        $self->{app_future} = $f;
+        $f->on_ready(sub { $self->_app_finished($_[0]) });
+        return;
+    }
+    return $f ? $DONE : Future->fail($@ || "application did not return a Future\n");
 }
 
 sub _disconnect_event {
@@ -182,6 +201,10 @@ sub drained {
     my $d = delete $self->{drain_future} or return;
     $d->done unless $d->is_ready;
 }
+
+# Whether the core's record of this request outlives a disconnect (a
+# WebSocket session keeps it for its access-log line).
+sub _keeps_slot { 0 }
 
 sub _forget {
     my ($self) = @_;
