@@ -27,6 +27,8 @@ const MAX_FRAGMENTS: usize = 128;
 const MAX_CONTROL: u64 = 125;
 /// Bytes reserved ahead for a frame still arriving.
 const RESERVE_STEP: usize = 1 << 20;
+/// How long the app's close waits for the client's reply.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Client payloads are XORed with their 4-byte mask (RFC 6455 section 5.3).
 fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
@@ -304,6 +306,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let mut last_activity = Instant::now();
         let mut keep = Keepalive::default();
         let mut close_sent = false;
+        let mut close_due: Option<Instant> = None;
         loop {
             // Every complete frame already here, then whatever that queued.
             loop {
@@ -386,6 +389,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                                 if !close_sent {
                                     close_frame(&mut self.out, code, &reason);
                                     close_sent = true;
+                                    close_due = Some(Instant::now() + CLOSE_WAIT);
                                 }
                                 if end {
                                     let _ = self.flush(shared).await;
@@ -434,6 +438,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         keep.pong_due = keep.timeout.map(|t| now + t);
                     }
                 },
+                _ = sleep_opt(close_due) => return End::abnormal("client_timeout"),
                 _ = sleep_opt(keep.pong_due) => {
                     core.bridge.log(level::WARN, &format!(
                         "WebSocket keepalive timeout - no pong received within {}s",

@@ -752,12 +752,22 @@ long is closed. C<request_timeout> (0 = off): a request during which
 nothing is read from or written to the client for that long is closed, the
 warning "Request stall timeout (Ns) - closing connection" is logged, and the
 app's C<$receive> yields C<http.disconnect>. Fractions of a second are
-allowed. C<ws_idle_timeout> and C<sse_idle_timeout> (0 = off) are stored for
-WebSocket and SSE idle handling.
+allowed. C<ws_idle_timeout> (0 = off): a WebSocket with no frame in either
+direction for that long is closed, "WebSocket idle timeout (Ns) - closing
+connection" is logged and the app sees C<websocket.disconnect> with code
+1006 and reason C<idle_timeout>. C<sse_idle_timeout> (0 = off) is stored for
+SSE idle handling.
 
 =item max_receive_queue, max_ws_frame_size
 
-WebSocket limits (1000 messages, 65536 bytes), stored for WebSocket support.
+WebSocket limits. C<max_receive_queue> (1000; 0 = no limit) counts client
+messages waiting for the app's C<$receive>; one more closes the connection
+with code 1008 ("Message queue overflow") and the app sees reason
+C<queue_overflow> after the queued messages. C<max_ws_frame_size> (65536
+bytes; 0 = no limit) is the largest frame payload a client may send; a
+larger frame is answered with close code 1009, the warning "PAGI connection
+error: ..." is logged and the app sees code 1009 with reason
+C<body_too_large>. A fragmented message may span at most 128 frames.
 
 =item sync_file_threshold
 
@@ -792,6 +802,26 @@ construction; the C<h2_*> values are stored.
 Accepted for older callers and passed to L<IO::Async::Notifier>.
 
 =back
+
+=head1 WEBSOCKET
+
+A request with C<Upgrade: websocket>, a Connection header naming
+C<upgrade> and a C<Sec-WebSocket-Key> (and no body) gets a C<websocket>
+scope; L<PAGI::Server::WebSocket> lists the events. The handshake waits for
+the app: C<websocket.accept> answers C<101 Switching Protocols>,
+C<websocket.close> answers C<403>, and the C<websocket.http.response>
+extension sends any other response. After the handshake the Rust core reads
+and writes the frames: fragmented messages are joined, pings answered,
+text checked for UTF-8, and client violations closed with the RFC 6455 code
+(1002 for framing errors, 1007 for bad UTF-8, 1009 for oversized frames),
+after which the app's C<$receive> yields C<websocket.disconnect> with that
+code and reason C<protocol_error> (C<body_too_large> for 1009). A client
+close frame is echoed and reported with the client's code and reason; a
+dropped connection is reported as code 1006, reason C<client_closed>. On
+shutdown, open WebSockets get close code 1001 and the app sees code 1006,
+reason C<server_shutdown>. Frames from clients are accepted masked or
+unmasked. C<websocket.send> counts against the write watermarks like HTTP
+bodies.
 
 =head1 HTTP/1.1 BEHAVIOUR
 
