@@ -175,7 +175,7 @@ pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
 pub(crate) struct InFlight {
     core: Arc<ServerCore>,
     pub(crate) shared: Arc<ReqShared>,
-    pub(crate) reason: &'static str,
+    reason: &'static str,
 }
 
 impl Drop for InFlight {

@@ -292,6 +292,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         if let Some(e) = end {
             self.core.disconnected(&shared, &e.reason, e.code);
         }
+        // Dropping `flight` reports a session that ended without either.
         drop(flight);
     }
 

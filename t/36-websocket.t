@@ -522,6 +522,25 @@ subtest 'send errors and sends after the end' => sub {
     ok($r->{late_future} && $r->{late_future}->is_done, 'and its Future is done');
 };
 
+subtest 'an app still running when the server leaves the loop' => sub {
+    my %late;
+    my $late_app = async sub {
+        my ($scope, $receive, $send) = @_;
+        return unless $scope->{type} eq 'websocket';
+        await $receive->();
+        await $send->({ type => 'websocket.accept' });
+        await $loop->delay_future(after => 0.3);
+        $late{sent} = eval { await $send->({ type => 'websocket.send', text => 'late' }); 1 } ? 1 : $@;
+        $late{finished} = 1;
+    };
+    my $ls = start_server($loop, app => $late_app);
+    my $c = accepted($ls, '/', 'late');
+    $loop->remove($ls);    # the core is released while the app still runs
+    undef $ls;
+    ok(pump_until($loop, 3, sub { $late{finished} }), 'the app finishes');
+    is($late{sent}, 1, 'its later send is a no-op, not an error');
+};
+
 stop($server);
 
 note("warning: $_") for @warnings;

@@ -548,7 +548,7 @@ sub _release_native {
     if (my $w = delete $self->{wake_handle}) {
         $self->remove_child($w) if $w->parent;
     }
-    $_->disconnected('server_shutdown') for values %{ $self->{requests} };
+    $_->_released for values %{ $self->{requests} };
     PAGI::Server::Native::free($h);
     # A worker's sockets belong to its parent, which removes them.
     for my $l (grep { $_->{type} eq 'unix' && !$self->{_inherited} } @{ $self->{listeners} }) {

@@ -202,6 +202,14 @@ sub drained {
     $d->done unless $d->is_ready;
 }
 
+# The server let go of the core: the request is over, and its copy of the
+# core's handle must never be used again.
+sub _released {
+    my ($self) = @_;
+    delete $self->{native};
+    $self->disconnected('server_shutdown');
+}
+
 # Whether the core's record of this request outlives a disconnect (a
 # WebSocket session keeps it for its access-log line).
 sub _keeps_slot { 0 }
