@@ -31,6 +31,9 @@ pub mod level {
     pub const WARN: u8 = 2;
 }
 
+/// Capacity a drained buffer keeps for reuse.
+const SPARE_CAPACITY: usize = 1 << 20;
+
 pub struct Bridge {
     buf: Mutex<Vec<u8>>,
     armed: AtomicBool,
@@ -126,6 +129,8 @@ impl Bridge {
         // then sees `armed == false` and wakes us again.
         self.armed.store(false, Ordering::SeqCst);
         spare.clear();
+        // A burst's buffer is not kept for good.
+        spare.shrink_to(SPARE_CAPACITY);
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *buf, spare);
     }

@@ -40,6 +40,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Longest stall without I/O during a request (`request_timeout`).
     pub request_timeout: Option<Duration>,
+    /// WebSocket messages waiting for the app before the connection is
+    /// closed with 1008; 0 = no limit.
+    pub max_receive_queue: usize,
     /// Largest WebSocket frame payload a client may send; 0 = unlimited.
     pub max_ws_frame_size: u64,
     /// WebSocket connection closed after this long with no frame either way.
@@ -63,6 +66,7 @@ impl Default for Config {
             max_connections: 1000,
             idle_timeout: Some(Duration::from_secs(60)),
             request_timeout: None,
+            max_receive_queue: 1000,
             max_ws_frame_size: 65536,
             ws_idle_timeout: None,
             panic_path: None,
@@ -143,6 +147,7 @@ impl Config {
                 "max_connections" => c.max_connections = number(k, v)?,
                 "timeout" => c.idle_timeout = seconds(k, v)?,
                 "request_timeout" => c.request_timeout = seconds(k, v)?,
+                "max_receive_queue" => c.max_receive_queue = number(k, v)?,
                 "max_ws_frame_size" => c.max_ws_frame_size = number(k, v)?,
                 "ws_idle_timeout" => c.ws_idle_timeout = seconds(k, v)?,
                 "panic_path" => c.panic_path = Some(v.to_string()),

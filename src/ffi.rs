@@ -666,7 +666,7 @@ pub unsafe extern "C" fn pagi_ws_send(
     })
 }
 
-/// Sends a WebSocket close frame; `end` != 0 closes the connection after it.
+/// Sends the app's WebSocket close frame.
 ///
 /// # Safety
 /// `srv` is live; `reason` points to `len` bytes.
@@ -677,15 +677,25 @@ pub unsafe extern "C" fn pagi_ws_close(
     code: u16,
     reason: *const u8,
     len: usize,
-    end: i32,
 ) -> i32 {
     guard(srv, |s| {
         let out = crate::server::Out::WsClose {
             code,
             reason: Bytes::copy_from_slice(slice(reason, len)),
-            end: end != 0,
         };
         state_code(s.core.ws_control(id, out))
+    })
+}
+
+/// The app took a WebSocket message of `n` bytes.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_ws_ack(srv: *mut PagiServer, id: u64, n: usize) -> i32 {
+    guard(srv, |s| {
+        s.core.ws_ack(id, n);
+        OK
     })
 }
 
@@ -701,12 +711,14 @@ pub unsafe extern "C" fn pagi_ws_keepalive(
     interval: f64,
     timeout: f64,
 ) -> i32 {
-    let secs =
-        |v: f64| (v.is_finite() && v > 0.0).then(|| std::time::Duration::from_secs_f64(v.min(1e9)));
+    // Pings at most every 10 ms: a tiny interval must not become a busy loop.
+    let secs = |v: f64, min: f64| {
+        (v.is_finite() && v > 0.0).then(|| std::time::Duration::from_secs_f64(v.clamp(min, 1e9)))
+    };
     guard(srv, |s| {
         let out = crate::server::Out::WsKeepalive {
-            interval: secs(interval),
-            timeout: secs(timeout),
+            interval: secs(interval, 0.01),
+            timeout: secs(timeout, 0.0),
         };
         state_code(s.core.ws_control(id, out))
     })

@@ -607,7 +607,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     }
 
     /// Releases a pending `$send` once the backlog is down to the low mark.
-    fn written(&self, shared: &ReqShared, len: usize) {
+    pub(crate) fn written(&self, shared: &ReqShared, len: usize) {
         if len == 0 {
             return;
         }

@@ -38,11 +38,10 @@ pub enum Out {
         text: bool,
         data: Bytes,
     },
-    /// A WebSocket close frame; with `end` the connection closes right after it.
+    /// A WebSocket close frame from the app.
     WsClose {
         code: u16,
         reason: Bytes,
-        end: bool,
     },
     /// Ping every `interval` (None: stop); with `timeout`, a missing pong closes.
     WsKeepalive {
@@ -101,8 +100,11 @@ pub struct ReqShared {
     pub buffered: AtomicUsize,
     /// Perl's `$send` is pending until `buffered` falls to the low mark.
     pub want_drain: AtomicBool,
-    /// Request body bytes delivered to Perl and not yet consumed by the app.
+    /// Request body (or WebSocket message) bytes delivered to Perl and not
+    /// yet consumed by the app.
     pub unacked: AtomicUsize,
+    /// WebSocket messages delivered to Perl and not yet taken by the app.
+    pub messages: AtomicUsize,
     /// The app has asked for the body (gates `100 Continue`).
     pub body_wanted: AtomicBool,
     pub body_wake: Notify,
@@ -116,6 +118,7 @@ impl ReqShared {
             buffered: AtomicUsize::new(0),
             want_drain: AtomicBool::new(false),
             unacked: AtomicUsize::new(0),
+            messages: AtomicUsize::new(0),
             body_wanted: AtomicBool::new(false),
             body_wake: Notify::new(),
         }
@@ -331,6 +334,21 @@ impl ServerCore {
             return SendState::Gone; // not accepted
         }
         self.queue_data(slot, data.len(), Out::WsMessage { text, data }, false)
+    }
+
+    /// The app took a WebSocket message of `n` bytes; reading may go on.
+    pub fn ws_ack(&self, id: u64, n: usize) {
+        if let Some(slot) = self.reqs().get(&id) {
+            let sh = &slot.shared;
+            let less = |by: usize| move |u: usize| Some(u.saturating_sub(by));
+            let _ = sh
+                .messages
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
+            let _ = sh
+                .unacked
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(n));
+            sh.body_wake.notify_one();
+        }
     }
 
     /// Hands a WebSocket control command (close, keepalive) to the connection.

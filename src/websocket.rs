@@ -8,6 +8,7 @@
 //! counted against the write watermarks until the socket takes them.
 
 use std::io::Cursor;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -19,7 +20,8 @@ use tungstenite::protocol::frame::FrameHeader;
 
 use crate::bridge::{kind, level};
 use crate::http1::{fill, sleep_opt, Conn, InFlight};
-use crate::server::{Fields, Out, RUNNING};
+use crate::request::BODY_WINDOW;
+use crate::server::{Fields, Out, ReqShared, RUNNING};
 
 /// Largest number of frames one fragmented message may span.
 const MAX_FRAGMENTS: usize = 128;
@@ -115,6 +117,12 @@ const TOO_BIG: Fail = Fail {
     code: 1009,
     reason: "Message too big",
     token: "body_too_large",
+};
+
+const QUEUE_FULL: Fail = Fail {
+    code: 1008,
+    reason: "Message queue overflow",
+    token: "queue_overflow",
 };
 
 const BAD_UTF8: Fail = Fail {
@@ -259,13 +267,79 @@ fn close_event(payload: Bytes) -> Result<Event, Fail> {
     }
 }
 
-/// Keepalive pings asked for by the app.
-#[derive(Default)]
-struct Keepalive {
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
+/// The session's clocks: idle timeout, keepalive pings and their pongs,
+/// and the wait for the client's answer to the app's close.
+struct Timers {
+    idle: Option<Duration>,
+    last_activity: Instant,
+    ping_every: Option<Duration>,
+    pong_within: Option<Duration>,
     next_ping: Option<Instant>,
     pong_due: Option<Instant>,
+    close_due: Option<Instant>,
+}
+
+/// What a timer that ran out asks for.
+#[derive(Clone, Copy)]
+enum Due {
+    Ping,
+    Idle,
+    Pong,
+    CloseReply,
+}
+
+impl Timers {
+    fn new(idle: Option<Duration>) -> Timers {
+        Timers {
+            idle,
+            last_activity: Instant::now(),
+            ping_every: None,
+            pong_within: None,
+            next_ping: None,
+            pong_due: None,
+            close_due: None,
+        }
+    }
+
+    fn active(&mut self) {
+        self.last_activity = Instant::now();
+    }
+
+    /// `websocket.keepalive`: the last one wins; no interval stops pinging.
+    fn keepalive(&mut self, every: Option<Duration>, within: Option<Duration>) {
+        self.ping_every = every;
+        self.pong_within = within;
+        self.next_ping = every.map(|i| Instant::now() + i);
+        self.pong_due = None;
+    }
+
+    fn pinged(&mut self) {
+        let now = Instant::now();
+        self.next_ping = self.ping_every.map(|i| now + i);
+        if self.pong_due.is_none() {
+            self.pong_due = self.pong_within.map(|t| now + t);
+        }
+    }
+
+    /// The earliest deadline; with `writing`, pings wait (they would queue
+    /// behind the stuck bytes anyway).
+    fn next(&self, writing: bool) -> Option<(Instant, Due)> {
+        let idle = self.idle.map(|d| (self.last_activity + d, Due::Idle));
+        let ping = if writing {
+            None
+        } else {
+            self.next_ping.map(|t| (t, Due::Ping))
+        };
+        [
+            idle,
+            ping,
+            self.pong_due.map(|t| (t, Due::Pong)),
+            self.close_due.map(|t| (t, Due::CloseReply)),
+        ]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(t, _)| *t)
+    }
 }
 
 /// How a session ends: the disconnect the app is told about, if any.
@@ -283,6 +357,9 @@ impl End {
     }
 }
 
+/// Buffer capacity kept between messages; one large message's is given back.
+const KEEP_CAPACITY: usize = 1 << 16;
+
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     /// Runs an accepted WebSocket until either side closes it. The 101 is
     /// already in `out`; frames that arrived before it are in `buf`.
@@ -296,115 +373,175 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         drop(flight);
     }
 
+    /// Writes what is gathered, giving up when a timer runs out first.
+    async fn ws_flush(&mut self, shared: &ReqShared, timers: &Timers) -> Result<(), Option<End>> {
+        let due = timers.next(true);
+        let flushed = match due {
+            Some((at, _)) => tokio::time::timeout_at(at, self.flush(shared)).await,
+            None => Ok(self.flush(shared).await),
+        };
+        match (flushed, due) {
+            (Ok(Ok(())), _) => {
+                self.out.shrink_to(KEEP_CAPACITY);
+                Ok(())
+            }
+            (Ok(Err(stop)), _) => Err(End::abnormal(stop.reason())),
+            (Err(_), Some((_, d))) => Err(self.expired(d, timers)),
+            (Err(_), None) => Err(End::abnormal("write_timeout")),
+        }
+    }
+
+    /// A timer ran out: the end it means (pings are not handled here).
+    fn expired(&self, due: Due, timers: &Timers) -> Option<End> {
+        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        match due {
+            Due::Idle => {
+                self.core.bridge.log(
+                    level::WARN,
+                    &format!(
+                        "WebSocket idle timeout ({}s) - closing connection",
+                        secs(timers.idle)
+                    ),
+                );
+                End::abnormal("idle_timeout")
+            }
+            Due::Pong => {
+                self.core.bridge.log(
+                    level::WARN,
+                    &format!(
+                        "WebSocket keepalive timeout - no pong received within {}s",
+                        secs(timers.pong_within)
+                    ),
+                );
+                End::abnormal("keepalive_timeout")
+            }
+            Due::CloseReply | Due::Ping => End::abnormal("client_timeout"),
+        }
+    }
+
+    /// Ends the session after a close frame of our own.
+    async fn ws_fail(&mut self, shared: &ReqShared, timers: &Timers, f: Fail) -> Option<End> {
+        close_frame(&mut self.out, f.code, f.reason.as_bytes());
+        if let Err(end) = self.ws_flush(shared, timers).await {
+            return end;
+        }
+        Some(End {
+            code: f.code,
+            reason: Bytes::from_static(f.token.as_bytes()),
+        })
+    }
+
     async fn ws_session(
         &mut self,
-        shared: &crate::server::ReqShared,
+        shared: &ReqShared,
         rx: &mut UnboundedReceiver<Out>,
     ) -> Option<End> {
         let core = self.core.clone();
-        let mut reader = Reader::new(core.cfg.max_ws_frame_size);
-        let idle = core.cfg.ws_idle_timeout;
-        let mut last_activity = Instant::now();
-        let mut keep = Keepalive::default();
+        let cfg = &core.cfg;
+        let mut reader = Reader::new(cfg.max_ws_frame_size);
+        let mut timers = Timers::new(cfg.ws_idle_timeout);
         let mut close_sent = false;
-        let mut close_due: Option<Instant> = None;
         loop {
             // Every complete frame already here, then whatever that queued.
-            loop {
-                match reader.next(&mut self.buf) {
-                    Ok(None) => break,
-                    Ok(Some(ev)) => {
-                        last_activity = Instant::now();
-                        match ev {
-                            Event::Message { text, data } => {
-                                core.bridge.push(kind::WS_MESSAGE, shared.id, |w| {
-                                    w.u8(u8::from(text)).bytes(&data);
-                                });
-                            }
-                            Event::Ping(p) => {
-                                frame(&mut self.out, OpCode::Control(Control::Pong), &p)
-                            }
-                            Event::Pong => keep.pong_due = None,
-                            Event::Close(c) => {
-                                let (code, reason) = c.unwrap_or((1005, Bytes::new()));
-                                if !close_sent {
-                                    if code == 1005 {
-                                        frame(&mut self.out, OpCode::Control(Control::Close), b"");
-                                    } else {
-                                        close_frame(&mut self.out, code, &reason);
-                                    }
-                                }
-                                let _ = self.flush(shared).await;
-                                return Some(End { code, reason });
-                            }
-                        }
+            while let Some(ev) = match reader.next(&mut self.buf) {
+                Ok(ev) => ev,
+                Err(f) => {
+                    if f.code == TOO_BIG.code {
+                        core.bridge.log(
+                            level::WARN,
+                            &format!(
+                                "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, at most {MAX_FRAGMENTS} frames) - closing connection",
+                                cfg.max_ws_frame_size
+                            ),
+                        );
                     }
-                    Err(f) => {
-                        if f.code == TOO_BIG.code {
-                            core.bridge.log(
-                                level::WARN,
-                                &format!(
-                                    "PAGI connection error: WebSocket message over max_ws_frame_size ({} bytes) - closing connection",
-                                    core.cfg.max_ws_frame_size
-                                ),
-                            );
-                        }
-                        if !close_sent {
-                            close_frame(&mut self.out, f.code, f.reason.as_bytes());
-                        }
-                        let _ = self.flush(shared).await;
+                    if close_sent {
                         return Some(End {
                             code: f.code,
                             reason: Bytes::from_static(f.token.as_bytes()),
                         });
                     }
+                    return self.ws_fail(shared, &timers, f).await;
+                }
+            } {
+                match ev {
+                    Event::Message { text, data } => {
+                        // The app's receive queue (max_receive_queue messages),
+                        // counted until the app takes each message.
+                        let waiting = shared.messages.load(Ordering::SeqCst);
+                        if cfg.max_receive_queue > 0 && waiting >= cfg.max_receive_queue {
+                            return self.ws_fail(shared, &timers, QUEUE_FULL).await;
+                        }
+                        shared.messages.fetch_add(1, Ordering::SeqCst);
+                        shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
+                        core.bridge.push(kind::WS_MESSAGE, shared.id, |w| {
+                            w.u8(u8::from(text)).bytes(&data);
+                        });
+                    }
+                    Event::Ping(p) => frame(&mut self.out, OpCode::Control(Control::Pong), &p),
+                    Event::Pong => timers.pong_due = None,
+                    Event::Close(c) => {
+                        let (code, reason) = c.unwrap_or((1005, Bytes::new()));
+                        if !close_sent {
+                            if code == 1005 {
+                                frame(&mut self.out, OpCode::Control(Control::Close), b"");
+                            } else {
+                                close_frame(&mut self.out, code, &reason);
+                            }
+                            if let Err(end) = self.ws_flush(shared, &timers).await {
+                                return end;
+                            }
+                        }
+                        return Some(End { code, reason });
+                    }
                 }
             }
+            if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+                self.buf = BytesMut::new();
+            }
             if !self.out.is_empty() {
-                if let Err(s) = self.flush(shared).await {
-                    return End::abnormal(s.reason());
+                if let Err(end) = self.ws_flush(shared, &timers).await {
+                    return end;
                 }
             }
             if core.phase() != RUNNING {
                 return self.ws_going_away(shared, close_sent).await;
             }
-            let idle_due = idle.map(|d| last_activity + d);
+            // Messages the app has not taken yet hold up reading, within a
+            // window, so a slow app cannot make the server buffer without end.
+            let reading = shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW;
+            let due = timers.next(false);
             tokio::select! {
-                r = fill(&mut self.rd, &mut self.buf) => match r {
+                r = fill(&mut self.rd, &mut self.buf), if reading => match r {
                     Ok(0) | Err(_) => return End::abnormal("client_closed"),
-                    Ok(_) => {}
+                    Ok(_) => timers.active(),
                 },
+                _ = shared.body_wake.notified(), if !reading => {}
                 f = rx.recv() => {
                     // None: Perl let go of the session without ending it.
                     let Some(first) = f else { return End::abnormal("server_error") };
                     let mut next = Some(first);
                     while let Some(f) = next.take() {
-                        last_activity = Instant::now();
+                        timers.active();
                         match f {
                             Out::WsMessage { text, data } => {
-                                let op = if text { Data::Text } else { Data::Binary };
-                                frame(&mut self.out, OpCode::Data(op), &data);
-                                self.unwritten += data.len();
+                                // Nothing follows our close frame on the wire.
+                                if close_sent {
+                                    self.written(shared, data.len());
+                                } else {
+                                    let op = if text { Data::Text } else { Data::Binary };
+                                    frame(&mut self.out, OpCode::Data(op), &data);
+                                    self.unwritten += data.len();
+                                }
                             }
-                            Out::WsClose { code, reason, end } => {
+                            Out::WsClose { code, reason } => {
                                 if !close_sent {
                                     close_frame(&mut self.out, code, &reason);
                                     close_sent = true;
-                                    close_due = Some(Instant::now() + CLOSE_WAIT);
-                                }
-                                if end {
-                                    let _ = self.flush(shared).await;
-                                    return None;
+                                    timers.close_due = Some(Instant::now() + CLOSE_WAIT);
                                 }
                             }
-                            Out::WsKeepalive { interval, timeout } => {
-                                keep = Keepalive {
-                                    interval,
-                                    timeout,
-                                    next_ping: interval.map(|i| Instant::now() + i),
-                                    pong_due: None,
-                                };
-                            }
+                            Out::WsKeepalive { interval, timeout } => timers.keepalive(interval, timeout),
                             Out::End | Out::Abort => {
                                 // The app is done: close properly if it did not.
                                 if !close_sent {
@@ -415,7 +552,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                                     };
                                     close_frame(&mut self.out, code, why);
                                 }
-                                let _ = self.flush(shared).await;
+                                let _ = self.ws_flush(shared, &timers).await;
                                 return None;
                             }
                             // HTTP response frames have no meaning here.
@@ -424,28 +561,15 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         next = rx.try_recv().ok();
                     }
                 },
-                _ = sleep_opt(idle_due) => {
-                    core.bridge.log(level::WARN, &format!(
-                        "WebSocket idle timeout ({}s) - closing connection",
-                        idle.map_or(0.0, |d| d.as_secs_f64())
-                    ));
-                    return End::abnormal("idle_timeout");
-                },
-                _ = sleep_opt(keep.next_ping) => {
-                    frame(&mut self.out, OpCode::Control(Control::Ping), b"");
-                    let now = Instant::now();
-                    keep.next_ping = keep.interval.map(|i| now + i);
-                    if keep.pong_due.is_none() {
-                        keep.pong_due = keep.timeout.map(|t| now + t);
+                _ = sleep_opt(due.map(|(t, _)| t)) => {
+                    match due {
+                        Some((_, Due::Ping)) => {
+                            frame(&mut self.out, OpCode::Control(Control::Ping), b"");
+                            timers.pinged();
+                        }
+                        Some((_, d)) => return self.expired(d, &timers),
+                        None => {}
                     }
-                },
-                _ = sleep_opt(close_due) => return End::abnormal("client_timeout"),
-                _ = sleep_opt(keep.pong_due) => {
-                    core.bridge.log(level::WARN, &format!(
-                        "WebSocket keepalive timeout - no pong received within {}s",
-                        keep.timeout.map_or(0.0, |d| d.as_secs_f64())
-                    ));
-                    return End::abnormal("keepalive_timeout");
                 },
                 r = self.sd.changed() => if r.is_err() {
                     return self.ws_going_away(shared, close_sent).await;
@@ -456,11 +580,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
 
     /// The server is shutting down: tell the client (1001) and end; the app
     /// sees an abnormal close, as the spec asks for a shutdown.
-    async fn ws_going_away(
-        &mut self,
-        shared: &crate::server::ReqShared,
-        close_sent: bool,
-    ) -> Option<End> {
+    async fn ws_going_away(&mut self, shared: &ReqShared, close_sent: bool) -> Option<End> {
         if !close_sent {
             close_frame(&mut self.out, 1001, b"Server shutting down");
         }

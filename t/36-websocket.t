@@ -62,6 +62,15 @@ my $app = async sub {
         return;
     }
     die "early boom\n" if $path eq '/die-early';
+    if ($path eq '/deny-open' || $path eq '/deny-die') {
+        # A denial the app never finishes.
+        await $send->({ type => 'websocket.http.response.start', status => 401, headers => [] });
+        if ($path eq '/deny-die') {
+            await $send->({ type => 'websocket.http.response.body', body => 'x', more => 1 });
+            die "denial boom\n";
+        }
+        return;
+    }
 
     if ($path eq '/misc') {
         # A subprotocol that is not a token is refused before anything is sent.
@@ -80,6 +89,10 @@ my $app = async sub {
     return if $path eq '/return';
     die "late boom\n" if $path eq '/die-late';
 
+    if ($path eq '/close-then-send') {
+        await $send->({ type => 'websocket.close', code => 4001 });
+        await $send->({ type => 'websocket.send', text => 'after close' });
+    }
     if ($path eq '/server-close') {
         await $send->({ type => 'websocket.close', code => 4000, reason => 'done' });
     }
@@ -390,6 +403,27 @@ subtest 'denials and app failures' => sub {
         'warning for the app dying after accept') or diag("warnings: @warnings");
 };
 
+subtest 'unfinished denials and data after close' => sub {
+    %rec = ();
+    my $c = ws($server, '/deny-open?t=dopen');
+    my $r = $c->handshake;
+    is($r && $r->{status}, 401, 'denial started, app returned: the 401 goes out');
+    is($r && $r->{body}, '', 'with an empty body');
+
+    $c = ws($server, '/deny-die?t=ddie');
+    $r = $c->handshake;
+    is($r && $r->{status}, 500, 'denial started, app died: 500');
+
+    $c = accepted($server, '/close-then-send?t=cts', 'close then send');
+    my $f = $c->read_nonping(3);
+    is($f && $f->{code}, 4001, 'close frame 4001') or diag(dump_frame($f));
+    $c->send_close(4001, '');
+    $c->wait_close(3);
+    my @after;
+    while (my $g = $c->_take_frame) { push @after, $g->{opcode} }
+    is(\@after, [], 'no frame follows the close frame');
+};
+
 subtest 'client drops the connection' => sub {
     %rec = ();
     my $c = accepted($server, '/echo?t=drop', 'drop');
@@ -488,6 +522,45 @@ subtest 'write backpressure' => sub {
     $c->send_close(1000, '');
     $c->wait_close(3);
     stop($bs);
+};
+
+subtest 'a slow app holds up reading' => sub {
+    %rec = ();
+    my $ss = start_server($loop, app => $app, max_receive_queue => 0);
+    $hold{slow} = Future->new;
+    my $c = accepted($ss, '/hold?t=slow', 'slow app');
+    my $n = 200;
+    my $wire = join '', map { RawWS::build(0x82, flood_msg($_)) } 1 .. $n;
+    my ($off, $deadline) = (0, time + 1.5);
+    my $queued = 0;
+    while (time < $deadline && $off < length $wire) {
+        my $w = syswrite($c->sock, $wire, 65536, $off);
+        $off += $w if $w;
+        $loop->loop_once(0.01);
+        my ($obj) = values %{ $ss->{requests} };
+        $queued = @{ $obj->{queue} } if $obj && @{ $obj->{queue} } > $queued;
+    }
+    note(sprintf('client wrote %.1f MB; at most %d messages waited in Perl', $off / 1e6, $queued));
+    ok($queued < 40, 'reading paused: at most 1 MiB or so of messages waits for the app')
+        or diag("queued $queued");
+    $hold{slow}->done;
+    $c->write(substr($wire, $off)) if $off < length $wire;
+    my $received = sub { scalar grep { $_->{type} eq 'websocket.receive' } @{ $rec{slow}{events} } };
+    ok(pump_until($loop, 10, sub { $received->() >= $n }), "then all $n messages arrive")
+        or diag('received ' . $received->());
+    my @got = grep { $_->{type} eq 'websocket.receive' } @{ $rec{slow}{events} };
+    is(scalar(grep { $got[$_ - 1]{bytes} ne flood_msg($_) } 1 .. @got), 0, 'byte-exact, in order');
+    stop($ss);
+};
+
+subtest 'timers run while writes are stuck' => sub {
+    %rec = ();
+    my $ts = start_server($loop, app => $app, ws_idle_timeout => 1);
+    my $c = accepted($ts, '/flood?t=stuck', 'stuck', rcvbuf => 65536);
+    my $d = wait_disconnect('stuck', 6);
+    is($d && $d->{reason}, 'idle_timeout', 'the idle timeout fires although a write is pending');
+    is($d && $d->{code}, 1006, 'code 1006');
+    stop($ts);
 };
 
 subtest 'server shutdown with an open WebSocket' => sub {

@@ -457,19 +457,26 @@ ws_send(h, id, text, data)
   OUTPUT:
     RETVAL
 
+void
+ws_ack(h, id, n)
+    SV *h
+    UV id
+    UV n
+  CODE:
+    pagi_ws_ack(handle_of(aTHX_ h), (uint64_t)id, (size_t)n);
+
 int
-ws_close(h, id, code, reason, end)
+ws_close(h, id, code, reason)
     SV *h
     UV id
     UV code
     SV *reason
-    int end
   PREINIT:
     PagiServer *s; const char *d; STRLEN len;
   CODE:
     s = handle_of(aTHX_ h);
     d = SvPVbyte(reason, len);
-    RETVAL = pagi_ws_close(s, (uint64_t)id, (uint16_t)code, (const uint8_t *)d, len, end);
+    RETVAL = pagi_ws_close(s, (uint64_t)id, (uint16_t)code, (const uint8_t *)d, len);
     if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
   OUTPUT:
     RETVAL

@@ -51,8 +51,8 @@ int32_t pagi_parse_head(const uint8_t *buf, size_t len, size_t max_line, size_t 
 int32_t pagi_send_trailers(PagiServer *s, uint64_t id, const uint8_t *hdrs, size_t len,
                            const uint8_t **log, size_t *log_len);
 int32_t pagi_ws_send(PagiServer *s, uint64_t id, int32_t text, const uint8_t *data, size_t len);
-int32_t pagi_ws_close(PagiServer *s, uint64_t id, uint16_t code, const uint8_t *reason, size_t len,
-                      int32_t end);
+int32_t pagi_ws_close(PagiServer *s, uint64_t id, uint16_t code, const uint8_t *reason, size_t len);
+int32_t pagi_ws_ack(PagiServer *s, uint64_t id, size_t n);
 int32_t pagi_ws_keepalive(PagiServer *s, uint64_t id, double interval, double timeout);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
 int32_t pagi_buffered(PagiServer *s, uint64_t id);

@@ -315,7 +315,7 @@ sub _native_config {
         "max_connections=" . $self->effective_max_connections,
         map { "$_=" . ($self->{$_} // 0) }
             qw(max_body_size max_header_size max_header_count timeout request_timeout
-               max_ws_frame_size ws_idle_timeout));
+               max_receive_queue max_ws_frame_size ws_idle_timeout));
     push @lines, map { "listen=fd:$_" } @{ $self->{_inherited} || [] };
     for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {
@@ -471,6 +471,8 @@ sub _drain {
     my @r = PAGI::Server::Native::drain($h, 'http');
     my $reqs = $self->{requests};
     for (my $i = 0; $i < @r; $i += 4) {
+        # An app run by an earlier record may have released the core.
+        $h = $self->{native} or last;
         my ($kind, $id, $a, $b) = @r[$i .. $i + 3];
         if ($kind == 1) {
             ($b & 4) ? PAGI::Server::WebSocket::start($self, $id, $a)

@@ -5,6 +5,7 @@ use warnings;
 
 use Future;
 use Scalar::Util qw(weaken);
+use bytes ();    # bytes::length: a message's size on the wire
 
 use PAGI::Server::EventValidator;
 use PAGI::Server::Request;
@@ -43,7 +44,6 @@ sub start {
         waiters => [],
         gone    => undef,   # the websocket.disconnect event, once known
         done    => 0,       # the session is over on our side (ended or denied)
-        limit   => $server->{max_receive_queue},
     }, __PACKAGE__;
     weaken($self->{server});
     $server->{requests}{$id} = $self;
@@ -61,8 +61,10 @@ sub start {
 sub _receive {
     my ($self) = @_;
     return Future->done({ type => 'websocket.connect' }) unless $self->{connect_sent}++;
-    my $q = $self->{queue};
-    return Future->done(shift @$q) if @$q;
+    if (my $ev = shift @{ $self->{queue} }) {
+        $self->_taken($ev);
+        return Future->done($ev);
+    }
     return Future->done({ %{ $self->{gone} } }) if $self->{gone};
     return Future->done({ type => 'websocket.disconnect', code => 1006, reason => '' })
         if $self->{done};
@@ -71,23 +73,27 @@ sub _receive {
     return $f;
 }
 
-# WS_MESSAGE record: text arrives decoded, bytes raw.
+# WS_MESSAGE record: text arrives decoded, bytes raw. The core counts the
+# messages the app has not taken yet against max_receive_queue.
 sub message {
     my ($self, $data, $is_text) = @_;
     return if $self->{gone};
     my $ev = { type => 'websocket.receive', ($is_text ? 'text' : 'bytes') => $data };
     while (my $w = shift @{ $self->{waiters} }) {
         next if $w->is_ready;    # cancelled by the app
+        $self->_taken($ev);
         $w->done($ev);
         return;
     }
-    if ($self->{limit} > 0 && @{ $self->{queue} } >= $self->{limit}) {
-        # The app is not keeping up: shed the connection rather than memory.
-        PAGI::Server::Native::ws_close($self->{native}, $self->{id}, 1008, 'Message queue overflow', 1);
-        $self->disconnected('queue_overflow', 1008);
-        return;
-    }
     push @{ $self->{queue} }, $ev;
+}
+
+# The app has a message: the core may read on.
+sub _taken {
+    my ($self, $ev) = @_;
+    return if $self->{gone} || !$self->{native};
+    PAGI::Server::Native::ws_ack($self->{native}, $self->{id},
+        bytes::length($ev->{text} // $ev->{bytes}));
 }
 
 # DISCONNECT record, or the server going away. $code is undef when the
@@ -119,6 +125,12 @@ sub _live {
     return !$self->{done} && !$self->{gone};
 }
 
+# Messages may still go out: accepted, and no close frame sent.
+sub _open {
+    my ($self) = @_;
+    return $self->{accepted} && !$self->{closing} && $self->_live;
+}
+
 sub _send {
     my ($self, $ev) = @_;
     die "send requires an event hash reference\n" unless ref $ev eq 'HASH';
@@ -128,14 +140,14 @@ sub _send {
     if ($type eq 'websocket.send') {
         my $rc;
         if (defined $ev->{text}) {
-            return $DONE unless $self->{accepted} && $self->_live;
+            return $DONE unless $self->_open;
             $rc = PAGI::Server::Native::ws_send($h, $id, 1, _utf8_bytes($ev->{text}));
         }
         elsif (defined $ev->{bytes}) {
             my $bytes = $ev->{bytes};
             utf8::downgrade($bytes, 1)
                 or die "websocket.send: bytes must be a byte string, not characters\n";
-            return $DONE unless $self->{accepted} && $self->_live;
+            return $DONE unless $self->_open;
             $rc = PAGI::Server::Native::ws_send($h, $id, 0, $bytes);
         }
         else {
@@ -166,7 +178,8 @@ sub _send {
             unless $code =~ /\A[0-9]{4}\z/
                 && ($code =~ /\A100[0-3]\z/ || ($code >= 1007 && $code <= 1014)
                     || ($code >= 3000 && $code <= 4999));
-        PAGI::Server::Native::ws_close($h, $id, $code, _utf8_bytes($ev->{reason} // ''), 0);
+        return $DONE if $self->{closing}++;
+        PAGI::Server::Native::ws_close($h, $id, $code, _utf8_bytes($ev->{reason} // ''));
         return $DONE;
     }
     if ($type eq 'websocket.keepalive') {
@@ -182,9 +195,9 @@ sub _send {
     if ($type eq 'websocket.http.response.start') {
         # Only before accept; afterwards the spec says to ignore it.
         return $DONE if $self->{accepted} || $self->{denial} || !$self->_live;
-        my $status = $ev->{status};
-        die "websocket.http.response.start: status must be an integer between 100 and 599\n"
-            unless defined $status && $status =~ /\A[1-5][0-9][0-9]\z/;
+        my $status = $ev->{status} // 403;
+        die "websocket.http.response.start: status must be an integer between 200 and 599\n"
+            unless $status =~ /\A[2-5][0-9][0-9]\z/;
         $self->{denial} = {
             status  => $status,
             headers => [_checked_headers('websocket.http.response.start', $ev->{headers})],
@@ -247,34 +260,37 @@ sub _app_finished {
     my ($self, $f) = @_;
     delete $self->{app_future};
     $self->{app_done} = 1;
-    my $answered = $self->{accepted} || $self->{denial};
     if ($f->is_failed) {
         my ($err) = $f->failure;
         $err //= 'unknown error';
         warn "PAGI application error (WebSocket): $err" . ($err =~ /\n\z/ ? '' : "\n");
     }
-    elsif (!$answered && $self->_live) {
+    elsif (!$self->{accepted} && !$self->{denial} && $self->_live) {
         warn "PAGI application returned without accepting or rejecting the WebSocket\n";
     }
-    if ($self->_live) {
-        if (!$answered) {
-            $self->_deny(500, [['content-type', 'text/plain']], 'Internal Server Error');
-        }
-        elsif ($self->{accepted}) {
-            # A failed app's connection is closed with 1011, a finished one with 1000.
-            if ($f->is_failed) {
-                $self->{done} = 1;
-                PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1);
-            }
-            else {
-                $self->_send_body('', 0);
-            }
+    if (!$self->_live) {
+        if ($self->{gone} && $self->{accepted} && $self->{native}) {
+            # The client closed first: the session's access-log line is due now.
+            my (undef, $log) = PAGI::Server::Native::send_body($self->{native}, $self->{id}, '', 1);
+            $self->_log_access($log) if defined $log;
         }
     }
-    elsif ($self->{gone} && $self->{accepted} && $self->{native}) {
-        # The client closed first: the session's access-log line is due now.
-        my (undef, $log) = PAGI::Server::Native::send_body($self->{native}, $self->{id}, '', 1);
-        $self->_log_access($log) if defined $log;
+    elsif ($self->{accepted}) {
+        # A failed app's connection is closed with 1011, a finished one with 1000.
+        if ($f->is_failed) {
+            $self->{done} = 1;
+            PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1);
+        }
+        else {
+            $self->_send_body('', 0);
+        }
+    }
+    elsif (my $d = !$f->is_failed && $self->{denial}) {
+        # A denial the app left unfinished goes out with the body so far.
+        $self->_deny(@$d{qw(status headers body)});
+    }
+    else {
+        $self->_deny(500, [['content-type', 'text/plain']], 'Internal Server Error');
     }
     $self->{tstate}->_detach;
     $self->_forget;
