@@ -765,7 +765,10 @@ SSE idle handling.
 WebSocket limits. C<max_receive_queue> (1000; 0 = no limit) counts client
 messages waiting for the app's C<$receive>; one more closes the connection
 with code 1008 ("Message queue overflow") and the app sees reason
-C<queue_overflow> after the queued messages. C<max_ws_frame_size> (65536
+C<queue_overflow> after the queued messages. Whatever the limit, reading
+from a client pauses while 1 MiB of its messages waits for the app, so a
+slow app holds back the client instead of growing the server's memory.
+C<max_ws_frame_size> (65536
 bytes; 0 = no limit) is the largest frame payload a client may send; a
 larger frame is answered with close code 1009, the warning "PAGI connection
 error: ..." is logged and the app sees code 1009 with reason

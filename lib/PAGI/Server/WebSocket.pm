@@ -319,7 +319,9 @@ C<websocket.http.response.start> / C<websocket.http.response.body>.
 The Rust core reads and writes the frames. Client messages wait in a queue
 until the app receives them; over C<max_receive_queue> messages (0 = no
 limit) the connection is closed with code 1008 and the app sees reason
-C<queue_overflow>. A C<websocket.close> before C<websocket.accept> answers
+C<queue_overflow>; reading pauses while 1 MiB of messages waits. Once the
+app has sent C<websocket.close>, further C<websocket.send> events are
+no-ops. A C<websocket.close> before C<websocket.accept> answers
 the handshake with C<403 Forbidden>. An app that dies or returns before
 answering the handshake gets a C<500>; one that dies after accepting has its
 connection closed with code 1011, and one that returns without closing has
