@@ -394,10 +394,10 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             shared: shared.clone(),
             reason: "server_error",
         };
-        push_request(&core, &shared, &head, &self.peer);
         // A WebSocket handshake is answered by the app: 101 switches the
         // connection over; any other response ends it.
         let ws_key = head.websocket_key().map(<[u8]>::to_vec);
+        push_request(&core, &shared, &head, &self.peer, ws_key.is_some());
         let mut upgraded = false;
         let req = ReqInfo {
             version: head.version,

@@ -60,7 +60,14 @@ pub fn percent_decode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn push_request(core: &ServerCore, shared: &ReqShared, head: &Head, peer: &Peer) {
+/// `websocket`: the request is a WebSocket upgrade (`Head::websocket_key`).
+pub fn push_request(
+    core: &ServerCore,
+    shared: &ReqShared,
+    head: &Head,
+    peer: &Peer,
+    websocket: bool,
+) {
     let path = percent_decode(&head.raw_path);
     let mut flags = 0;
     if head.framing.is_empty() {
@@ -71,7 +78,7 @@ pub fn push_request(core: &ServerCore, shared: &ReqShared, head: &Head, peer: &P
     if std::str::from_utf8(&path).is_ok() {
         flags |= F_PATH_UTF8;
     }
-    if head.websocket_key().is_some() {
+    if websocket {
         flags |= F_WEBSOCKET;
     } else if wants_sse(&head.headers) {
         flags |= F_SSE;

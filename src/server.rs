@@ -124,6 +124,16 @@ impl ReqShared {
         }
     }
 
+    /// The app took `n` delivered bytes: the reader may go on.
+    fn consumed(&self, n: usize) {
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(n))
+            });
+        self.body_wake.notify_one();
+    }
+
     pub fn finish(&self) {
         self.fin.store(true, Ordering::SeqCst);
         self.body_wake.notify_one();
@@ -339,15 +349,13 @@ impl ServerCore {
     /// The app took a WebSocket message of `n` bytes; reading may go on.
     pub fn ws_ack(&self, id: u64, n: usize) {
         if let Some(slot) = self.reqs().get(&id) {
-            let sh = &slot.shared;
-            let less = |by: usize| move |u: usize| Some(u.saturating_sub(by));
-            let _ = sh
+            let _ = slot
+                .shared
                 .messages
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
-            let _ = sh
-                .unacked
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(n));
-            sh.body_wake.notify_one();
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                    Some(u.saturating_sub(1))
+                });
+            slot.shared.consumed(n);
         }
     }
 
@@ -434,14 +442,8 @@ impl ServerCore {
     /// body); the reader may go on.
     pub fn body_ack(&self, id: u64, n: usize) {
         if let Some(slot) = self.reqs().get(&id) {
-            let sh = &slot.shared;
-            sh.body_wanted.store(true, Ordering::SeqCst);
-            let _ = sh
-                .unacked
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                    Some(u.saturating_sub(n))
-                });
-            sh.body_wake.notify_one();
+            slot.shared.body_wanted.store(true, Ordering::SeqCst);
+            slot.shared.consumed(n);
         }
     }
 }

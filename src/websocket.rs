@@ -349,6 +349,13 @@ struct End {
 }
 
 impl End {
+    fn from_fail(f: &Fail) -> Option<End> {
+        Some(End {
+            code: f.code,
+            reason: Bytes::from_static(f.token.as_bytes()),
+        })
+    }
+
     fn abnormal(token: &'static str) -> Option<End> {
         Some(End {
             code: 1006,
@@ -375,20 +382,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
 
     /// Writes what is gathered, giving up when a timer runs out first.
     async fn ws_flush(&mut self, shared: &ReqShared, timers: &Timers) -> Result<(), Option<End>> {
-        let due = timers.next(true);
-        let flushed = match due {
-            Some((at, _)) => tokio::time::timeout_at(at, self.flush(shared)).await,
-            None => Ok(self.flush(shared).await),
+        let flushed = match timers.next(true) {
+            None => self.flush(shared).await,
+            Some((at, due)) => match tokio::time::timeout_at(at, self.flush(shared)).await {
+                Ok(r) => r,
+                Err(_) => return Err(self.expired(due, timers)),
+            },
         };
-        match (flushed, due) {
-            (Ok(Ok(())), _) => {
-                self.out.shrink_to(KEEP_CAPACITY);
-                Ok(())
-            }
-            (Ok(Err(stop)), _) => Err(End::abnormal(stop.reason())),
-            (Err(_), Some((_, d))) => Err(self.expired(d, timers)),
-            (Err(_), None) => Err(End::abnormal("write_timeout")),
-        }
+        flushed.map_err(|stop| End::abnormal(stop.reason()))?;
+        self.out.shrink_to(KEEP_CAPACITY);
+        Ok(())
     }
 
     /// A timer ran out: the end it means (pings are not handled here).
@@ -419,16 +422,31 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
     }
 
-    /// Ends the session after a close frame of our own.
-    async fn ws_fail(&mut self, shared: &ReqShared, timers: &Timers, f: Fail) -> Option<End> {
-        close_frame(&mut self.out, f.code, f.reason.as_bytes());
-        if let Err(end) = self.ws_flush(shared, timers).await {
-            return end;
+    /// Ends the session for a violation (or overflow), with a close frame
+    /// unless one went out already.
+    async fn ws_fail(
+        &mut self,
+        shared: &ReqShared,
+        timers: &Timers,
+        f: Fail,
+        close_sent: bool,
+    ) -> Option<End> {
+        if f.code == TOO_BIG.code {
+            self.core.bridge.log(
+                level::WARN,
+                &format!(
+                    "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, at most {MAX_FRAGMENTS} frames) - closing connection",
+                    self.core.cfg.max_ws_frame_size
+                ),
+            );
         }
-        Some(End {
-            code: f.code,
-            reason: Bytes::from_static(f.token.as_bytes()),
-        })
+        if !close_sent {
+            close_frame(&mut self.out, f.code, f.reason.as_bytes());
+            if let Err(end) = self.ws_flush(shared, timers).await {
+                return end;
+            }
+        }
+        End::from_fail(&f)
     }
 
     async fn ws_session(
@@ -443,34 +461,19 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let mut close_sent = false;
         loop {
             // Every complete frame already here, then whatever that queued.
-            while let Some(ev) = match reader.next(&mut self.buf) {
-                Ok(ev) => ev,
-                Err(f) => {
-                    if f.code == TOO_BIG.code {
-                        core.bridge.log(
-                            level::WARN,
-                            &format!(
-                                "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, at most {MAX_FRAGMENTS} frames) - closing connection",
-                                cfg.max_ws_frame_size
-                            ),
-                        );
-                    }
-                    if close_sent {
-                        return Some(End {
-                            code: f.code,
-                            reason: Bytes::from_static(f.token.as_bytes()),
-                        });
-                    }
-                    return self.ws_fail(shared, &timers, f).await;
-                }
-            } {
+            loop {
+                let ev = match reader.next(&mut self.buf) {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(f) => return self.ws_fail(shared, &timers, f, close_sent).await,
+                };
                 match ev {
                     Event::Message { text, data } => {
                         // The app's receive queue (max_receive_queue messages),
                         // counted until the app takes each message.
                         let waiting = shared.messages.load(Ordering::SeqCst);
                         if cfg.max_receive_queue > 0 && waiting >= cfg.max_receive_queue {
-                            return self.ws_fail(shared, &timers, QUEUE_FULL).await;
+                            return self.ws_fail(shared, &timers, QUEUE_FULL, close_sent).await;
                         }
                         shared.messages.fetch_add(1, Ordering::SeqCst);
                         shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
@@ -481,17 +484,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     Event::Ping(p) => frame(&mut self.out, OpCode::Control(Control::Pong), &p),
                     Event::Pong => timers.pong_due = None,
                     Event::Close(c) => {
-                        let (code, reason) = c.unwrap_or((1005, Bytes::new()));
                         if !close_sent {
-                            if code == 1005 {
-                                frame(&mut self.out, OpCode::Control(Control::Close), b"");
-                            } else {
-                                close_frame(&mut self.out, code, &reason);
+                            match &c {
+                                Some((code, reason)) => close_frame(&mut self.out, *code, reason),
+                                None => frame(&mut self.out, OpCode::Control(Control::Close), b""),
                             }
                             if let Err(end) = self.ws_flush(shared, &timers).await {
                                 return end;
                             }
                         }
+                        let (code, reason) = c.unwrap_or((1005, Bytes::new()));
                         return Some(End { code, reason });
                     }
                 }

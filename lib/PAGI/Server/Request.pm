@@ -186,6 +186,13 @@ sub disconnected {
     $self->{cstate}->_mark_disconnected($self->{gone}) if $self->{cstate};
     my $ev = $self->_disconnect_event;
     $_->done({%$ev}) for grep { !$_->is_ready } @{ delete $self->{waiters} || [] };
+    $self->_gone_for_good;
+}
+
+# After a disconnect: a pending $send is released, the transport state
+# stops reporting, and the request is forgotten once the app is done.
+sub _gone_for_good {
+    my ($self) = @_;
     if (my $d = delete $self->{drain_future}) {
         $d->done unless $d->is_ready;
     }

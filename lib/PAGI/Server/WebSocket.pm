@@ -39,7 +39,6 @@ sub start {
         server  => $server,
         native  => $server->{native},
         loop    => $server->{loop_cache},
-        ws      => 1,
         queue   => [],
         waiters => [],
         gone    => undef,   # the websocket.disconnect event, once known
@@ -107,12 +106,7 @@ sub disconnected {
         reason => $reason // '',
     };
     $_->done({%$ev}) for grep { !$_->is_ready } splice @{ $self->{waiters} };
-    if (my $d = delete $self->{drain_future}) {
-        $d->done unless $d->is_ready;
-    }
-    $self->{tstate}->_drained;
-    $self->{tstate}->_detach;
-    $self->_forget;
+    $self->_gone_for_good;
 }
 
 sub _keeps_slot {
@@ -224,6 +218,7 @@ sub _send {
 sub _utf8_bytes {
     my ($text) = @_;
     if (!utf8::is_utf8($text)) {
+        return $text unless $text =~ /[^\x00-\x7f]/;    # ASCII: nothing to check
         my $copy = $text;
         return $text if utf8::decode($copy);
     }
