@@ -17,6 +17,9 @@ use parent 'IO::Async::Notifier';
 use Carp ();
 use Future;
 use IO::Async::Handle;
+# Loaded here as the reference does: code that says only `use PAGI::Server`
+# may call IO::Async::Loop->new.
+use IO::Async::Loop;
 use Scalar::Util qw(weaken blessed);
 
 our $VERSION = '0.003000';
@@ -437,14 +440,40 @@ sub _banner {
         ($self->{ssl} ? 'disabled' : 'not available'));
 }
 
+# What an operator's signal does when this build does not act on it: the
+# server logs that it ignores it and keeps serving (it must never die or
+# stop). Workers ignore all of these silently (see PAGI::Server::Workers).
+my %IGNORED_SIGNAL = (
+    single => {
+        HUP  => 'graceful restart needs multi-worker mode (workers => N)',
+        USR2 => 'hot restart needs multi-worker mode (workers => N)',
+    },
+    master => {
+        HUP  => 'replacing the workers one by one is not built into this version yet',
+        TTIN => 'adding a worker at run time is not built into this version yet',
+        TTOU => 'removing a worker at run time is not built into this version yet',
+        USR2 => 'hot restart of the master is not built into this version yet',
+    },
+);
+
+# Watched through the loop, so a handler never runs inside the Rust core's
+# threads and never blocks the loop. The TERM/INT handlers stay attached
+# until shutdown has finished (see shutdown): a second TERM, or the INT that
+# Ctrl-C sends to every process of the group, then finds a handler instead
+# of the default action and cannot kill the process before lifespan
+# shutdown ran. A worker watches TERM only; its master coordinates INT.
 sub _install_signals {
     my ($self) = @_;
     return if $^O eq 'MSWin32';
     my $loop = $self->loop;
     weaken(my $weak = $self);
-    my $fired = 0;
     my $stop = sub {
-        return if $fired++ || !$weak;
+        my ($sig) = @_;
+        return unless $weak;
+        unless ($weak->{running}) {
+            $weak->_log(info => "Received SIG$sig while shutting down; still finishing the shutdown");
+            return;
+        }
         my $l = $weak->loop;
         # Keep the chain alive until it stops the loop.
         $weak->{signal_shutdown} = $weak->shutdown->on_ready(sub {
@@ -453,14 +482,24 @@ sub _install_signals {
             $l->stop if $l;
         });
     };
-    $self->{signal_ids} = [
-        map { [$_, $loop->attach_signal($_ => $stop)] } qw(TERM INT)
+    my $role = $self->{_worker} ? 'worker' : $self->{worker_pids} ? 'master' : 'single';
+    my %handler = (TERM => $stop, ($role eq 'worker' ? () : (INT => $stop)));
+    for my $sig (keys %{ $IGNORED_SIGNAL{$role} || {} }) {
+        my $why = $IGNORED_SIGNAL{$role}{$sig};
+        $handler{$sig} = sub {
+            $weak->_log(warn => "Received SIG$sig: $why; ignoring it and serving on") if $weak;
+        };
+    }
+    $self->{signal_loop} = $loop;
+    $self->{signal_ids}  = [
+        map { my $sig = $_; [$sig, $loop->attach_signal($sig => sub { $handler{$sig}->($sig) })] }
+            sort keys %handler
     ];
 }
 
 sub _remove_signals {
     my ($self) = @_;
-    my $loop = $self->loop or return;
+    my $loop = delete $self->{signal_loop} or return;
     $loop->detach_signal(@$_) for @{ delete $self->{signal_ids} || [] };
 }
 
@@ -512,7 +551,6 @@ sub shutdown {
     $self->{running} = 0;
     my $loop = $self->loop;
     my $h    = $self->{native};
-    $self->_remove_signals;
 
     my $idle = $self->{idle_future} = $loop->new_future;
     PAGI::Server::Native::shutdown($h, 1);
@@ -538,7 +576,11 @@ sub shutdown {
                 if $weak && $r && !$r->{ok};
             return Future->done;
         });
-    })->then(sub { Future->done($weak) });
+    })->then(sub {
+        # Only now: see _install_signals.
+        $weak->_remove_signals if $weak;
+        return Future->done($weak);
+    });
 }
 
 # Stops the Rust side at once and releases its threads and sockets.
@@ -560,9 +602,9 @@ sub _release_native {
 
 sub _remove_from_loop {
     my ($self, $loop) = @_;
+    $self->_remove_signals;
     if ($self->{native}) {
         $self->{running} = 0;
-        $self->_remove_signals;
         PAGI::Server::Native::shutdown($self->{native}, 2);
         $self->_release_native;
     }
@@ -582,7 +624,7 @@ sub DESTROY {
 # ------------------------------------------------------------------- run
 
 sub run {
-    my ($self) = @_;
+    my ($self, %opt) = @_;
     my $loop = $self->_create_loop;
     $loop->add($self);
     my $ok = eval { $self->listen->get; 1 };
@@ -593,6 +635,9 @@ sub run {
         die "Error: Permission denied to bind to port $port\n" if $err =~ /Permission denied/i;
         die "Error starting server: $err\n";
     }
+    # PAGI::Server::Runner's --daemonize tells its launcher here that the
+    # server is bound and lifespan startup is done.
+    $opt{_on_ready}->($self) if $opt{_on_ready};
     $loop->run;
     die "All workers failed to start; no workers remain\n" if $self->{_workers_failed};
     return $self;

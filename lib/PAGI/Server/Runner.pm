@@ -19,7 +19,7 @@ my @OPTION_SPECS = (
     'e=s'                 => 'eval',
     'I|lib=s@'            => 'libs',
     'M=s@'                => 'modules',
-    'o|host=s'            => 'host',
+    'h|o|host=s'          => 'host',
     'p|port=i'            => 'port',
     's|server=s'          => 'server',
     'E|env=s'             => 'env',
@@ -89,14 +89,36 @@ sub run {
     $self->prepare_app;
     my $server = $self->load_server;
 
-    $self->_daemonize               if $self->{daemonize};
-    if (defined $self->{pid_file}) {
-        $self->_write_pid_file($self->{pid_file});
-        $PID_FILE_OWNER = $self;    # the END block removes it on any exit
-    }
-    $self->_drop_privileges         if $self->{user} || $self->{group};
+    # From here on a daemon reports to its launcher, which is still on the
+    # terminal and exits only once it knows whether the server came up.
+    $self->{_launcher} = $self->_daemonize if $self->{daemonize};
+    my $ok = eval {
+        if (defined $self->{pid_file}) {
+            $self->_write_pid_file($self->{pid_file});
+            $PID_FILE_OWNER = $self;    # the END block removes it on any exit
+        }
+        $self->_drop_privileges if $self->{user} || $self->{group};
 
-    $server->run;
+        my @run;
+        if ($self->{_launcher}) {
+            my $ready = sub { $self->_report_to_launcher("ready $$\n") };
+            # PAGI::Server says when it is bound and started; another server
+            # class is taken as ready when its run is called.
+            if (Scalar::Util::blessed($server) && $server->isa('PAGI::Server')) {
+                @run = (_on_ready => $ready);
+            }
+            else {
+                $ready->();
+            }
+        }
+        $server->run(@run);
+        1;
+    };
+    unless ($ok) {
+        my $err = $@;
+        $self->_report_to_launcher("error\n$err");
+        die $err;
+    }
 
     $self->_remove_pid_file;
     return;
@@ -444,7 +466,7 @@ Runner options:
   -e CODE                  inline app code returning a coderef
   -M MODULE[=a,b]          load MODULE (and import a,b) before -e; repeatable
   -I, --lib DIR            prepend DIR to @INC; repeatable
-  -o, --host HOST          address to bind (default 127.0.0.1)
+  -h, -o, --host HOST      address to bind (default 127.0.0.1)
   -p, --port PORT          port to bind (default 5000; 0 picks a free port)
   -s, --server CLASS       server class (default PAGI::Server)
   -E, --env MODE           development, production or none
@@ -492,12 +514,29 @@ sub _show_version {
 
 # ------------------------------------------------------- process handling
 
+# Detaches (two forks and a new session). The launcher - the process the
+# user started - stays on the terminal until the daemon reports through a
+# pipe that it serves ("ready PID") or why it could not ("error" and the
+# message), then exits 0 or prints the message and exits 1. Nothing is bound
+# before the forks, so no Rust runtime ever exists in a process that forks
+# here; the daemon binds, and a busy port still reaches the terminal.
+# Returns, in the daemon, the write end of that pipe.
 sub _daemonize {
     my ($self) = @_;
 
+    pipe(my $from_daemon, my $to_launcher) or die "Cannot create a pipe for --daemonize: $!\n";
     my $first = fork;
     die "Cannot fork to daemonize: $!\n" unless defined $first;
-    _leave() if $first;
+    if ($first) {
+        close $to_launcher;
+        my $code = $self->_await_daemon($from_daemon, $first);
+        STDOUT->flush;
+        STDERR->flush;
+        # The launcher leaves without END blocks or destructors: they
+        # belong to the daemon.
+        POSIX::_exit($code);
+    }
+    close $from_daemon;
 
     POSIX::setsid() != -1 or die "Cannot start a new session: $!\n";
 
@@ -510,7 +549,38 @@ sub _daemonize {
     open STDIN,  '<', '/dev/null' or die "Cannot reopen STDIN: $!\n";
     open STDOUT, '>', '/dev/null' or die "Cannot reopen STDOUT: $!\n";
     open STDERR, '>', '/dev/null' or die "Cannot reopen STDERR: $!\n";
-    return $$;
+    return $to_launcher;
+}
+
+# In the launcher: waits for the daemon's report; returns the exit code.
+sub _await_daemon {
+    my ($self, $fh, $child) = @_;
+    waitpid $child, 0;    # the intermediate process leaves at once
+    my $first = readline $fh;
+    if (defined $first && $first =~ /\Aready ([0-9]+)\n\z/) {
+        print STDERR "PAGI server running in the background as PID $1\n" unless $self->{quiet};
+        return 0;
+    }
+    my $rest = do { local $/; readline $fh } // '';
+    my $msg = defined $first && $first eq "error\n" && length $rest
+        ? $rest
+        : "The daemon exited before it was serving (it reported no reason)\n";
+    $msg .= "\n" unless $msg =~ /\n\z/;
+    print STDERR $msg;
+    return 1;
+}
+
+# In the daemon: tells the launcher once, then lets it go.
+sub _report_to_launcher {
+    my ($self, $msg) = @_;
+    my $fh = delete $self->{_launcher} or return;
+    while (length $msg) {
+        my $n = syswrite $fh, $msg;
+        last unless $n;    # the launcher is gone: nobody left to tell
+        substr($msg, 0, $n, '');
+    }
+    close $fh;
+    return;
 }
 
 # Exit an intermediate process without running END blocks or destructors
@@ -845,9 +915,10 @@ comma-separated names when given. May be repeated.
 Put DIR at the front of C<@INC> before anything is loaded. May be
 repeated; the first one given ends up first.
 
-=item B<-o>, B<--host> HOST
+=item B<-h>, B<-o>, B<--host> HOST
 
-Address to listen on. Default C<127.0.0.1>, so only local clients can
+Address to listen on (C<-h> is the spelling of earlier releases; help is
+only C<--help>). Default C<127.0.0.1>, so only local clients can
 connect until you say otherwise (C<0.0.0.0>, C<::>).
 
 =item B<-p>, B<--port> PORT
@@ -880,9 +951,12 @@ No access log at all.
 
 After the app and server are built, detach from the terminal (two forks
 and a new session), change to C</>, set the umask to C<022> and point
-standard input and output and error at F</dev/null>. Problems found later,
-such as a port already in use, can then only be seen in logs you set up
-yourself.
+standard input and output and error at F</dev/null>. The command you ran
+waits until the daemon is listening and its lifespan startup is done
+(with C<--workers>, until the workers are forked), then exits 0 and, unless
+C<--quiet>, prints the daemon's process id. If the daemon cannot start - a
+port already in use, a failed lifespan startup, a PID file it cannot write
+- the command prints the same message as without C<-D> and exits 1.
 
 =item B<--pid> FILE
 

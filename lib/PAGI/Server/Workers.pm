@@ -4,6 +4,7 @@ use strict;
 use warnings;
 
 use Future;
+use IO::Async::Handle;
 use POSIX ();
 use Scalar::Util qw(weaken);
 
@@ -40,6 +41,11 @@ sub start {
         push @bound, $where;
     }
     $server->_note_bound(@bound);
+    # Only this process holds the write end; each worker watches the read
+    # end and sees end-of-file when the master is gone, however it died.
+    pipe(my $lifeline_r, my $lifeline_w)
+        or return Future->fail("Cannot create the workers' lifeline pipe: $!\n");
+    $server->{_lifeline}       = [ $lifeline_r, $lifeline_w ];
     $server->{_worker_sockets} = \@inherited;
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
@@ -91,12 +97,15 @@ sub _reap {
 sub _run_worker {
     my ($parent, $num) = @_;
     return 1 unless $parent;
-    $SIG{INT} = 'IGNORE';    # the parent alone reacts to Ctrl-C
+    # The parent alone reacts to Ctrl-C; operator signals meant for the
+    # master (HUP, TTIN, TTOU, USR2) must not kill or stop a worker.
+    $SIG{$_} = 'IGNORE' for qw(INT HUP TTIN TTOU USR2);
     # A TERM that arrives before listen has installed the server's handler
     # is remembered, so startup still ends in a clean shutdown.
     my $term = 0;
     local $SIG{TERM} = sub { $term = 1 };
     my $loop = IO::Async::Loop->new;
+    _watch_master($loop, $parent, $num);
     my %opt = map { exists $parent->{$_} ? ($_ => $parent->{$_}) : () } @PASSED;
     my $worker = PAGI::Server->new(
         %opt,
@@ -122,6 +131,33 @@ sub _run_worker {
     return 0;
 }
 
+# A worker never outlives its master: when the lifeline pipe reaches EOF
+# (the master exited or was killed, even by SIGKILL) the worker shuts down
+# as on SIGTERM: it stops accepting, finishes its requests within
+# shutdown_timeout, runs lifespan shutdown and exits.
+sub _watch_master {
+    my ($loop, $parent, $num) = @_;
+    my ($r, $w) = @{ $parent->{_lifeline} };
+    close $w;
+    my $master = getppid;
+    my $watch;
+    $watch = IO::Async::Handle->new(
+        read_handle   => $r,
+        on_read_ready => sub {
+            my $n = sysread $r, my $buf, 64;
+            return if !defined $n && ($!{EAGAIN} || $!{EINTR});
+            $loop->remove($watch);
+            undef $watch;
+            warn "PAGI Server worker $num ($$): master process $master is gone, shutting down\n";
+            # The same path as SIGTERM: before listen has installed the
+            # server's handler, _run_worker's own handler notes it.
+            kill TERM => $$;
+        },
+    );
+    $loop->add($watch);
+    return;
+}
+
 # Stops every worker (TERM, then KILL after shutdown_timeout) and releases
 # the listeners. Returns a Future.
 sub shutdown {
@@ -129,7 +165,6 @@ sub shutdown {
     my $loop = $server->loop;
     $server->{running}       = 0;
     $server->{shutting_down} = 1;
-    $server->_remove_signals;
     my @pids = keys %{ $server->{worker_pids} };
     kill TERM => @pids if @pids;
     my $gone = $server->{_workers_gone} = $loop->new_future;
@@ -145,7 +180,10 @@ sub shutdown {
         }),
     )->then(sub {
         return Future->done unless $weak;
+        # Only now: a second TERM or INT while workers drain is absorbed.
+        $weak->_remove_signals;
         close $_ for @{ delete $weak->{_worker_sockets} || [] };
+        close $_ for @{ delete $weak->{_lifeline} || [] };
         for my $l (grep { $_->{type} eq 'unix' } @{ $weak->{listeners} }) {
             unlink $l->{path} if -S $l->{path};
         }
