@@ -1,0 +1,140 @@
+use strict;
+use warnings;
+
+# Signals sent to real pagi-server processes:
+# - a second TERM, or INT reaching every process of the group (Ctrl-C),
+#   while a server drains never kills it before lifespan shutdown ran, in
+#   a single-process server and in a multi-worker server's workers;
+# - HUP, TTIN, TTOU and USR2 never kill or stop a master or its workers;
+#   the master and a single-process server log that they ignore them and
+#   keep serving.
+# Every wait is bounded; every process is killed by PID at the end.
+
+use Test2::V0;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use POSIX qw(WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG);
+use Time::HiRes qw(sleep);
+use ProcTest qw(spawn_cli reap wait_until children_of alive proc_state slurp
+                listening_port open_request read_response http_get write_file tmpdir);
+
+my $APP = write_file('app.pl', "use ProcApp; ProcApp::app();\n");
+
+sub lines_of {
+    my ($log, $word) = @_;
+    return grep { /^\Q$word\E / } split /\n/, slurp($log);
+}
+
+sub how_it_ended {
+    my ($status) = @_;
+    return 'still running'             unless defined $status;
+    return 'exit ' . WEXITSTATUS($status) if WIFEXITED($status);
+    return 'killed by signal ' . WTERMSIG($status) if WIFSIGNALED($status);
+    return "status $status";
+}
+
+# Starts pagi-server in its own process group; returns its handle and port.
+sub start_server {
+    my ($log, @args) = @_;
+    my $p = spawn_cli(
+        pgrp => 1,
+        env  => { T_LOG => $log, PAGI_ENV => 'production' },
+        args => [ '-p', 0, '--shutdown-timeout', 5, @args, $APP ],
+    );
+    my $port = listening_port($p->{err}, 15);
+    return ($p, $port);
+}
+
+subtest 'single process: more TERM and INT while draining' => sub {
+    my $log = tmpdir() . '/single.log';
+    my ($p, $port) = start_server($log);
+    ok($port, 'server is listening') or return diag slurp($p->{err});
+    ok(wait_until(10, sub { lines_of($log, 'startup') == 1 }), 'lifespan started');
+
+    my $slow = open_request($port, '/slow');
+    ok(wait_until(5, sub { lines_of($log, 'slow') == 1 }), 'slow request is running');
+
+    kill TERM => $p->{pid};
+    sleep 0.3;
+    kill TERM => $p->{pid};
+    sleep 0.1;
+    kill INT => -$p->{pid};    # Ctrl-C: the whole process group
+    sleep 0.1;
+    ok(alive($p->{pid}), 'still alive while the request drains');
+
+    my $resp = read_response($slow, 10);
+    like($resp, qr{\AHTTP/1\.1 200 .*done /slow}s, 'the request in flight completed');
+    my $status = reap($p->{pid}, 10);
+    is(how_it_ended($status), 'exit 0', 'server ended by itself, not by a signal');
+    is(scalar lines_of($log, 'shutdown'), 1, 'lifespan shutdown ran');
+};
+
+subtest 'workers: Ctrl-C twice while draining' => sub {
+    my $log = tmpdir() . '/workers-int.log';
+    my ($p, $port) = start_server($log, '-w', 2);
+    ok($port, 'master is listening') or return diag slurp($p->{err});
+    ok(wait_until(10, sub { lines_of($log, 'startup') == 2 }), 'both workers started');
+    my @workers = children_of($p->{pid});
+    is(scalar @workers, 2, 'two workers');
+
+    my $slow = open_request($port, '/slow');
+    ok(wait_until(5, sub { lines_of($log, 'slow') == 1 }), 'slow request is running');
+
+    kill INT => -$p->{pid};
+    sleep 0.3;
+    kill INT => -$p->{pid};
+    sleep 0.1;
+    kill TERM => @workers;
+    sleep 0.1;
+
+    my $resp = read_response($slow, 10);
+    like($resp, qr{\AHTTP/1\.1 200 .*done /slow}s, 'the request in flight completed');
+    my $status = reap($p->{pid}, 15);
+    is(how_it_ended($status), 'exit 0', 'master ended by itself, not by a signal');
+    is([ sort map { (split / /)[1] } lines_of($log, 'shutdown') ], [ sort @workers ],
+        'every worker ran lifespan shutdown');
+    ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker left');
+};
+
+subtest 'workers: HUP, TTIN, TTOU and USR2 neither kill nor stop' => sub {
+    my $log = tmpdir() . '/workers-hup.log';
+    my ($p, $port) = start_server($log, '-w', 2);
+    ok($port, 'master is listening') or return diag slurp($p->{err});
+    ok(wait_until(10, sub { lines_of($log, 'startup') == 2 }), 'both workers started');
+    my @workers = children_of($p->{pid});
+    is(scalar @workers, 2, 'two workers');
+
+    for my $sig (qw(HUP TTIN TTOU USR2)) {
+        kill $sig => $p->{pid};
+        kill $sig => $workers[0];
+        ok(wait_until(5, sub { slurp($p->{err}) =~ /SIG$sig\b.*ignor/ }), "master logs that it ignores $sig");
+        sleep 0.2;
+        for my $pid ($p->{pid}, @workers) {
+            my $state = proc_state($pid) // 'gone';
+            ok($state ne 'gone' && $state ne 'Z' && $state ne 'T', "after $sig, $pid is alive and not stopped ($state)");
+        }
+        is([ children_of($p->{pid}) ], [ sort { $a <=> $b } @workers ], "after $sig, the same workers serve");
+        like(http_get($port, '/'), qr{\AHTTP/1\.1 200 }, "after $sig, requests are served");
+    }
+
+    kill TERM => $p->{pid};
+    is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', 'TERM still stops the master');
+    ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker left');
+};
+
+subtest 'single process: HUP and USR2 are logged and ignored' => sub {
+    my $log = tmpdir() . '/single-hup.log';
+    my ($p, $port) = start_server($log);
+    ok($port, 'server is listening') or return diag slurp($p->{err});
+    for my $sig (qw(HUP USR2)) {
+        kill $sig => $p->{pid};
+        ok(wait_until(5, sub { slurp($p->{err}) =~ /SIG$sig\b.*ignor/ }), "logs that it ignores $sig");
+        ok(alive($p->{pid}), "alive after $sig");
+        like(http_get($port, '/'), qr{\AHTTP/1\.1 200 }, "after $sig, requests are served");
+    }
+    kill TERM => $p->{pid};
+    is(how_it_ended(reap($p->{pid}, 10)), 'exit 0', 'TERM still stops it');
+    is(scalar lines_of($log, 'shutdown'), 1, 'lifespan shutdown ran');
+};
+
+done_testing;

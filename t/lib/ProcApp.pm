@@ -1,0 +1,54 @@
+package ProcApp;
+
+# The app that the process tests run (through pagi-server, as a file that
+# returns ProcApp::app()). It writes "startup PID" and "shutdown PID" to the
+# file in T_LOG during lifespan and "slow PID" when a request for /slow
+# begins; /slow answers after T_SLOW seconds (default 1.5), anything else
+# at once. T_FAIL_STARTUP=1 refuses lifespan startup.
+
+use strict;
+use warnings;
+
+use Future::AsyncAwait;
+use IO::Async::Loop;
+
+sub note_line {
+    my ($line) = @_;
+    my $log = $ENV{T_LOG} or return;
+    open my $fh, '>>', $log or die "open $log: $!";
+    syswrite $fh, "$line\n";
+    close $fh;
+}
+
+sub app {
+    return async sub {
+        my ($scope, $receive, $send) = @_;
+        if ($scope->{type} eq 'lifespan') {
+            while (1) {
+                my $ev = await $receive->();
+                if ($ev->{type} eq 'lifespan.startup') {
+                    if ($ENV{T_FAIL_STARTUP}) {
+                        await $send->({ type => 'lifespan.startup.failed', message => 'startup refused by the test app' });
+                        return;
+                    }
+                    note_line("startup $$");
+                    await $send->({ type => 'lifespan.startup.complete' });
+                }
+                elsif ($ev->{type} eq 'lifespan.shutdown') {
+                    note_line("shutdown $$");
+                    await $send->({ type => 'lifespan.shutdown.complete' });
+                    return;
+                }
+            }
+        }
+        if ($scope->{path} eq '/slow') {
+            note_line("slow $$");
+            await IO::Async::Loop->new->delay_future(after => $ENV{T_SLOW} // 1.5);
+        }
+        await $send->({ type => 'http.response.start', status => 200,
+            headers => [ [ 'content-type', 'text/plain' ] ] });
+        await $send->({ type => 'http.response.body', body => "done $scope->{path} $$" });
+    };
+}
+
+1;

@@ -1,0 +1,223 @@
+package ProcTest;
+
+# Test helper for tests that run servers as separate processes: start
+# bin/pagi-server (or perl code) with the same modules this test loaded,
+# find a process's children through /proc, wait with a time bound, talk
+# plain HTTP with blocking sockets and bounded reads, and kill by PID every
+# process that was started or seen, even when the test dies.
+#
+# PAGI_TEST_BIN names the pagi-server script to run (default: this
+# checkout's bin/pagi-server), so a test can be pointed at another build:
+#   PAGI_TEST_BIN=/tmp/baseline/blib/script/pagi-server \
+#     prove -I/tmp/baseline/blib/lib -I/tmp/baseline/blib/arch t/X.t
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Spec;
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use IO::Socket::UNIX;
+use POSIX qw(WNOHANG);
+use Socket qw(SOCK_STREAM);
+use Time::HiRes qw(sleep time);
+
+our @EXPORT_OK = qw(
+    spawn spawn_cli reap wait_until children_of alive proc_state watch
+    slurp listening_port open_request read_response http_get write_file
+    tmpdir pids_with_arg
+);
+
+my $ROOT = abs_path(dirname(__FILE__) . '/../..');
+my $MAIN = $$;
+my $TMP  = tempdir(CLEANUP => 1);
+my %SEEN;       # every pid started or observed, killed at the end
+my %REAPABLE;   # our own children, still to be reaped
+
+sub tmpdir { $TMP }
+
+sub cli_path { $ENV{PAGI_TEST_BIN} // "$ROOT/bin/pagi-server" }
+
+# The child perl sees exactly the modules this test loads.
+sub _inc { return map { "-I$_" } grep { !ref } @INC }
+
+sub write_file {
+    my ($name, $text) = @_;
+    my $path = File::Spec->catfile($TMP, $name);
+    open my $fh, '>', $path or die "write $path: $!";
+    print {$fh} $text;
+    close $fh or die "close $path: $!";
+    return $path;
+}
+
+sub slurp {
+    my ($path) = @_;
+    open my $fh, '<', $path or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+# spawn(argv => [...], env => {...}, pgrp => 1): runs $^X with this test's
+# @INC and the given arguments; stdout/stderr go to files. With pgrp the
+# child leads a new process group (as a shell job would).
+sub spawn {
+    my (%o) = @_;
+    my $base = File::Spec->catfile($TMP, 'proc.' . int(rand 1e9));
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        setpgrp(0, 0) if $o{pgrp};
+        %ENV = (%ENV, %{ $o{env} || {} });
+        open STDIN,  '<', '/dev/null'    or POSIX::_exit(127);
+        open STDOUT, '>', "$base.stdout" or POSIX::_exit(127);
+        open STDERR, '>', "$base.stderr" or POSIX::_exit(127);
+        { exec $^X, _inc(), @{ $o{argv} } }
+        print STDERR "exec $^X: $!\n";
+        POSIX::_exit(127);
+    }
+    $SEEN{$pid} = $REAPABLE{$pid} = 1;
+    return { pid => $pid, out => "$base.stdout", err => "$base.stderr" };
+}
+
+sub spawn_cli {
+    my (%o) = @_;
+    return spawn(%o, argv => [ cli_path(), @{ $o{args} } ]);
+}
+
+# Waits at most $secs for our child $pid; returns the raw wait status or
+# undef if it is still running.
+sub reap {
+    my ($pid, $secs) = @_;
+    return undef unless $REAPABLE{$pid};
+    my $deadline = time + ($secs // 0);
+    while (1) {
+        my $got = waitpid $pid, WNOHANG;
+        if ($got == $pid) {
+            delete $REAPABLE{$pid};
+            return $?;
+        }
+        return undef if time >= $deadline;
+        sleep 0.05;
+    }
+}
+
+sub wait_until {
+    my ($secs, $cond) = @_;
+    my $deadline = time + $secs;
+    while (time < $deadline) {
+        return 1 if $cond->();
+        sleep 0.05;
+    }
+    return $cond->() ? 1 : 0;
+}
+
+# One-letter state from /proc (R, S, T, Z, ...), undef if gone.
+sub proc_state {
+    my ($pid) = @_;
+    open my $fh, '<', "/proc/$pid/stat" or return undef;
+    my $stat = <$fh> // return undef;
+    my ($state) = $stat =~ /\) (\S)/;
+    return $state;
+}
+
+# Alive and not a zombie.
+sub alive {
+    my ($pid) = @_;
+    my $s = proc_state($pid);
+    return defined $s && $s ne 'Z' && $s ne 'X' ? 1 : 0;
+}
+
+sub children_of {
+    my ($ppid) = @_;
+    my @kids;
+    opendir my $dh, '/proc' or return ();
+    for my $pid (grep { /\A[0-9]+\z/ } readdir $dh) {
+        open my $fh, '<', "/proc/$pid/stat" or next;
+        my $stat = <$fh> // next;
+        my ($state, $parent) = $stat =~ /\) (\S) ([0-9]+)/ or next;
+        push @kids, $pid if $parent == $ppid && $state ne 'Z';
+    }
+    watch(@kids);
+    return sort { $a <=> $b } @kids;
+}
+
+# Live processes whose command line contains $text (e.g. a temp path).
+sub pids_with_arg {
+    my ($text) = @_;
+    my @found;
+    opendir my $dh, '/proc' or return ();
+    for my $pid (grep { /\A[0-9]+\z/ } readdir $dh) {
+        next if $pid == $$;
+        open my $fh, '<', "/proc/$pid/cmdline" or next;
+        my $cmd = do { local $/; <$fh> } // next;
+        push @found, $pid if index($cmd, $text) >= 0 && alive($pid);
+    }
+    watch(@found);
+    return @found;
+}
+
+# Remembers pids to kill at the end.
+sub watch { $SEEN{$_} = 1 for @_; return @_ }
+
+# The port from a server's "listening on http://HOST:PORT/" banner.
+sub listening_port {
+    my ($errfile, $secs) = @_;
+    my $port;
+    wait_until($secs // 10, sub {
+        ($port) = slurp($errfile) =~ m{listening on http://[^ ]*:([0-9]+)/};
+        defined $port;
+    });
+    return $port;
+}
+
+# Connects (TCP port or Unix socket path) and sends one request.
+sub open_request {
+    my ($where, $path, %o) = @_;
+    my $sock = $where =~ /\A[0-9]+\z/
+        ? IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $where, Proto => 'tcp', Timeout => 5)
+        : IO::Socket::UNIX->new(Peer => $where, Type => SOCK_STREAM);
+    return undef unless $sock;
+    my $req = "GET $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    syswrite($sock, $req) == length $req or return undef;
+    return $sock;
+}
+
+# Reads until EOF or $secs pass; returns what arrived.
+sub read_response {
+    my ($sock, $secs) = @_;
+    my $buf = '';
+    my $sel = IO::Select->new($sock);
+    my $deadline = time + $secs;
+    while ((my $left = $deadline - time) > 0) {
+        last unless $sel->can_read($left);
+        my $n = sysread $sock, $buf, 65536, length $buf;
+        last unless $n;
+    }
+    close $sock;
+    return $buf;
+}
+
+sub http_get {
+    my ($where, $path, $secs) = @_;
+    my $sock = open_request($where, $path) or return '';
+    return read_response($sock, $secs // 5);
+}
+
+sub _kill_everything {
+    return unless $$ == $MAIN;
+    my @left = grep { alive($_) } keys %SEEN;
+    kill KILL => @left if @left;
+    for my $pid (keys %REAPABLE) {
+        waitpid $pid, 0 if kill 0, $pid;
+    }
+}
+
+END {
+    local ($!, $?);
+    _kill_everything();
+}
+
+1;
