@@ -636,10 +636,17 @@ sub run {
         die "Error starting server: $err\n";
     }
     # PAGI::Server::Runner's --daemonize tells its launcher here that the
-    # server is bound and lifespan startup is done.
-    $opt{_on_ready}->($self) if $opt{_on_ready};
+    # server is bound and lifespan startup is done (in a worker, with
+    # workers => N).
+    if (my $ready = $opt{_on_ready}) {
+        my $workers = $self->{_workers_ready};
+        $workers ? $workers->on_done(sub { $ready->($self) }) : $ready->($self);
+    }
     $loop->run;
-    die "All workers failed to start; no workers remain\n" if $self->{_workers_failed};
+    if ($self->{_workers_failed}) {
+        my $why = $self->{_startup_failure};
+        die "All workers failed to start; no workers remain" . ($why ? " ($why)" : '') . "\n";
+    }
     return $self;
 }
 

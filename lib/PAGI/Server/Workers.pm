@@ -5,6 +5,7 @@ use warnings;
 
 use Future;
 use IO::Async::Handle;
+use IO::Async::Stream;
 use POSIX ();
 use Scalar::Util qw(weaken);
 
@@ -46,6 +47,7 @@ sub start {
     pipe(my $lifeline_r, my $lifeline_w)
         or return Future->fail("Cannot create the workers' lifeline pipe: $!\n");
     $server->{_lifeline}       = [ $lifeline_r, $lifeline_w ];
+    _watch_startup_reports($server) or return Future->fail("Cannot create the workers' report pipe: $!\n");
     $server->{_worker_sockets} = \@inherited;
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
@@ -53,6 +55,40 @@ sub start {
     $server->_install_signals;    # TERM/INT reach shutdown, which stops the workers
     $server->_log(info => $server->_banner . " workers: $server->{workers}");
     return Future->done($server);
+}
+
+# Workers tell the master, one line each through a shared pipe, whether
+# their lifespan startup succeeded ("ready N") or why not ("failed N
+# REASON"). The first "ready" completes $server->{_workers_ready} (the
+# daemon's launcher waits for it); the first reason is kept for the message
+# given when every worker failed.
+sub _watch_startup_reports {
+    my ($server) = @_;
+    pipe(my $r, my $w) or return 0;
+    $server->{_reports}       = [ $r, $w ];
+    $server->{_workers_ready} = $server->loop->new_future;
+    weaken(my $weak = $server);
+    my $stream = IO::Async::Stream->new(
+        read_handle => $r,
+        on_read     => sub {
+            my (undef, $buf) = @_;
+            while ($$buf =~ s/\A([^\n]*)\n//) {
+                my $line = $1;
+                next unless $weak;
+                if ($line =~ /\Aready [0-9]+\z/) {
+                    my $f = $weak->{_workers_ready};
+                    $f->done if $f && !$f->is_ready;
+                }
+                elsif ($line =~ /\Afailed ([0-9]+) (.*)\z/) {
+                    $weak->{_startup_failure} //= "worker $1: $2";
+                }
+            }
+            return 0;
+        },
+    );
+    $server->add_child($stream);
+    $server->{_reports_stream} = $stream;
+    return 1;
 }
 
 sub _spawn {
@@ -121,14 +157,25 @@ sub _run_worker {
         my $err = $@;
         $err =~ s/\s+\z//;
         $worker->_log(error => "Worker $num ($$): startup failed: $err");
+        _report($parent, "failed $num $err");
         return 2;
     }
+    _report($parent, "ready $num");
     if ($term) {
         $worker->shutdown->get;
         return 0;
     }
     $loop->run;
     return 0;
+}
+
+# One line to the master; short enough to be written in one piece.
+sub _report {
+    my ($parent, $line) = @_;
+    my $fh = $parent->{_reports}[1] or return;
+    $line =~ s/[\r\n]+/ /g;
+    syswrite $fh, substr($line, 0, 1000) . "\n";
+    return;
 }
 
 # A worker never outlives its master: when the lifeline pipe reaches EOF
@@ -184,6 +231,11 @@ sub shutdown {
         $weak->_remove_signals;
         close $_ for @{ delete $weak->{_worker_sockets} || [] };
         close $_ for @{ delete $weak->{_lifeline} || [] };
+        if (my $stream = delete $weak->{_reports_stream}) {
+            $weak->remove_child($stream) if $stream->parent;
+        }
+        close $_ for @{ delete $weak->{_reports} || [] };
+        delete $weak->{_workers_ready};
         for my $l (grep { $_->{type} eq 'unix' } @{ $weak->{listeners} }) {
             unlink $l->{path} if -S $l->{path};
         }
