@@ -760,7 +760,8 @@ With N > 0, C<listen> binds every listener here, forks N workers that each
 run their own loop, lifespan and copy of the server on the inherited
 sockets, and returns; this process only supervises (it restarts a worker
 that dies, and C<shutdown>, C<SIGTERM> or C<SIGINT> stop them all, waiting
-up to C<shutdown_timeout>). See L<PAGI::Server::Workers>.
+up to C<shutdown_timeout>). Workers stop by themselves when this process
+dies. See L</SIGNALS> and L<PAGI::Server::Workers>.
 
 =item max_requests, reuseport, heartbeat_timeout
 
@@ -944,8 +945,8 @@ Stops accepting, lets in-flight requests finish within C<shutdown_timeout>
 =head2 run
 
 Creates a loop, listens, and runs until TERM or INT, which shut down
-gracefully. Dies with C<Error: Port N is already in use> when the port is
-taken.
+gracefully (see L</SIGNALS>). Dies with C<Error: Port N is already in use>
+when the port is taken.
 
 =head2 port, socket_path, listeners
 
@@ -965,6 +966,40 @@ refused.
 =head2 has_tls, has_http2
 
 Class methods: whether this build can serve TLS and HTTP/2 (both 0 for now).
+
+=head1 SIGNALS
+
+Signals are watched through the server's L<IO::Async::Loop>, from C<listen>
+on, whether the server was started with C<run> or added to your own loop.
+
+=over 4
+
+=item TERM, INT
+
+Graceful shutdown, as C<shutdown>: stop accepting, let requests in flight
+finish within C<shutdown_timeout>, run lifespan shutdown, then stop the
+loop. The handlers stay in place until lifespan shutdown has run, so a
+second TERM, or the INT that Ctrl-C sends to every process of the group,
+cannot kill the process halfway; it is noted and ignored.
+
+=item HUP, USR2 (single process)
+
+Logged ("ignoring it and serving on") and otherwise ignored, because
+restarts need multi-worker mode.
+
+=item HUP, TTIN, TTOU, USR2 (multi-worker master)
+
+Rolling restart, adding and removing workers, and hot restart are not
+built into this version yet: the master logs that it ignores the signal
+and keeps serving. None of these signals kills or stops it.
+
+=back
+
+A worker ignores INT, HUP, TTIN, TTOU and USR2 (its master coordinates)
+and shuts down gracefully on TERM. A worker never outlives its master: if
+the master dies in any way, including C<SIGKILL>, every worker stops
+accepting, finishes its requests within C<shutdown_timeout>, runs lifespan
+shutdown and exits, which frees the port. See L<PAGI::Server::Workers>.
 
 =head1 SEE ALSO
 

@@ -116,7 +116,9 @@ sub run {
     };
     unless ($ok) {
         my $err = $@;
-        $self->_report_to_launcher("error\n$err");
+        my $msg = "$err";
+        utf8::encode($msg) if utf8::is_utf8($msg);
+        $self->_report_to_launcher('error ' . length($msg) . "\n$msg");
         die $err;
     }
 
@@ -516,8 +518,8 @@ sub _show_version {
 
 # Detaches (two forks and a new session). The launcher - the process the
 # user started - stays on the terminal until the daemon reports through a
-# pipe that it serves ("ready PID") or why it could not ("error" and the
-# message), then exits 0 or prints the message and exits 1. Nothing is bound
+# pipe that it serves ("ready PID") or why it could not ("error LENGTH" and
+# the message), then exits 0 or prints the message and exits 1. Nothing is bound
 # before the forks, so no Rust runtime ever exists in a process that forks
 # here; the daemon binds, and a busy port still reaches the terminal.
 # Returns, in the daemon, the write end of that pipe.
@@ -561,10 +563,17 @@ sub _await_daemon {
         print STDERR "PAGI server running in the background as PID $1\n" unless $self->{quiet};
         return 0;
     }
-    my $rest = do { local $/; readline $fh } // '';
-    my $msg = defined $first && $first eq "error\n" && length $rest
-        ? $rest
-        : "The daemon exited before it was serving (it reported no reason)\n";
+    # The length tells where the message ends: processes the daemon forked
+    # may keep the pipe open, so its end is not a reliable marker.
+    my $msg = '';
+    if (defined $first && $first =~ /\Aerror ([0-9]+)\n\z/) {
+        my $want = $1;
+        while (length $msg < $want) {
+            read($fh, $msg, $want - length $msg, length $msg) or last;
+        }
+    }
+    $msg = "The daemon exited before it was serving (it reported no reason)\n"
+        unless length $msg;
     $msg .= "\n" unless $msg =~ /\n\z/;
     print STDERR $msg;
     return 1;

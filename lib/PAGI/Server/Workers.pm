@@ -261,6 +261,16 @@ per worker, with C<is_worker> and C<worker_num> in the lifespan scope's
 C<pagi> hash), and serves until it receives C<SIGTERM>, finishing the
 requests in progress first.
 
+Each worker ignores C<SIGINT>, C<SIGHUP>, C<SIGTTIN>, C<SIGTTOU> and
+C<SIGUSR2>. It holds the read end of a pipe whose write end only the parent
+holds: when that pipe reaches end-of-file - the parent is gone, whether it
+exited, crashed or was killed with C<SIGKILL> - the worker logs that its
+master is gone and shuts down as on C<SIGTERM>, so it never keeps the port
+or serves on without a master. After its lifespan startup a worker reports
+success or failure to the parent through a second pipe; the first success
+is when C<pagi-server --daemonize> lets its launcher exit, and the first
+failure's reason is part of the error when every worker failed.
+
 The parent serves nothing itself. It records its workers in
 C<< $server->{worker_pids} >> (PID => info), starts a new worker when one
 exits (except after a lifespan startup failure, exit status 2), and on
