@@ -159,6 +159,7 @@ pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
             buf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(8192),
             unwritten: 0,
+            sse: None,
         };
         if let Err(msg) = CatchUnwind(Box::pin(conn.run())).await {
             core.bridge.log(
@@ -254,6 +255,8 @@ pub(crate) struct Conn<R, W> {
     /// against the watermarks.
     pub(crate) unwritten: usize,
     pub(crate) sd: watch::Receiver<u8>,
+    /// The response in progress is an SSE stream (see `sse.rs`).
+    pub(crate) sse: Option<crate::sse::Stream>,
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` is end of stream.
@@ -416,8 +419,13 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let stall = core.cfg.request_timeout;
         let mut last_io = tokio::time::Instant::now();
         let mut writer: Option<Writer> = None;
+        self.sse = None;
 
         let outcome: Result<(), Stop> = 'req: loop {
+            // A graceful shutdown ends an SSE stream at once (see sse.rs).
+            if self.sse.is_some() && core.phase() != RUNNING {
+                break Err(self.sse_going_away(writer.as_mut(), &shared).await);
+            }
             // Hand over what body is already buffered, within the window.
             while !gated
                 && !body.is_done()
@@ -500,6 +508,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         Err(s) => break Err(s),
                     }
                 },
+                _ = sleep_opt(self.sse.as_ref().and_then(crate::sse::Stream::due)) => {
+                    match self.sse_keepalive(writer.as_mut(), &shared).await {
+                        Ok(()) => last_io = tokio::time::Instant::now(),
+                        Err(s) => break Err(s),
+                    }
+                },
                 _ = sleep_opt(deadline) => {
                     core.bridge.log(level::WARN, &format!(
                         "Request stall timeout ({}s) - closing connection",
@@ -568,8 +582,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 self.flush(shared).await?;
                 return Ok(true);
             }
-            Out::Abort => return Err(Stop::Closed),
+            Out::Abort => {
+                // What the app sent before it failed still goes out.
+                let _ = self.flush(shared).await;
+                return Err(Stop::Closed);
+            }
             Out::File { file, len } => self.send_file(w, file, len, shared).await?,
+            Out::Sse(s) => match self.sse.as_mut() {
+                Some(st) => st.configure(s),
+                None => self.sse = Some(crate::sse::Stream::new(s)),
+            },
             // WebSocket frames only follow a 101.
             Out::WsMessage { .. } | Out::WsClose { .. } | Out::WsKeepalive { .. } => {}
         }

@@ -48,6 +48,9 @@ pub enum Out {
         interval: Option<Duration>,
         timeout: Option<Duration>,
     },
+    /// The response is an SSE stream (sent after `sse.start` and on each
+    /// `sse.keepalive`): see `sse::Settings`.
+    Sse(crate::sse::Settings),
 }
 
 pub struct Head {
@@ -142,6 +145,10 @@ impl ReqShared {
 
 struct Slot {
     head: Option<oneshot::Sender<Head>>,
+    /// The app's head, held back until the first body frame (as the
+    /// reference buffers it): a file body that cannot be opened can then
+    /// still be answered with an error instead of a truncated response.
+    held: Option<Head>,
     body: mpsc::UnboundedSender<Out>,
     shared: Arc<ReqShared>,
     log: Option<LogInfo>,
@@ -246,6 +253,7 @@ impl ServerCore {
             id,
             Slot {
                 head: Some(head_tx),
+                held: None,
                 body: body_tx,
                 shared: shared.clone(),
                 log,
@@ -274,23 +282,33 @@ impl ServerCore {
         }
     }
 
+    /// Takes the response head. A final head is held until the first body
+    /// frame (see `Slot::held`); a 1xx (the WebSocket 101) goes out at once.
     pub fn send_start(&self, id: u64, status: u16, raw: &[(&[u8], &[u8])]) -> SendState {
+        let headers = checked_fields(&self.bridge, raw, true);
         let mut reqs = self.reqs();
         let Some(slot) = reqs.get_mut(&id) else {
             return SendState::Gone;
         };
-        let Some(tx) = slot.head.take() else {
+        if slot.head.is_none() || slot.held.is_some() {
             return SendState::Gone;
-        };
+        }
         if let Some(log) = slot.log.as_mut() {
             log.status = status;
         }
-        drop(reqs);
-        let headers = checked_fields(&self.bridge, raw, true);
-        match tx.send(Head { status, headers }) {
-            Ok(()) => SendState::Ready,
-            Err(_) => SendState::Gone,
+        slot.held = Some(Head { status, headers });
+        if status < 200 {
+            return release(slot);
         }
+        SendState::Ready
+    }
+
+    /// Drops a head that is still held back, so the app can start the
+    /// response afresh; false when there was none (the head is on its way).
+    pub fn unstart(&self, id: u64) -> bool {
+        self.reqs()
+            .get_mut(&id)
+            .is_some_and(|slot| slot.held.take().is_some())
     }
 
     /// Queues body bytes. With `fin` the response is complete: the request is
@@ -304,6 +322,8 @@ impl ServerCore {
         if !data.is_empty() {
             state = self.queue_data(slot, data.len(), Out::Data(data), fin);
         }
+        // Any body call, even an empty one (a flush), lets a held head go.
+        release(slot);
         if !fin {
             return (state, None);
         }
@@ -359,6 +379,19 @@ impl ServerCore {
         }
     }
 
+    /// Hands a stream setting (SSE) to the connection; a held head goes
+    /// with it, since the stream must start at once.
+    pub fn stream_control(&self, id: u64, out: Out) -> SendState {
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return SendState::Gone;
+        };
+        if slot.body.send(out).is_err() {
+            return SendState::Gone;
+        }
+        release(slot)
+    }
+
     /// Hands a WebSocket control command (close, keepalive) to the connection.
     pub fn ws_control(&self, id: u64, out: Out) -> SendState {
         match self.reqs().get(&id) {
@@ -398,6 +431,7 @@ impl ServerCore {
             };
         }
         let _ = slot.body.send(Out::File { file, len });
+        release(slot);
         drop(reqs);
         if fin {
             self.send_body(id, Bytes::new(), true)
@@ -408,10 +442,11 @@ impl ServerCore {
 
     pub fn send_trailers(&self, id: u64, raw: &[(&[u8], &[u8])]) -> (SendState, Option<String>) {
         let fields = checked_fields(&self.bridge, raw, false);
-        let Some(slot) = self.reqs().remove(&id) else {
+        let Some(mut slot) = self.reqs().remove(&id) else {
             return (SendState::Gone, None);
         };
         let _ = slot.body.send(Out::Trailers(fields));
+        release(&mut slot);
         let _ = slot.body.send(Out::End);
         slot.shared.finish();
         (
@@ -422,8 +457,11 @@ impl ServerCore {
 
     /// Ends a request without a proper response: the connection is closed.
     pub fn abort(&self, id: u64) {
-        if let Some(slot) = self.reqs().remove(&id) {
+        if let Some(mut slot) = self.reqs().remove(&id) {
             let _ = slot.body.send(Out::Abort);
+            // A started response keeps its head, as in the reference: the
+            // client sees the status, then the connection closes.
+            release(&mut slot);
             slot.shared.finish();
             // Dropping `slot.head` (if unsent) makes the service fail, which
             // closes the connection.
@@ -445,6 +483,18 @@ impl ServerCore {
             slot.shared.body_wanted.store(true, Ordering::SeqCst);
             slot.shared.consumed(n);
         }
+    }
+}
+
+/// Sends a held head to the connection, after the frames queued with it
+/// (the connection takes those frames with the head, in one write).
+fn release(slot: &mut Slot) -> SendState {
+    let Some(head) = slot.held.take() else {
+        return SendState::Ready;
+    };
+    match slot.head.take().map(|tx| tx.send(head)) {
+        Some(Ok(())) => SendState::Ready,
+        _ => SendState::Gone,
     }
 }
 
