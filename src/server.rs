@@ -540,15 +540,20 @@ mod tests {
             c.send_start(id, 200, &[(&b"Content-Type"[..], &b"text/plain"[..])]),
             SendState::Ready
         );
-        let head = head_rx.try_recv().expect("head delivered");
-        assert_eq!(head.status, 200);
-        assert_eq!(head.headers.len(), 1);
+        assert!(
+            head_rx.try_recv().is_err(),
+            "held until the first body frame"
+        );
         // A second start is refused.
         assert_eq!(c.send_start(id, 500, &[]), SendState::Gone);
         assert_eq!(
             c.send_body(id, Bytes::from_static(b"12345"), false).0,
             SendState::Ready
         );
+        let head = head_rx.try_recv().expect("head delivered with the body");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers.len(), 1);
+        assert!(!c.unstart(id), "the head is on its way");
         assert_eq!(
             c.send_body(id, Bytes::from_static(b"678901"), false).0,
             SendState::Pending
@@ -583,8 +588,40 @@ mod tests {
                 (&b"transfer-encoding"[..], &b"chunked"[..]),
             ],
         );
+        c.send_body(shared.id, Bytes::new(), false);
         let head = head_rx.try_recv().expect("head");
         let names: Vec<_> = head.headers.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, vec![&b"x-ok"[..]]);
+    }
+
+    #[test]
+    fn a_held_head_can_be_taken_back_or_released() {
+        let c = core();
+        // Taken back (a file body could not be opened): the app starts again.
+        let (shared, mut head_rx, _b) = c.register(None);
+        assert_eq!(c.send_start(shared.id, 200, &[]), SendState::Ready);
+        assert!(c.unstart(shared.id));
+        assert!(!c.unstart(shared.id), "only once");
+        assert_eq!(c.send_start(shared.id, 404, &[]), SendState::Ready);
+        c.send_body(shared.id, Bytes::from_static(b"gone"), true);
+        assert_eq!(head_rx.try_recv().expect("head").status, 404);
+
+        // An abort still lets the head go out before the connection closes.
+        let (shared, mut head_rx, mut body_rx) = c.register(None);
+        c.send_start(shared.id, 200, &[]);
+        c.abort(shared.id);
+        assert_eq!(head_rx.try_recv().expect("head").status, 200);
+        assert!(matches!(body_rx.try_recv(), Ok(Out::Abort)));
+
+        // A stream setting sends the head at once, as does a 101.
+        let (shared, mut head_rx, mut body_rx) = c.register(None);
+        c.send_start(shared.id, 200, &[]);
+        let s = crate::sse::Settings::new(0.0, Bytes::new());
+        assert_eq!(c.stream_control(shared.id, Out::Sse(s)), SendState::Ready);
+        assert!(head_rx.try_recv().is_ok());
+        assert!(matches!(body_rx.try_recv(), Ok(Out::Sse(_))));
+        let (shared, mut head_rx, _b) = c.register(None);
+        c.send_start(shared.id, 101, &[]);
+        assert_eq!(head_rx.try_recv().expect("head").status, 101);
     }
 }
