@@ -583,11 +583,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 return Ok(true);
             }
             Out::Abort => {
-                // What the app sent before it failed still goes out.
-                let _ = self.flush(shared).await;
+                // What the app sent before it failed still goes out, if the
+                // client takes it soon.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
                 return Err(Stop::Closed);
             }
-            Out::File { file, len } => self.send_file(w, file, len, shared).await?,
+            Out::File(body) => self.send_file(w, body, shared).await?,
             Out::Sse(s) => match self.sse.as_mut() {
                 Some(st) => st.configure(s),
                 None => self.sse = Some(crate::sse::Stream::new(s)),
@@ -646,22 +647,18 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     async fn send_file(
         &mut self,
         w: &mut Writer,
-        file: std::fs::File,
-        len: Option<u64>,
+        mut body: crate::file_body::FileBody,
         shared: &ReqShared,
     ) -> Result<(), Stop> {
         self.flush(shared).await?;
         if w.framing == response::Framing::None {
             return Ok(());
         }
-        let mut file = tokio::fs::File::from_std(file);
-        let mut left = len.unwrap_or(u64::MAX);
-        let mut piece = vec![0u8; FILE_PIECE];
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_PIECE);
-            let n = match file.read(&mut piece[..want]).await {
-                Ok(0) => break,
-                Ok(n) => n,
+        let mut piece = Vec::with_capacity(FILE_PIECE);
+        loop {
+            piece = match body.next(piece, FILE_PIECE).await {
+                Ok(p) if p.is_empty() => break,
+                Ok(p) => p,
                 Err(e) => {
                     self.core.bridge.log(
                         level::ERROR,
@@ -670,8 +667,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     return Err(Stop::Closed);
                 }
             };
-            left -= n as u64;
-            w.data(&mut self.out, &piece[..n]);
+            w.data(&mut self.out, &piece);
             self.flush(shared).await?;
         }
         Ok(())

@@ -11,6 +11,7 @@ mod chunked;
 mod config;
 pub mod ffi;
 pub mod ffi_stream;
+mod file_body;
 mod head;
 mod http1;
 mod listener;

@@ -25,11 +25,8 @@ pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 /// What Perl sends for a response that has started.
 pub enum Out {
     Data(Bytes),
-    /// Bytes read by the core itself from an open file, up to `len` or EOF.
-    File {
-        file: std::fs::File,
-        len: Option<u64>,
-    },
+    /// Bytes read by the core itself from an open file.
+    File(crate::file_body::FileBody),
     Trailers(Fields),
     End,
     Abort,
@@ -408,21 +405,21 @@ impl ServerCore {
         len: Option<u64>,
         fin: bool,
     ) -> (SendState, Option<String>) {
+        use std::io::Seek;
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        // A regular file is read from where it stands now, whatever the
+        // app does with its handle afterwards (see file_body.rs).
+        let start = size.and_then(|_| (&file).stream_position().ok());
         let mut reqs = self.reqs();
         let Some(slot) = reqs.get_mut(&id) else {
             return (SendState::Gone, None);
         };
         if let Some(log) = slot.log.as_mut() {
-            let size = file
-                .metadata()
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
-            let pos = {
-                use std::io::Seek;
-                (&file).stream_position().unwrap_or(0)
-            };
-            let avail = size.map(|s| s.saturating_sub(pos));
+            let avail = size.map(|s| s.saturating_sub(start.unwrap_or(0)));
             log.bytes += match (len, avail) {
                 (Some(l), Some(a)) => l.min(a),
                 (Some(l), None) => l,
@@ -430,7 +427,8 @@ impl ServerCore {
                 (None, None) => 0,
             };
         }
-        let _ = slot.body.send(Out::File { file, len });
+        let body = crate::file_body::FileBody::new(file, start, len);
+        let _ = slot.body.send(Out::File(body));
         release(slot);
         drop(reqs);
         if fin {
