@@ -22,7 +22,7 @@ pub const ERR: i32 = -1;
 pub const ERR_PANIC: i32 = -99;
 
 pub struct PagiServer {
-    core: Arc<ServerCore>,
+    pub(crate) core: Arc<ServerCore>,
     owner_pid: u32,
     holds_runtime: bool,
     drained: Vec<u8>,
@@ -30,7 +30,7 @@ pub struct PagiServer {
     text: String,
 }
 
-fn guard(srv: *mut PagiServer, f: impl FnOnce(&mut PagiServer) -> i32) -> i32 {
+pub(crate) fn guard(srv: *mut PagiServer, f: impl FnOnce(&mut PagiServer) -> i32) -> i32 {
     if srv.is_null() {
         return ERR;
     }
@@ -48,7 +48,7 @@ fn guard(srv: *mut PagiServer, f: impl FnOnce(&mut PagiServer) -> i32) -> i32 {
 
 /// # Safety
 /// `ptr` must point to `len` readable bytes (or be null with `len == 0`).
-unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+pub(crate) unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
     if ptr.is_null() || len == 0 {
         &[]
     } else {
@@ -80,7 +80,7 @@ fn unpack_headers(mut b: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     Some(out)
 }
 
-fn state_code(s: SendState) -> i32 {
+pub(crate) fn state_code(s: SendState) -> i32 {
     match s {
         SendState::Ready => OK,
         SendState::Pending => PENDING,
@@ -606,14 +606,20 @@ pub unsafe extern "C" fn pagi_send_file(
     err_cap: usize,
 ) -> i32 {
     guard(srv, |s| {
-        let opened = if path.is_null() {
-            open_fd(fd)
-        } else {
-            use std::os::unix::ffi::OsStrExt;
-            let p = std::path::Path::new(std::ffi::OsStr::from_bytes(slice(path, path_len)));
-            std::fs::File::open(p).map_err(|e| format!("cannot open {}: {e}", p.display()))
+        use std::os::unix::ffi::OsStrExt;
+        let p = (!path.is_null())
+            .then(|| std::path::Path::new(std::ffi::OsStr::from_bytes(slice(path, path_len))));
+        let what = p.map_or_else(|| "the filehandle".to_string(), |p| p.display().to_string());
+        let opened = match p {
+            None => open_fd(fd),
+            Some(p) => std::fs::File::open(p).map_err(|e| format!("cannot open {what}: {e}")),
         };
         let file = opened.and_then(|f| {
+            // Opening a directory succeeds; reading it would fail only after
+            // the head went out.
+            if f.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(format!("cannot send {what}: it is a directory"));
+            }
             if offset >= 0 {
                 use std::io::Seek;
                 (&f).seek(std::io::SeekFrom::Start(offset as u64))

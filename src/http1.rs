@@ -159,6 +159,7 @@ pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
             buf: BytesMut::with_capacity(8192),
             out: Vec::with_capacity(8192),
             unwritten: 0,
+            sse: None,
         };
         if let Err(msg) = CatchUnwind(Box::pin(conn.run())).await {
             core.bridge.log(
@@ -254,6 +255,8 @@ pub(crate) struct Conn<R, W> {
     /// against the watermarks.
     pub(crate) unwritten: usize,
     pub(crate) sd: watch::Receiver<u8>,
+    /// The response in progress is an SSE stream (see `sse.rs`).
+    pub(crate) sse: Option<crate::sse::Stream>,
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` is end of stream.
@@ -416,8 +419,13 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let stall = core.cfg.request_timeout;
         let mut last_io = tokio::time::Instant::now();
         let mut writer: Option<Writer> = None;
+        self.sse = None;
 
         let outcome: Result<(), Stop> = 'req: loop {
+            // A graceful shutdown ends an SSE stream at once (see sse.rs).
+            if self.sse.is_some() && core.phase() != RUNNING {
+                break Err(self.sse_going_away(writer.as_mut(), &shared).await);
+            }
             // Hand over what body is already buffered, within the window.
             while !gated
                 && !body.is_done()
@@ -500,6 +508,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         Err(s) => break Err(s),
                     }
                 },
+                _ = sleep_opt(self.sse.as_ref().and_then(crate::sse::Stream::due)) => {
+                    match self.sse_keepalive(writer.as_mut(), &shared).await {
+                        Ok(()) => last_io = tokio::time::Instant::now(),
+                        Err(s) => break Err(s),
+                    }
+                },
                 _ = sleep_opt(deadline) => {
                     core.bridge.log(level::WARN, &format!(
                         "Request stall timeout ({}s) - closing connection",
@@ -568,8 +582,17 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 self.flush(shared).await?;
                 return Ok(true);
             }
-            Out::Abort => return Err(Stop::Closed),
-            Out::File { file, len } => self.send_file(w, file, len, shared).await?,
+            Out::Abort => {
+                // What the app sent before it failed still goes out, if the
+                // client takes it soon.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
+                return Err(Stop::Closed);
+            }
+            Out::File(body) => self.send_file(w, body, shared).await?,
+            Out::Sse(s) => match self.sse.as_mut() {
+                Some(st) => st.configure(s),
+                None => self.sse = Some(crate::sse::Stream::new(s)),
+            },
             // WebSocket frames only follow a 101.
             Out::WsMessage { .. } | Out::WsClose { .. } | Out::WsKeepalive { .. } => {}
         }
@@ -624,22 +647,18 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     async fn send_file(
         &mut self,
         w: &mut Writer,
-        file: std::fs::File,
-        len: Option<u64>,
+        mut body: crate::file_body::FileBody,
         shared: &ReqShared,
     ) -> Result<(), Stop> {
         self.flush(shared).await?;
         if w.framing == response::Framing::None {
             return Ok(());
         }
-        let mut file = tokio::fs::File::from_std(file);
-        let mut left = len.unwrap_or(u64::MAX);
-        let mut piece = vec![0u8; FILE_PIECE];
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(FILE_PIECE);
-            let n = match file.read(&mut piece[..want]).await {
-                Ok(0) => break,
-                Ok(n) => n,
+        let mut piece = Vec::with_capacity(FILE_PIECE);
+        loop {
+            piece = match body.next(piece, FILE_PIECE).await {
+                Ok(p) if p.is_empty() => break,
+                Ok(p) => p,
                 Err(e) => {
                     self.core.bridge.log(
                         level::ERROR,
@@ -648,8 +667,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     return Err(Stop::Closed);
                 }
             };
-            left -= n as u64;
-            w.data(&mut self.out, &piece[..n]);
+            w.data(&mut self.out, &piece);
             self.flush(shared).await?;
         }
         Ok(())

@@ -25,11 +25,8 @@ pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 /// What Perl sends for a response that has started.
 pub enum Out {
     Data(Bytes),
-    /// Bytes read by the core itself from an open file, up to `len` or EOF.
-    File {
-        file: std::fs::File,
-        len: Option<u64>,
-    },
+    /// Bytes read by the core itself from an open file.
+    File(crate::file_body::FileBody),
     Trailers(Fields),
     End,
     Abort,
@@ -48,6 +45,9 @@ pub enum Out {
         interval: Option<Duration>,
         timeout: Option<Duration>,
     },
+    /// The response is an SSE stream (sent after `sse.start` and on each
+    /// `sse.keepalive`): see `sse::Settings`.
+    Sse(crate::sse::Settings),
 }
 
 pub struct Head {
@@ -142,6 +142,10 @@ impl ReqShared {
 
 struct Slot {
     head: Option<oneshot::Sender<Head>>,
+    /// The app's head, held back until the first body frame (as the
+    /// reference buffers it): a file body that cannot be opened can then
+    /// still be answered with an error instead of a truncated response.
+    held: Option<Head>,
     body: mpsc::UnboundedSender<Out>,
     shared: Arc<ReqShared>,
     log: Option<LogInfo>,
@@ -246,6 +250,7 @@ impl ServerCore {
             id,
             Slot {
                 head: Some(head_tx),
+                held: None,
                 body: body_tx,
                 shared: shared.clone(),
                 log,
@@ -274,23 +279,33 @@ impl ServerCore {
         }
     }
 
+    /// Takes the response head. A final head is held until the first body
+    /// frame (see `Slot::held`); a 1xx (the WebSocket 101) goes out at once.
     pub fn send_start(&self, id: u64, status: u16, raw: &[(&[u8], &[u8])]) -> SendState {
+        let headers = checked_fields(&self.bridge, raw, true);
         let mut reqs = self.reqs();
         let Some(slot) = reqs.get_mut(&id) else {
             return SendState::Gone;
         };
-        let Some(tx) = slot.head.take() else {
+        if slot.head.is_none() || slot.held.is_some() {
             return SendState::Gone;
-        };
+        }
         if let Some(log) = slot.log.as_mut() {
             log.status = status;
         }
-        drop(reqs);
-        let headers = checked_fields(&self.bridge, raw, true);
-        match tx.send(Head { status, headers }) {
-            Ok(()) => SendState::Ready,
-            Err(_) => SendState::Gone,
+        slot.held = Some(Head { status, headers });
+        if status < 200 {
+            return release(slot);
         }
+        SendState::Ready
+    }
+
+    /// Drops a head that is still held back, so the app can start the
+    /// response afresh; false when there was none (the head is on its way).
+    pub fn unstart(&self, id: u64) -> bool {
+        self.reqs()
+            .get_mut(&id)
+            .is_some_and(|slot| slot.held.take().is_some())
     }
 
     /// Queues body bytes. With `fin` the response is complete: the request is
@@ -304,6 +319,8 @@ impl ServerCore {
         if !data.is_empty() {
             state = self.queue_data(slot, data.len(), Out::Data(data), fin);
         }
+        // Any body call, even an empty one (a flush), lets a held head go.
+        release(slot);
         if !fin {
             return (state, None);
         }
@@ -359,6 +376,19 @@ impl ServerCore {
         }
     }
 
+    /// Hands a stream setting (SSE) to the connection; a held head goes
+    /// with it, since the stream must start at once.
+    pub fn stream_control(&self, id: u64, out: Out) -> SendState {
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return SendState::Gone;
+        };
+        if slot.body.send(out).is_err() {
+            return SendState::Gone;
+        }
+        release(slot)
+    }
+
     /// Hands a WebSocket control command (close, keepalive) to the connection.
     pub fn ws_control(&self, id: u64, out: Out) -> SendState {
         match self.reqs().get(&id) {
@@ -375,21 +405,21 @@ impl ServerCore {
         len: Option<u64>,
         fin: bool,
     ) -> (SendState, Option<String>) {
+        use std::io::Seek;
+        let size = file
+            .metadata()
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len());
+        // A regular file is read from where it stands now, whatever the
+        // app does with its handle afterwards (see file_body.rs).
+        let start = size.and_then(|_| (&file).stream_position().ok());
         let mut reqs = self.reqs();
         let Some(slot) = reqs.get_mut(&id) else {
             return (SendState::Gone, None);
         };
         if let Some(log) = slot.log.as_mut() {
-            let size = file
-                .metadata()
-                .ok()
-                .filter(|m| m.is_file())
-                .map(|m| m.len());
-            let pos = {
-                use std::io::Seek;
-                (&file).stream_position().unwrap_or(0)
-            };
-            let avail = size.map(|s| s.saturating_sub(pos));
+            let avail = size.map(|s| s.saturating_sub(start.unwrap_or(0)));
             log.bytes += match (len, avail) {
                 (Some(l), Some(a)) => l.min(a),
                 (Some(l), None) => l,
@@ -397,7 +427,9 @@ impl ServerCore {
                 (None, None) => 0,
             };
         }
-        let _ = slot.body.send(Out::File { file, len });
+        let body = crate::file_body::FileBody::new(file, start, len);
+        let _ = slot.body.send(Out::File(body));
+        release(slot);
         drop(reqs);
         if fin {
             self.send_body(id, Bytes::new(), true)
@@ -408,10 +440,11 @@ impl ServerCore {
 
     pub fn send_trailers(&self, id: u64, raw: &[(&[u8], &[u8])]) -> (SendState, Option<String>) {
         let fields = checked_fields(&self.bridge, raw, false);
-        let Some(slot) = self.reqs().remove(&id) else {
+        let Some(mut slot) = self.reqs().remove(&id) else {
             return (SendState::Gone, None);
         };
         let _ = slot.body.send(Out::Trailers(fields));
+        release(&mut slot);
         let _ = slot.body.send(Out::End);
         slot.shared.finish();
         (
@@ -422,8 +455,11 @@ impl ServerCore {
 
     /// Ends a request without a proper response: the connection is closed.
     pub fn abort(&self, id: u64) {
-        if let Some(slot) = self.reqs().remove(&id) {
+        if let Some(mut slot) = self.reqs().remove(&id) {
             let _ = slot.body.send(Out::Abort);
+            // A started response keeps its head, as in the reference: the
+            // client sees the status, then the connection closes.
+            release(&mut slot);
             slot.shared.finish();
             // Dropping `slot.head` (if unsent) makes the service fail, which
             // closes the connection.
@@ -445,6 +481,18 @@ impl ServerCore {
             slot.shared.body_wanted.store(true, Ordering::SeqCst);
             slot.shared.consumed(n);
         }
+    }
+}
+
+/// Sends a held head to the connection, after the frames queued with it
+/// (the connection takes those frames with the head, in one write).
+fn release(slot: &mut Slot) -> SendState {
+    let Some(head) = slot.held.take() else {
+        return SendState::Ready;
+    };
+    match slot.head.take().map(|tx| tx.send(head)) {
+        Some(Ok(())) => SendState::Ready,
+        _ => SendState::Gone,
     }
 }
 
@@ -490,15 +538,20 @@ mod tests {
             c.send_start(id, 200, &[(&b"Content-Type"[..], &b"text/plain"[..])]),
             SendState::Ready
         );
-        let head = head_rx.try_recv().expect("head delivered");
-        assert_eq!(head.status, 200);
-        assert_eq!(head.headers.len(), 1);
+        assert!(
+            head_rx.try_recv().is_err(),
+            "held until the first body frame"
+        );
         // A second start is refused.
         assert_eq!(c.send_start(id, 500, &[]), SendState::Gone);
         assert_eq!(
             c.send_body(id, Bytes::from_static(b"12345"), false).0,
             SendState::Ready
         );
+        let head = head_rx.try_recv().expect("head delivered with the body");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers.len(), 1);
+        assert!(!c.unstart(id), "the head is on its way");
         assert_eq!(
             c.send_body(id, Bytes::from_static(b"678901"), false).0,
             SendState::Pending
@@ -533,8 +586,40 @@ mod tests {
                 (&b"transfer-encoding"[..], &b"chunked"[..]),
             ],
         );
+        c.send_body(shared.id, Bytes::new(), false);
         let head = head_rx.try_recv().expect("head");
         let names: Vec<_> = head.headers.iter().map(|(n, _)| n.as_slice()).collect();
         assert_eq!(names, vec![&b"x-ok"[..]]);
+    }
+
+    #[test]
+    fn a_held_head_can_be_taken_back_or_released() {
+        let c = core();
+        // Taken back (a file body could not be opened): the app starts again.
+        let (shared, mut head_rx, _b) = c.register(None);
+        assert_eq!(c.send_start(shared.id, 200, &[]), SendState::Ready);
+        assert!(c.unstart(shared.id));
+        assert!(!c.unstart(shared.id), "only once");
+        assert_eq!(c.send_start(shared.id, 404, &[]), SendState::Ready);
+        c.send_body(shared.id, Bytes::from_static(b"gone"), true);
+        assert_eq!(head_rx.try_recv().expect("head").status, 404);
+
+        // An abort still lets the head go out before the connection closes.
+        let (shared, mut head_rx, mut body_rx) = c.register(None);
+        c.send_start(shared.id, 200, &[]);
+        c.abort(shared.id);
+        assert_eq!(head_rx.try_recv().expect("head").status, 200);
+        assert!(matches!(body_rx.try_recv(), Ok(Out::Abort)));
+
+        // A stream setting sends the head at once, as does a 101.
+        let (shared, mut head_rx, mut body_rx) = c.register(None);
+        c.send_start(shared.id, 200, &[]);
+        let s = crate::sse::Settings::new(0.0, Bytes::new());
+        assert_eq!(c.stream_control(shared.id, Out::Sse(s)), SendState::Ready);
+        assert!(head_rx.try_recv().is_ok());
+        assert!(matches!(body_rx.try_recv(), Ok(Out::Sse(_))));
+        let (shared, mut head_rx, _b) = c.register(None);
+        c.send_start(shared.id, 101, &[]);
+        assert_eq!(head_rx.try_recv().expect("head").status, 101);
     }
 }

@@ -558,7 +558,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                                 return None;
                             }
                             // HTTP response frames have no meaning here.
-                            Out::Data(_) | Out::File { .. } | Out::Trailers(_) => {}
+                            Out::Data(_) | Out::File(_) | Out::Trailers(_) | Out::Sse(_) => {}
                         }
                         next = rx.try_recv().ok();
                     }

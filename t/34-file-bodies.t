@@ -377,14 +377,18 @@ for my $fileno (undef, -1) {
         await $send->(start_ev());
         $err = eval { await $send->({ type => 'http.response.body', file => "$dir/does-not-exist" }); 1 }
             ? 'no error' : "$@";
-        await $send->({ type => 'http.response.body', body => '', more => 0 });
+        # No byte went out yet: the app may answer afresh.
+        await $send->({ type => 'http.response.start', status => 404,
+                        headers => [['content-length', 4]] });
+        await $send->({ type => 'http.response.body', body => 'gone' });
         $after = 'finished';
     };
-    subtest 'nonexistent file: $send dies, the app can finish' => sub {
+    subtest 'nonexistent file: $send dies, the app can answer afresh' => sub {
         my ($r, $c) = fetch($p);
         like($err, qr/cannot open/i, 'the error names the failure') or diag("error: " . ($err // 'undef'));
         is($after, 'finished', 'the app went on after the failed send');
-        check_body($r, '', undef, 'nonexistent file');
+        is($r && $r->{status}, 404, 'the new head is the one sent');
+        is($r && $r->{body}, 'gone', 'with its body');
         follow_up($c, 'nonexistent file');
         my ($r2) = fetch('/ping');
         is($r2 && $r2->{body}, 'pong', 'server still answers new connections');

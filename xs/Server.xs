@@ -355,9 +355,11 @@ send_file(h, id, path, fd, offset, length, fin)
     size_t log_len = 0; int32_t rc; char err[1024];
   PPCODE:
     /* A path is opened by the core; otherwise fd is duplicated. offset and
-     * length are undef when not given. */
+     * length are undef when not given. The path's bytes are the ones Perl's
+     * own open() would use: a character string's internal (UTF-8) bytes,
+     * never a Latin-1 downgrade of them. */
     s = handle_of(aTHX_ h);
-    if (SvOK(path)) p = SvPVbyte(path, plen);
+    if (SvOK(path)) p = SvPV(path, plen);
     err[0] = 0;
     rc = pagi_send_file(s, (uint64_t)id, (const uint8_t *)p, plen, fd,
                         SvOK(offset) ? (int64_t)SvNV(offset) : -1,
@@ -492,6 +494,36 @@ ws_keepalive(h, id, interval, timeout)
   CODE:
     s = handle_of(aTHX_ h);
     RETVAL = pagi_ws_keepalive(s, (uint64_t)id, interval, timeout);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+int
+sse_stream(h, id, interval, frame)
+    SV *h
+    UV id
+    NV interval
+    SV *frame
+  PREINIT:
+    PagiServer *s; const char *f; STRLEN flen;
+  CODE:
+    /* Marks an SSE stream / sets its keepalive comment (already bytes). */
+    s = handle_of(aTHX_ h);
+    f = SvPVbyte(frame, flen);
+    RETVAL = pagi_sse_stream(s, (uint64_t)id, interval, (const uint8_t *)f, flen);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+int
+unstart(h, id)
+    SV *h
+    UV id
+  PREINIT:
+    PagiServer *s;
+  CODE:
+    s = handle_of(aTHX_ h);
+    RETVAL = pagi_unstart(s, (uint64_t)id);
     if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
   OUTPUT:
     RETVAL

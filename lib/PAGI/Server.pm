@@ -881,6 +881,24 @@ reason C<server_shutdown>. Frames from clients are accepted masked or
 unmasked. C<websocket.send> counts against the write watermarks like HTTP
 bodies.
 
+=head1 SERVER-SENT EVENTS
+
+A request whose C<Accept> header names C<text/event-stream> (and is no
+WebSocket upgrade) gets an C<sse> scope. C<sse.start> sends the head at once
+(adding C<Content-Type: text/event-stream> and C<Cache-Control: no-cache>
+unless given) and the stream is chunked. C<sse.send> writes one event (its
+C<data> split into one C<data:> line per line); C<sse.comment> writes a
+comment in which every line starts with C<:> (CR, LF and CRLF all end a
+line), so a comment can never carry an event. C<sse.keepalive>
+(C<interval> in seconds, C<comment> text) may be sent before or after
+C<sse.start>; from the start of the stream the core writes the comment
+every C<interval> seconds (at most every 10 ms) until the stream ends, and
+C<< interval => 0 >> stops it; the last one wins. An C<interval> that is not
+a non-negative number makes C<$send> die. On shutdown (the C<shutdown>
+method, TERM or INT) open streams end at once with the terminating chunk,
+and the app's C<$receive> yields C<sse.disconnect> with reason
+C<server_shutdown>.
+
 =head1 HTTP/1.1 BEHAVIOUR
 
 =over 4
@@ -894,7 +912,10 @@ app the body is cut to that length; otherwise HTTP/1.1 responses are chunked
 and HTTP/1.0 responses end by closing the connection. A C<Transfer-Encoding>
 from the app is ignored. C<HEAD>, 1xx, 204 and 304 responses carry no body.
 Header names or values containing CR, LF or NUL make C<$send> die and never
-reach the wire.
+reach the wire. The head of an C<http> response goes out with the first body
+event (or C<http.fullflush>), as the reference server buffers it; an app
+that dies after C<http.response.start> still gets its status line out
+before the connection closes.
 
 =item Trailers
 
@@ -909,9 +930,17 @@ C<offset> and C<length>, streams the bytes from the core without passing
 them through Perl, and ends the response (C<more> is ignored, as the spec
 says). A handle with a real descriptor is duplicated, so the app
 may close its handle as soon as C<$send> returns; in-memory and tied handles
-are read in Perl. A path that cannot be opened makes C<$send> die with
-C<http.response.body: cannot open PATH: REASON>, a closed handle with
-C<http.response.body: fh is not an open filehandle>.
+are read in Perl. A path is opened with the bytes Perl's own C<open> would
+use (a character string, such as a decoded non-ASCII file name, by its UTF-8
+bytes).
+A path that cannot be opened makes C<$send> die with
+C<http.response.body: cannot open PATH: REASON> (a directory, path or
+handle, with C<cannot send ...: it is a directory>), a closed handle with
+C<http.response.body: fh is not an open filehandle>. When no body went out
+before, the response then counts as not started: the app may send a new
+C<http.response.start> (a 404, say), and an app that lets the error
+propagate gets a C<500>, never a truncated C<200>. An C<offset> past the end
+of the file sends no bytes; a C<length> past it sends the rest of the file.
 
 =item Request bodies
 

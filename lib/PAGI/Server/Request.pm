@@ -4,7 +4,7 @@ use strict;
 use warnings;
 
 use Future;
-use Scalar::Util qw(weaken blessed);
+use Scalar::Util qw(weaken blessed looks_like_number);
 
 use PAGI::Server::ConnectionState;
 use PAGI::Server::EventValidator;
@@ -302,8 +302,16 @@ sub _send_file_body {
             my $pos = tell($fh);
             $offset = $pos if $pos >= 0;
         }
-        my ($rc, $log) = PAGI::Server::Native::send_file($self->{native}, $self->{id},
-            $ev->{file}, $fd, $offset, $length, $fin ? 1 : 0);
+        my ($rc, $log);
+        unless (eval {
+            ($rc, $log) = PAGI::Server::Native::send_file($self->{native}, $self->{id},
+                $ev->{file}, $fd, $offset, $length, $fin ? 1 : 0);
+            1;
+        }) {
+            my $err = $@;
+            $self->_unstart;
+            die $err;
+        }
         $self->_after_body($fin, 0, $log);
         return $rc;
     }
@@ -319,6 +327,17 @@ sub _send_file_body {
         $self->_send_body($piece, 1);
     }
     return $self->_send_body('', 0);
+}
+
+# A file that cannot be sent, while the head is still held back by the core
+# (no body went out yet): the response counts as not started, so the app
+# may answer afresh (a 404, say), and an app that does not gets a 500
+# rather than a truncated 200.
+sub _unstart {
+    my ($self) = @_;
+    return unless PAGI::Server::Native::unstart($self->{native}, $self->{id});
+    $self->{started}  = 0;
+    $self->{trailers} = 0;
 }
 
 # The descriptor the core can read itself, or -1 for a tied or in-memory
@@ -354,7 +373,10 @@ sub _send {
                 warn "PAGI: http.fullflush event rejected - extension not enabled\n";
                 die "Extension not enabled: fullflush\n";
             }
-            # The core writes every frame as soon as it is handed over.
+            # The core writes every frame as soon as it is handed over; only a
+            # head held back for the first body frame waits, so let it go.
+            PAGI::Server::Native::send_body($self->{native}, $self->{id}, '', 0)
+                if $self->{started} && $self->_live;
             return $DONE;
         }
         return $DONE unless $self->_live;
@@ -391,7 +413,22 @@ sub _send_sse {
         my %have = map { lc($_->[0]) => 1 } @h;
         push @h, ['content-type', 'text/event-stream'] unless $have{'content-type'};
         push @h, ['cache-control', 'no-cache'] unless $have{'cache-control'};
-        return $self->_result($self->_start_response($ev->{status} // 200, \@h, 0));
+        $self->_start_response($ev->{status} // 200, \@h, 0);
+        # Sends the head at once and tells the core this is a stream (for
+        # the keepalive timer and the end at a graceful shutdown).
+        my $ka = $self->{keepalive} // [0, ''];
+        return $self->_result(PAGI::Server::Native::sse_stream($self->{native}, $self->{id}, @$ka));
+    }
+    if ($type eq 'sse.keepalive') {
+        # Accepted before sse.start too (PAGI::Endpoint::SSE sends it first);
+        # the core's timer starts with the stream. The last one wins.
+        my $interval = $ev->{interval} // 0;
+        die "sse.keepalive: 'interval' must be a non-negative number of seconds\n"
+            unless looks_like_number($interval) && $interval >= 0 && $interval == $interval;
+        $self->{keepalive} = [$interval, _comment_frame($ev->{comment} // '')];
+        PAGI::Server::Native::sse_stream($self->{native}, $self->{id}, @{ $self->{keepalive} })
+            if $self->{started};
+        return $DONE;
     }
     die "$type sent before sse.start\n" unless $self->{started};
     my $frame;
@@ -410,9 +447,7 @@ sub _send_sse {
         $frame .= "\n";
     }
     elsif ($type eq 'sse.comment') {
-        my $c = $ev->{comment} // '';
-        $c = ":$c" unless $c =~ /\A:/;
-        $frame = "$c\n\n";
+        $frame = _comment_frame($ev->{comment} // '');
     }
     elsif ($type eq 'sse.close') {
         return $self->_result($self->_send_body('', 0));
@@ -422,6 +457,16 @@ sub _send_sse {
     }
     utf8::encode($frame) if utf8::is_utf8($frame);
     return $self->_result($self->_send_body($frame, 1));
+}
+
+# An SSE comment as bytes: every line (CR, LF and CRLF all end one) starts
+# with ':', so no comment text can become a field or end an event.
+sub _comment_frame {
+    my ($text) = @_;
+    my @lines = length $text ? split(/\r\n|\r|\n/, $text, -1) : ('');
+    my $frame = join('', map { /\A:/ ? "$_\n" : ":$_\n" } @lines) . "\n";
+    utf8::encode($frame) if utf8::is_utf8($frame);
+    return $frame;
 }
 
 # ------------------------------------------------------------- app done
