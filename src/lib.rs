@@ -17,4 +17,5 @@ mod request;
 mod response;
 mod runtime;
 mod server;
+mod slow;
 mod websocket;
