@@ -455,7 +455,9 @@ sub _app_finished {
     }
     elsif (!$self->{started}) {
         if ($self->_live) {
-            warn "PAGI application returned without starting a response\n";
+            # After the client's EOF it may well be gone (a full close looks
+            # like a half-close): the 500 still goes out, without the noise.
+            warn "PAGI application returned without starting a response\n" unless $self->{eof};
             $self->_error_response;
         }
     }
