@@ -373,6 +373,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 return Ok(None);
             }
             let waiting = wait.get_or_insert_with(|| core.head_waiters.enter(since));
+            if !self.buf.is_empty() {
+                waiting.partial();
+            }
             tokio::select! {
                 r = fill(&mut self.rd, &mut self.buf) => match r {
                     Ok(0) | Err(_) => return Ok(None),

@@ -15,6 +15,10 @@ use tokio::time::Instant;
 /// can be closed to make room for a new one: a real client sends its head
 /// right after connecting (or after reading the previous response).
 pub const EVICT_GRACE: Duration = Duration::from_secs(1);
+/// The grace once part of a head has arrived: a real client sends a head in
+/// one go, so a head still incomplete after this is being trickled (this
+/// leaves room for a lost segment's retransmission).
+pub const EVICT_GRACE_PARTIAL: Duration = Duration::from_millis(250);
 
 struct Waiter {
     since: Instant,
@@ -22,11 +26,19 @@ struct Waiter {
 }
 
 /// Connections waiting for a request head, in the order they started to
-/// wait (which is the order of their `since`, so the first is the oldest).
+/// wait (which is the order of their `since`, so the first is the oldest),
+/// apart for those with nothing yet and those with part of a head.
+#[derive(Default)]
+struct Waiting {
+    idle: BTreeMap<u64, Waiter>,
+    partial: BTreeMap<u64, Waiter>,
+}
+
+/// The registry of connections waiting for a request head.
 #[derive(Default)]
 pub struct HeadWaiters {
     next: AtomicU64,
-    waiting: Mutex<BTreeMap<u64, Waiter>>,
+    waiting: Mutex<Waiting>,
     /// Evictions not yet logged, and the second of the last log line.
     unlogged: AtomicU64,
     logged_at: AtomicU64,
@@ -37,18 +49,38 @@ pub struct HeadWaiters {
 pub struct HeadWait<'a> {
     reg: &'a HeadWaiters,
     key: u64,
+    partial: bool,
     /// Completes when the connection is chosen for eviction.
     pub evicted: oneshot::Receiver<()>,
 }
 
+impl HeadWait<'_> {
+    /// Part of the head has arrived (only the first call does anything).
+    pub fn partial(&mut self) {
+        if self.partial {
+            return;
+        }
+        self.partial = true;
+        let mut w = self.reg.lock();
+        if let Some(entry) = w.idle.remove(&self.key) {
+            w.partial.insert(self.key, entry);
+        }
+    }
+}
+
 impl Drop for HeadWait<'_> {
     fn drop(&mut self) {
-        self.reg.lock().remove(&self.key);
+        let mut w = self.reg.lock();
+        if self.partial {
+            w.partial.remove(&self.key);
+        } else {
+            w.idle.remove(&self.key);
+        }
     }
 }
 
 impl HeadWaiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Waiter>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -56,24 +88,34 @@ impl HeadWaiters {
     pub fn enter(&self, since: Instant) -> HeadWait<'_> {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let (evict, evicted) = oneshot::channel();
-        self.lock().insert(key, Waiter { since, evict });
+        self.lock().idle.insert(key, Waiter { since, evict });
         HeadWait {
             reg: self,
             key,
+            partial: false,
             evicted,
         }
     }
 
-    /// Closes the connection that has waited longest for its head, if it has
-    /// waited past `EVICT_GRACE`; returns how long it had waited.
+    /// Closes the connection that has waited longest for its head among
+    /// those past their grace (`EVICT_GRACE`, or `EVICT_GRACE_PARTIAL` once
+    /// part of the head is in); returns how long it had waited.
     pub fn evict_oldest(&self, now: Instant) -> Option<Duration> {
         let mut waiting = self.lock();
-        let (&key, oldest) = waiting.first_key_value()?;
-        let waited = now.saturating_duration_since(oldest.since);
-        if waited < EVICT_GRACE {
-            return None;
-        }
-        let w = waiting.remove(&key)?;
+        let past = |map: &BTreeMap<u64, Waiter>, grace: Duration| {
+            map.first_key_value()
+                .map(|(&key, w)| (key, now.saturating_duration_since(w.since)))
+                .filter(|&(_, waited)| waited >= grace)
+        };
+        let idle = past(&waiting.idle, EVICT_GRACE);
+        let partial = past(&waiting.partial, EVICT_GRACE_PARTIAL);
+        let (map, key, waited) = match (idle, partial) {
+            (Some((ki, wi)), Some((_, wp))) if wi > wp => (&mut waiting.idle, ki, wi),
+            (_, Some((kp, wp))) => (&mut waiting.partial, kp, wp),
+            (Some((ki, wi)), None) => (&mut waiting.idle, ki, wi),
+            (None, None) => return None,
+        };
+        let w = map.remove(&key)?;
         drop(waiting);
         // The receiver lives until the entry is gone: it hears this.
         let _ = w.evict.send(());
@@ -99,7 +141,8 @@ impl HeadWaiters {
     /// Connections currently waiting for a head.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        let w = self.lock();
+        w.idle.len() + w.partial.len()
     }
 }
 
@@ -185,6 +228,35 @@ mod tests {
         assert_eq!(reg.evict_oldest(t0 + Duration::from_secs(10)), None);
         assert_eq!(reg.evictions_to_log(7), 1);
         assert_eq!(reg.evictions_to_log(7), 0);
+    }
+
+    #[test]
+    fn a_partial_head_is_evictable_sooner_and_the_oldest_goes_first() {
+        let reg = HeadWaiters::default();
+        let t0 = Instant::now();
+        let mut idle = reg.enter(t0);
+        let mut trickle = reg.enter(t0 + Duration::from_millis(100));
+        trickle.partial();
+        trickle.partial();
+        // 400 ms: the idle one is within its grace, the trickler past its own.
+        assert_eq!(
+            reg.evict_oldest(t0 + Duration::from_millis(400)),
+            Some(Duration::from_millis(300))
+        );
+        assert!(trickle.evicted.try_recv().is_ok());
+        assert!(idle.evicted.try_recv().is_err());
+        let mut t2 = reg.enter(t0 + Duration::from_millis(500));
+        t2.partial();
+        // Both past their grace: the one that has waited longer goes.
+        assert_eq!(
+            reg.evict_oldest(t0 + Duration::from_millis(1200)),
+            Some(Duration::from_millis(1200))
+        );
+        assert!(idle.evicted.try_recv().is_ok());
+        drop((idle, trickle));
+        assert_eq!(reg.len(), 1);
+        drop(t2);
+        assert_eq!(reg.len(), 0);
     }
 
     #[test]

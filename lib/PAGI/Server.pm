@@ -728,11 +728,12 @@ Listen queue length, default 2048.
 
 Connection limit; 0 (default) means 1000 (see C<effective_max_connections>).
 At the limit, a new connection is admitted by closing the connection that
-has waited longest for a request head, provided it has waited more than
-1 second: one that has not yet sent a complete head (its first, or the next
-one on a keep-alive connection). A connection with a request in progress, a
-WebSocket, or one younger than that grace is never closed for this, so idle
-or trickling clients cannot lock out real ones; a warning "At capacity
+has waited longest for a request head (its first, or the next one on a
+keep-alive connection), provided it has waited past a grace: 1 second, or
+250 ms once part of its head has arrived (a real client sends its head in
+one go, so a head still incomplete then is being trickled). A connection
+with a request in progress, a WebSocket, or one within its grace is never
+closed for this, so idle or trickling clients cannot lock out real ones; a warning "At capacity
 (N/MAX): closed K connection(s) waiting longest for a request head to admit
 new ones" is logged at most once a second. While the connection closed is
 still going away the count may exceed the limit by one or two. When no
