@@ -23,8 +23,35 @@ async fn accept_failed(core: &ServerCore, e: std::io::Error) {
     core.pause_accept(Duration::from_millis(100));
 }
 
+/// At `max_connections`, a new connection is refused unless one that has
+/// waited past the grace for its request head can be closed to make room
+/// (so idle or trickling connections cannot lock real clients out).
 fn at_capacity(core: &ServerCore) -> bool {
-    core.connection_count() >= core.cfg.max_connections
+    if core.connection_count() < core.cfg.max_connections {
+        return false;
+    }
+    if core
+        .head_waiters
+        .evict_oldest(tokio::time::Instant::now())
+        .is_none()
+    {
+        return true;
+    }
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let n = core.head_waiters.evictions_to_log(now_secs);
+    if n > 0 {
+        core.bridge.log(
+            level::WARN,
+            &format!(
+                "At capacity ({}/{}): closed {n} connection(s) waiting longest for a request head to admit new ones",
+                core.connection_count(),
+                core.cfg.max_connections
+            ),
+        );
+    }
+    false
 }
 
 pub async fn tcp_loop(core: Arc<ServerCore>, l: TcpListener) {

@@ -23,6 +23,8 @@ pub mod kind {
     pub const LOG: u8 = 5;
     pub const IDLE: u8 = 6;
     pub const WS_MESSAGE: u8 = 7;
+    /// The client ended its side (EOF) after a complete request.
+    pub const EOF: u8 = 8;
 }
 
 /// Log levels carried by LOG records (PAGI::Server maps them to its names).

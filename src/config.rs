@@ -40,6 +40,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Longest stall without I/O during a request (`request_timeout`).
     pub request_timeout: Option<Duration>,
+    /// Bytes/s a request body must keep up, after `request_timeout` of
+    /// grace (`min_body_rate`); 0 = off.
+    pub min_body_rate: u64,
     /// WebSocket messages waiting for the app before the connection is
     /// closed with 1008; 0 = no limit.
     pub max_receive_queue: usize,
@@ -66,6 +69,7 @@ impl Default for Config {
             max_connections: 1000,
             idle_timeout: Some(Duration::from_secs(60)),
             request_timeout: None,
+            min_body_rate: 500,
             max_receive_queue: 1000,
             max_ws_frame_size: 65536,
             ws_idle_timeout: None,
@@ -147,6 +151,7 @@ impl Config {
                 "max_connections" => c.max_connections = number(k, v)?,
                 "timeout" => c.idle_timeout = seconds(k, v)?,
                 "request_timeout" => c.request_timeout = seconds(k, v)?,
+                "min_body_rate" => c.min_body_rate = number(k, v)?,
                 "max_receive_queue" => c.max_receive_queue = number(k, v)?,
                 "max_ws_frame_size" => c.max_ws_frame_size = number(k, v)?,
                 "ws_idle_timeout" => c.ws_idle_timeout = seconds(k, v)?,

@@ -94,6 +94,11 @@ pub const BAD_REQUEST: Reject = reject_with(400, "Bad Request");
 pub const URI_TOO_LONG: Reject = reject_with(414, "URI Too Long");
 pub const HEADERS_TOO_LARGE: Reject = reject_with(431, "Request Header Fields Too Large");
 pub const PAYLOAD_TOO_LARGE: Reject = reject_with(413, "Payload Too Large");
+/// The head did not arrive within `timeout`.
+pub const REQUEST_TIMEOUT: Reject = reject_with(408, "Request Timeout");
+/// PAGI has no event to carry a tunnel's bytes, so no app can take a
+/// CONNECT; what follows its head is never parsed as HTTP.
+const CONNECT_UNSUPPORTED: Reject = reject_with(501, "CONNECT method not supported");
 const TE_NOT_FINAL: Reject = reject_with(400, "chunked must be the final Transfer-Encoding");
 const TE_UNSUPPORTED: Reject = reject_with(501, "Unsupported Transfer-Encoding");
 const TE_AND_CL: Reject = reject_with(
@@ -147,6 +152,9 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
         return Err(HEADERS_TOO_LARGE);
     }
     let version = if req.version == Some(0) { 10 } else { 11 };
+    if req.method == Some("CONNECT") {
+        return Err(CONNECT_UNSUPPORTED);
+    }
     let method = req.method.unwrap_or("GET").to_string();
     let target = req.path.unwrap_or("/").as_bytes();
     // Absolute form (`http://host/p?q`): the app sees the path part.
@@ -270,7 +278,8 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
             headers,
             framing,
             content_length,
-            expect_continue,
+            // RFC 9110 10.1.1: an HTTP/1.0 client's Expect is ignored.
+            expect_continue: expect_continue && version == 11,
             keep_alive,
         },
         n,
@@ -386,16 +395,30 @@ mod tests {
     }
 
     #[test]
+    fn connect_is_refused_with_501() {
+        assert_eq!(
+            status("CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\nGET / HTTP/1.1\r\n"),
+            501
+        );
+        assert_eq!(status("CONNECT example.test:443 HTTP/1.1\r\nHost: x"), 0);
+    }
+
+    #[test]
     fn keep_alive_and_expect() {
         let (h, _) = p("POST http://x.test/p?q HTTP/1.0\r\nConnection: Keep-Alive\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
             .expect("valid")
             .expect("complete");
-        assert!(h.keep_alive && h.expect_continue);
+        assert!(h.keep_alive && !h.expect_continue, "1.0 Expect is ignored");
         assert_eq!(
             (h.raw_path.as_slice(), h.query.as_slice()),
             (&b"/p"[..], &b"q"[..])
         );
         assert_eq!(h.framing, Framing::Length(2));
+        let (h, _) =
+            p("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+                .expect("valid")
+                .expect("complete");
+        assert!(h.expect_continue);
         let (h, _) = p("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
             .expect("valid")
             .expect("complete");

@@ -23,10 +23,11 @@ use tokio::sync::watch;
 use crate::access_log::LogInfo;
 use crate::bridge::{kind, level};
 use crate::chunked::{Decoder, Step};
-use crate::head::{self, Framing, Head, Reject, PAYLOAD_TOO_LARGE};
+use crate::head::{self, Framing, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::request::{push_request, BODY_WINDOW};
 use crate::response::{self, ReqInfo, Writer, AT_CAPACITY};
 use crate::server::{Out, ReqShared, ServerCore, FORCE, RUNNING};
+use crate::slow::BodyClock;
 
 /// Largest single chunk of a chunked request body.
 const MAX_CHUNK: u64 = 10 * 1024 * 1024;
@@ -36,6 +37,11 @@ const READ_AHEAD: usize = 64 * 1024;
 const WRITE_BATCH: usize = 64 * 1024;
 /// Piece size for file bodies.
 const FILE_PIECE: usize = 64 * 1024;
+/// After the server closes its side, input still arriving is read and
+/// dropped for this long (at most `LINGER_BYTES`) instead of being answered
+/// with a reset that could destroy the response before the client reads it.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub enum Peer {
@@ -160,6 +166,9 @@ pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
             out: Vec::with_capacity(8192),
             unwritten: 0,
             sse: None,
+            since: tokio::time::Instant::now(),
+            eof: false,
+            linger: false,
         };
         if let Err(msg) = CatchUnwind(Box::pin(conn.run())).await {
             core.bridge.log(
@@ -257,6 +266,13 @@ pub(crate) struct Conn<R, W> {
     pub(crate) sd: watch::Receiver<u8>,
     /// The response in progress is an SSE stream (see `sse.rs`).
     pub(crate) sse: Option<crate::sse::Stream>,
+    /// When the wait for the next request head began (the connection
+    /// opened, or the previous response ended).
+    since: tokio::time::Instant,
+    /// The client has ended its side: nothing more will be read.
+    eof: bool,
+    /// Close by lingering (we answered and close; the client may still send).
+    linger: bool,
 }
 
 /// Reads more bytes into `buf`; `Ok(0)` is end of stream.
@@ -313,36 +329,65 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 }
             };
             let keep = self.exchange(head).await;
-            if !keep || self.core.phase() != RUNNING {
+            if !keep || self.eof || self.core.phase() != RUNNING {
                 break;
             }
+            self.since = tokio::time::Instant::now();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.wr.shutdown()).await;
+        if self.linger && !self.eof {
+            self.linger().await;
+        }
+    }
+
+    /// Reads and drops what the client still sends after our close, briefly.
+    async fn linger(&mut self) {
+        let end = tokio::time::Instant::now() + LINGER;
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            self.buf.clear();
+            tokio::select! {
+                r = fill(&mut self.rd, &mut self.buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                },
+                _ = tokio::time::sleep_until(end) => break,
+            }
+        }
     }
 
     /// Waits for the next request head. `Ok(None)`: the connection ends
-    /// quietly (closed, idle too long, or the server is shutting down).
+    /// quietly (closed, idle too long, evicted at capacity, or the server is
+    /// shutting down).
     async fn next_head(&mut self) -> Result<Option<Head>, Reject> {
+        let core = self.core.clone();
+        // The whole head must arrive within `timeout` of `since`: bytes
+        // trickling in do not move this deadline.
+        let since = self.since;
+        let deadline = core.cfg.idle_timeout.map(|d| since + d);
+        let mut wait = None;
         loop {
             if !self.buf.is_empty() {
-                if let Some((h, n)) = head::parse(&self.buf, &self.core.cfg.limits)? {
+                if let Some((h, n)) = head::parse(&self.buf, &core.cfg.limits)? {
                     let _ = self.buf.split_to(n);
                     return Ok(Some(h));
                 }
-            } else if self.core.phase() != RUNNING {
+            } else if core.phase() != RUNNING {
                 return Ok(None);
             }
-            let deadline = self
-                .core
-                .cfg
-                .idle_timeout
-                .map(|d| tokio::time::Instant::now() + d);
+            let waiting = wait.get_or_insert_with(|| core.head_waiters.enter(since));
+            if !self.buf.is_empty() {
+                waiting.partial();
+            }
             tokio::select! {
                 r = fill(&mut self.rd, &mut self.buf) => match r {
                     Ok(0) | Err(_) => return Ok(None),
                     Ok(_) => {}
                 },
-                _ = sleep_opt(deadline) => return Ok(None),
+                _ = sleep_opt(deadline) => {
+                    return if self.buf.is_empty() { Ok(None) } else { Err(REQUEST_TIMEOUT) };
+                },
+                _ = &mut waiting.evicted => return Ok(None),
                 r = self.sd.changed() => {
                     if r.is_err() || *self.sd.borrow() == FORCE {
                         return Ok(None);
@@ -418,6 +463,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let mut gated = head.expect_continue && !body.is_done();
         let stall = core.cfg.request_timeout;
         let mut last_io = tokio::time::Instant::now();
+        let mut clock = BodyClock::new(stall, core.cfg.min_body_rate, last_io);
         let mut writer: Option<Writer> = None;
         self.sse = None;
 
@@ -441,6 +487,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         if more {
                             shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
                         }
+                        if let Some(c) = clock.as_mut() {
+                            c.received(data.len());
+                        }
                         core.bridge.push(kind::BODY, shared.id, |w| {
                             w.bytes(&data).u8(u8::from(more));
                         });
@@ -463,14 +512,25 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             }
             let body_blocked =
                 !body.is_done() && (gated || shared.unacked.load(Ordering::SeqCst) >= BODY_WINDOW);
-            let want_read = if body.is_done() {
-                self.buf.len() < READ_AHEAD // watch for the client going away
-            } else {
-                !body_blocked
-            };
+            let want_read = !self.eof
+                && if body.is_done() {
+                    self.buf.len() < READ_AHEAD // watch for the client going away
+                } else {
+                    !body_blocked
+                };
             let deadline = stall.map(|d| last_io + d);
+            let too_slow = clock.as_mut().and_then(|c| {
+                c.reading(want_read && !body.is_done(), tokio::time::Instant::now());
+                c.deadline()
+            });
             tokio::select! {
                 r = fill(&mut self.rd, &mut self.buf), if want_read => match r {
+                    // A half-close after a complete request: the client
+                    // still reads, so the response goes out, then we close.
+                    Ok(0) if body.is_done() => {
+                        self.eof = true;
+                        core.bridge.push(kind::EOF, shared.id, |_| {});
+                    }
                     Ok(0) | Err(_) => break Err(Stop::Closed),
                     Ok(_) => last_io = tokio::time::Instant::now(),
                 },
@@ -483,7 +543,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         break Ok(());
                     }
                     Ok(h) => {
-                        let closing = core.phase() != RUNNING;
+                        let closing = core.phase() != RUNNING || self.eof;
                         writer = Some(response::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
                         // Frames already queued go out with the head.
                         match self.pump(&mut body_rx, writer.as_mut(), &shared).await {
@@ -521,6 +581,14 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     ));
                     break Err(Stop::Stalled);
                 },
+                _ = sleep_opt(too_slow) => {
+                    core.bridge.log(level::WARN, &format!(
+                        "Request body too slow (under {} bytes/s after {}s) - closing connection",
+                        clock.as_ref().map_or(0, BodyClock::rate),
+                        stall.map_or(0.0, |d| d.as_secs_f64())
+                    ));
+                    break Err(Stop::Stalled);
+                },
                 r = self.sd.changed() => if r.is_err() || *self.sd.borrow() == FORCE {
                     break Err(Stop::Shutdown);
                 },
@@ -540,7 +608,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 let Some(w) = writer else { return false };
                 // A body the app left unread can be skipped if it is all here.
                 while let Ok(Some(_)) = body.take(&mut self.buf) {}
-                w.keep_alive && body.is_done()
+                let keep = w.keep_alive && body.is_done() && !self.eof;
+                self.linger = !keep;
+                keep
             }
         }
     }
@@ -548,6 +618,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     /// A refused request: answered (head errors, oversized or bad bodies)
     /// unless a response has started; the connection closes either way.
     async fn refuse(&mut self, r: Reject, started: bool) -> Stop {
+        // A client too slow to send its head is not waited for any longer.
+        self.linger = r != REQUEST_TIMEOUT;
         if !started {
             self.out = response::error_response(r.status, r.message, &self.core.cfg.server_header);
             let _ = write_out(

@@ -19,5 +19,6 @@ mod request;
 mod response;
 mod runtime;
 mod server;
+mod slow;
 mod sse;
 mod websocket;

@@ -13,6 +13,7 @@ use crate::access_log::LogInfo;
 use crate::bridge::{kind, level, Bridge};
 use crate::config::Config;
 use crate::listener::Bound;
+use crate::slow::HeadWaiters;
 
 /// Shutdown phases broadcast to accept loops and connections.
 pub const RUNNING: u8 = 0;
@@ -171,6 +172,8 @@ pub struct ServerCore {
     shutdown: watch::Sender<u8>,
     /// Accepting resumes at this time (set after accept errors).
     accept_pause: Mutex<Option<tokio::time::Instant>>,
+    /// Connections waiting for a request head (evicted at capacity).
+    pub head_waiters: HeadWaiters,
 }
 
 impl ServerCore {
@@ -183,6 +186,7 @@ impl ServerCore {
             conns: AtomicUsize::new(0),
             shutdown: watch::Sender::new(RUNNING),
             accept_pause: Mutex::new(None),
+            head_waiters: HeadWaiters::default(),
         })
     }
 

@@ -585,6 +585,7 @@ drain(h, scheme)
         }
         case PAGI_REC_DRAIN:
         case PAGI_REC_IDLE:
+        case PAGI_REC_EOF:
             a = newSV(0);
             b = newSV(0);
             break;

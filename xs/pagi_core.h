@@ -18,6 +18,7 @@
 #define PAGI_REC_LOG 5
 #define PAGI_REC_IDLE 6
 #define PAGI_REC_WS_MESSAGE 7
+#define PAGI_REC_EOF 8
 
 /* REQUEST record flags (src/request.rs). */
 #define PAGI_F_BODY_EMPTY 1

@@ -63,6 +63,7 @@ my %DEFAULTS = (
     lifespan_startup_timeout  => 30,
     lifespan_mode             => 'auto',
     request_timeout           => 0,
+    min_body_rate             => 500,
     ws_idle_timeout           => 0,
     sse_idle_timeout          => 0,
     heartbeat_timeout         => 50,
@@ -84,7 +85,7 @@ my %RECONFIGURABLE = map { $_ => 1 } qw(
     timeout max_header_size max_header_count max_body_size workers max_requests
     listener_backlog shutdown_timeout lifespan_startup_timeout lifespan_mode
     max_receive_queue max_ws_frame_size max_connections request_timeout
-    ws_idle_timeout sse_idle_timeout http2
+    min_body_rate ws_idle_timeout sse_idle_timeout http2
 );
 
 my $LOOP_TYPE_RE = qr/\A[A-Za-z][A-Za-z0-9_]*(?:::[A-Za-z][A-Za-z0-9_]*)*\z/;
@@ -318,7 +319,7 @@ sub _native_config {
         "max_connections=" . $self->effective_max_connections,
         map { "$_=" . ($self->{$_} // 0) }
             qw(max_body_size max_header_size max_header_count timeout request_timeout
-               max_receive_queue max_ws_frame_size ws_idle_timeout));
+               min_body_rate max_receive_queue max_ws_frame_size ws_idle_timeout));
     push @lines, map { "listen=fd:$_" } @{ $self->{_inherited} || [] };
     for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {
@@ -529,6 +530,10 @@ sub _drain {
         elsif ($kind == 7) {
             my $req = $reqs->{$id} or next;
             $req->message($a, $b);
+        }
+        elsif ($kind == 8) {
+            my $req = $reqs->{$id} or next;
+            $req->client_eof;
         }
         elsif ($kind == 4) {
             my $req = $reqs->{$id} or next;
@@ -775,7 +780,17 @@ Listen queue length, default 2048.
 =item max_connections
 
 Connection limit; 0 (default) means 1000 (see C<effective_max_connections>).
-A connection over the limit gets C<503 Service Unavailable> with
+At the limit, a new connection is admitted by closing the connection that
+has waited longest for a request head (its first, or the next one on a
+keep-alive connection), provided it has waited past a grace: 1 second, or
+250 ms once part of its head has arrived (a real client sends its head in
+one go, so a head still incomplete then is being trickled). A connection
+with a request in progress, a WebSocket, or one within its grace is never
+closed for this, so idle or trickling clients cannot lock out real ones; a warning "At capacity
+(N/MAX): closed K connection(s) waiting longest for a request head to admit
+new ones" is logged at most once a second. While the connection closed is
+still going away the count may exceed the limit by one or two. When no
+connection can be closed, the new one gets C<503 Service Unavailable> with
 C<Retry-After: 5> and is closed, and a warning "Connection rejected: at
 capacity (N/MAX)" is logged. When the process runs out of file descriptors,
 accepting pauses for 100 ms instead of failing.
@@ -800,14 +815,42 @@ Transfer-Encoding get C<400>; a Transfer-Encoding other than chunked gets
 C<501>. These answers close the connection and the app never sees the
 request.
 
-=item timeout, request_timeout, ws_idle_timeout, sse_idle_timeout
+=item timeout, request_timeout, min_body_rate, ws_idle_timeout, sse_idle_timeout
 
-C<timeout> (60 s; 0 = off): a connection waiting for its next request that
-long is closed. C<request_timeout> (0 = off): a request during which
-nothing is read from or written to the client for that long is closed, the
-warning "Request stall timeout (Ns) - closing connection" is logged, and the
-app's C<$receive> yields C<http.disconnect>. Fractions of a second are
-allowed. C<ws_idle_timeout> (0 = off): a WebSocket with no frame in either
+C<timeout> (60 s; 0 = off) bounds the wait for a request head: the whole
+head must have arrived within C<timeout> of the connection opening, or of
+the previous response ending on a keep-alive connection. The deadline is
+fixed when the wait begins; bytes trickling in do not extend it, so a
+client sending its head a byte at a time is closed on time all the same. An
+idle connection is closed quietly; one with part of a head gets
+C<408 Request Timeout> first.
+
+C<request_timeout> (0 = off): a request during which nothing is read from
+or written to the client for that long is closed, the warning "Request
+stall timeout (Ns) - closing connection" is logged, and the app's
+C<$receive> yields C<http.disconnect> (reason C<client_timeout>). Fractions
+of a second are allowed.
+
+C<min_body_rate> (500 bytes/s; 0 = off; acts only while C<request_timeout>
+is on) stops a request body from being trickled just fast enough to dodge
+the stall timeout: once C<n> body bytes have arrived, the body must have
+taken no longer than C<request_timeout + n / min_body_rate> seconds of
+reading. Time in which the server is not reading (before the app asks for a
+body sent with C<Expect: 100-continue>, or while the app leaves 1 MiB of it
+unconsumed) does not count. A body slower than that is ended like a stall:
+"Request body too slow (under R bytes/s after Ns) - closing connection" is
+logged and the app sees C<http.disconnect> with reason C<client_timeout>.
+
+For comparison: nginx's C<client_header_timeout> (60 s) is likewise one
+deadline for the whole head, and its C<client_body_timeout> (60 s) is a
+stall timeout between two reads of the body with no minimum rate, like
+C<request_timeout> alone. Apache's mod_reqtimeout defaults to
+C<header=20-40,MinRate=500 body=20,MinRate=500>: 20 s for the head, extended
+by the rate up to 40 s, and 20 s for the body extended by one second per 500
+bytes, which is what C<request_timeout = 20> with the default
+C<min_body_rate> does for bodies here. The reference server's defaults
+(C<timeout> 60, C<request_timeout> off) are kept; when serving untrusted
+clients without a proxy in front, set C<request_timeout> (e.g. 20). C<ws_idle_timeout> (0 = off): a WebSocket with no frame in either
 direction for that long is closed, "WebSocket idle timeout (Ns) - closing
 connection" is logged and the app sees C<websocket.disconnect> with code
 1006 and reason C<idle_timeout>. C<sse_idle_timeout> (0 = off) is stored for
@@ -948,6 +991,30 @@ C<$receive> yields the body in pieces as they arrive; at most about 1 MiB
 waits unread before the core stops reading from the client. With
 C<Expect: 100-continue> the interim C<100 Continue> is sent when the app
 first calls C<$receive>; if it answers without reading, it is never sent.
+An HTTP/1.0 client's C<Expect> is ignored (RFC 9110 10.1.1): it never gets
+a C<100 Continue>.
+
+=item Half-closed clients
+
+A client may end its sending side once its request is complete
+(C<shutdown(SHUT_WR)>, C<nc -N>): the app still runs and the whole response
+is written, then the connection is closed; nothing more is read from it.
+An app that calls C<$receive> again after the request is complete (to wait
+for a disconnect) gets C<http.disconnect> with reason C<client_closed> at
+that point, and the connection is closed. A client that closes before its
+request body is complete has disconnected. A client that closed its socket
+entirely rather than half-closing it looks the same until the response is
+written, which then fails.
+
+=item CONNECT
+
+A C<CONNECT> request is answered C<501 Not Implemented> by the server and
+the connection is closed; the app is not called. A successful C<CONNECT>
+turns the connection into a raw tunnel, and PAGI has no events that carry a
+tunnel's bytes, so no app could take it (the reference server answers the
+same for C<CONNECT> over HTTP/2; an HTTP/2 Extended C<CONNECT> for
+WebSocket is a different thing). Bytes the client sends after the
+C<CONNECT> head are never parsed as further requests.
 
 =item Backpressure
 

@@ -147,6 +147,7 @@ sub _receive {
         return Future->done($ev);
     }
     return Future->done($self->_disconnect_event) if $self->{done} || defined $self->{gone};
+    return $self->_end_at_eof if $self->{eof};
     PAGI::Server::Native::body_ack($self->{native}, $self->{id}, 0) if delete $self->{expect};
     my $f = $self->{loop}->new_future;
     push @{ $self->{waiters} }, $f;
@@ -199,6 +200,23 @@ sub _gone_for_good {
     $self->{tstate}->_drained;
     $self->{tstate}->_detach;
     $self->_forget;
+}
+
+# EOF record: the client ended its side after a complete request (a
+# half-close). The response still goes out; an app that waits for more
+# input is told the client is gone, and the connection is closed.
+sub client_eof {
+    my ($self) = @_;
+    $self->{eof} = 1;
+    $self->_end_at_eof if $self->{waiters} && @{ $self->{waiters} };
+}
+
+sub _end_at_eof {
+    my ($self) = @_;
+    PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1)
+        if $self->{native} && $self->_live;
+    $self->disconnected('client_closed');
+    return Future->done($self->_disconnect_event);
 }
 
 # DRAIN record: the client caught up.
@@ -482,7 +500,9 @@ sub _app_finished {
     }
     elsif (!$self->{started}) {
         if ($self->_live) {
-            warn "PAGI application returned without starting a response\n";
+            # After the client's EOF it may well be gone (a full close looks
+            # like a half-close): the 500 still goes out, without the noise.
+            warn "PAGI application returned without starting a response\n" unless $self->{eof};
             $self->_error_response;
         }
     }

@@ -21,6 +21,7 @@ our $VERSION = '0.003000';
 my @PASSED = qw(
     extensions access_log access_log_format log_level timeout max_header_size
     max_header_count max_body_size max_requests shutdown_timeout request_timeout
+    min_body_rate
     ws_idle_timeout sse_idle_timeout sync_file_threshold max_receive_queue
     max_ws_frame_size write_high_watermark write_low_watermark max_connections
     lifespan_mode lifespan_startup_timeout validate_events listener_backlog
