@@ -850,7 +850,9 @@ by the rate up to 40 s, and 20 s for the body extended by one second per 500
 bytes, which is what C<request_timeout = 20> with the default
 C<min_body_rate> does for bodies here. The reference server's defaults
 (C<timeout> 60, C<request_timeout> off) are kept; when serving untrusted
-clients without a proxy in front, set C<request_timeout> (e.g. 20). C<ws_idle_timeout> (0 = off): a WebSocket with no frame in either
+clients without a proxy in front, set C<request_timeout> (e.g. 20).
+
+C<ws_idle_timeout> (0 = off): a WebSocket with no frame in either
 direction for that long is closed, "WebSocket idle timeout (Ns) - closing
 connection" is logged and the app sees C<websocket.disconnect> with code
 1006 and reason C<idle_timeout>. C<sse_idle_timeout> (0 = off) is stored for
