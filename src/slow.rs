@@ -146,6 +146,10 @@ impl HeadWaiters {
     }
 }
 
+/// The most time a body's bytes can earn (about 34 years): far beyond any
+/// real body, small enough that the deadline never overflows an `Instant`.
+const MAX_EARNED_SECS: f64 = (1u64 << 30) as f64;
+
 /// The minimum request-body rate. With grace `T` (`request_timeout`) and
 /// rate `R` bytes/s, `n` body bytes must have arrived within `T + n/R`
 /// seconds of reading time (as Apache's mod_reqtimeout counts); time in
@@ -193,8 +197,9 @@ impl BodyClock {
         if self.paused.is_some() {
             return None;
         }
-        let earned = Duration::from_secs_f64(self.received as f64 / self.rate as f64);
-        Some(self.start + self.grace + earned.min(Duration::from_secs(1 << 30)))
+        // Capped before the conversion, which panics past Duration::MAX.
+        let earned = (self.received as f64 / self.rate as f64).min(MAX_EARNED_SECS);
+        Some(self.start + self.grace + Duration::from_secs_f64(earned))
     }
 
     pub fn rate(&self) -> u64 {
@@ -274,5 +279,18 @@ mod tests {
         assert_eq!(c.deadline(), None);
         c.reading(true, t0 + Duration::from_secs(4));
         assert_eq!(c.deadline(), Some(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn body_clock_survives_any_byte_count_and_rate() {
+        let t0 = Instant::now();
+        let grace = Some(Duration::from_secs(1_000_000_000));
+        for rate in [1, 3, u64::MAX] {
+            let mut c = BodyClock::new(grace, rate, t0).expect("on");
+            c.reading(true, t0);
+            c.received(usize::MAX);
+            c.received(usize::MAX);
+            assert!(c.deadline().is_some_and(|d| d > t0), "rate {rate}");
+        }
     }
 }
