@@ -15,28 +15,22 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
 use crate::access_log::LogInfo;
 use crate::bridge::{kind, level};
-use crate::chunked::{Decoder, Step};
-use crate::head::{self, Framing, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
+use crate::h1_body::BodyIn;
+use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::request::{push_request, BODY_WINDOW};
 use crate::response::{self, ReqInfo, Writer, AT_CAPACITY};
-use crate::server::{Out, ReqShared, ServerCore, FORCE, RUNNING};
+use crate::server::{ReqShared, ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
 
-/// Largest single chunk of a chunked request body.
-const MAX_CHUNK: u64 = 10 * 1024 * 1024;
 /// Bytes read ahead (pipelined requests) while a response is in progress.
 const READ_AHEAD: usize = 64 * 1024;
-/// Response bytes gathered before a write.
-const WRITE_BATCH: usize = 64 * 1024;
-/// Piece size for file bodies.
-const FILE_PIECE: usize = 64 * 1024;
 /// After the server closes its side, input still arriving is read and
 /// dropped for this long (at most `LINGER_BYTES`) instead of being answered
 /// with a reset that could destroy the response before the client reads it.
@@ -212,52 +206,11 @@ impl Stop {
     }
 }
 
-/// The request body still to come off the wire.
-enum BodyIn {
-    Length(u64),
-    Chunked(Decoder),
-    Done,
-}
-
-impl BodyIn {
-    fn is_done(&self) -> bool {
-        matches!(self, BodyIn::Done)
-    }
-
-    /// The next piece of body from `buf`, with whether more follows.
-    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<(Bytes, bool)>, Reject> {
-        match self {
-            BodyIn::Done => Ok(None),
-            BodyIn::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                let data = buf.split_to(n).freeze();
-                *left -= n as u64;
-                let more = *left > 0;
-                if !more {
-                    *self = BodyIn::Done;
-                }
-                Ok(Some((data, more)))
-            }
-            BodyIn::Chunked(d) => match d.step(buf)? {
-                Step::Data(data) => Ok(Some((data, true))),
-                Step::More => Ok(None),
-                Step::Done => {
-                    *self = BodyIn::Done;
-                    Ok(Some((Bytes::new(), false)))
-                }
-            },
-        }
-    }
-}
-
 pub(crate) struct Conn<R, W> {
     pub(crate) core: Arc<ServerCore>,
     peer: Peer,
     pub(crate) rd: R,
-    wr: W,
+    pub(crate) wr: W,
     pub(crate) buf: BytesMut,
     pub(crate) out: Vec<u8>,
     /// App bytes framed into `out` and not yet written: they still count
@@ -286,7 +239,7 @@ pub(crate) async fn fill<R: AsyncRead + Unpin>(
 
 /// Writes all of `out`, giving up when the client stalls for `stall` or the
 /// server is force-closing.
-async fn write_out<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
     wr: &mut W,
     out: &mut Vec<u8>,
     stall: Option<Duration>,
@@ -452,11 +405,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             is_head: head.method == "HEAD",
             keep_alive: head.keep_alive && ws_key.is_none(),
         };
-        let mut body = match head.framing {
-            Framing::Length(0) => BodyIn::Done,
-            Framing::Length(n) => BodyIn::Length(n),
-            Framing::Chunked => BodyIn::Chunked(Decoder::new(MAX_CHUNK)),
-        };
+        let mut body = BodyIn::new(head.framing);
         let mut received: u64 = 0;
         // With Expect: 100-continue the client waits for a go-ahead, given
         // when the app first asks for the body.
@@ -631,117 +580,5 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             .await;
         }
         Stop::Closed
-    }
-
-    /// Handles one response frame. `Ok(true)`: the response is complete.
-    async fn frame(
-        &mut self,
-        f: Out,
-        writer: Option<&mut Writer>,
-        shared: &ReqShared,
-    ) -> Result<bool, Stop> {
-        let Some(w) = writer else {
-            return Err(Stop::Closed);
-        };
-        match f {
-            Out::Data(d) => {
-                w.data(&mut self.out, &d);
-                self.unwritten += d.len();
-            }
-            Out::Trailers(t) => w.trailers(&mut self.out, &t),
-            Out::End => {
-                w.end(&mut self.out);
-                self.flush(shared).await?;
-                return Ok(true);
-            }
-            Out::Abort => {
-                // What the app sent before it failed still goes out, if the
-                // client takes it soon.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
-                return Err(Stop::Closed);
-            }
-            Out::File(body) => self.send_file(w, body, shared).await?,
-            Out::Sse(s) => match self.sse.as_mut() {
-                Some(st) => st.configure(s),
-                None => self.sse = Some(crate::sse::Stream::new(s)),
-            },
-            // WebSocket frames only follow a 101.
-            Out::WsMessage { .. } | Out::WsClose { .. } | Out::WsKeepalive { .. } => {}
-        }
-        if self.out.len() >= WRITE_BATCH {
-            self.flush(shared).await?;
-        }
-        Ok(false)
-    }
-
-    /// Takes every frame already queued, then writes what was gathered.
-    /// `Ok(true)`: the response is complete.
-    async fn pump(
-        &mut self,
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>,
-        mut writer: Option<&mut Writer>,
-        shared: &ReqShared,
-    ) -> Result<bool, Stop> {
-        while let Ok(f) = rx.try_recv() {
-            if self.frame(f, writer.as_deref_mut(), shared).await? {
-                return Ok(true);
-            }
-        }
-        self.flush(shared).await?;
-        Ok(false)
-    }
-
-    /// Writes what is gathered; the app's bytes in it stop counting as
-    /// buffered once the socket took them.
-    pub(crate) async fn flush(&mut self, shared: &ReqShared) -> Result<(), Stop> {
-        let stall = self.core.cfg.request_timeout;
-        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
-        let len = std::mem::take(&mut self.unwritten);
-        self.written(shared, len);
-        Ok(())
-    }
-
-    /// Releases a pending `$send` once the backlog is down to the low mark.
-    pub(crate) fn written(&self, shared: &ReqShared, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let left = shared
-            .buffered
-            .fetch_sub(len, Ordering::SeqCst)
-            .saturating_sub(len);
-        if left <= self.core.cfg.low_watermark && shared.want_drain.swap(false, Ordering::SeqCst) {
-            self.core.bridge.push(kind::DRAIN, shared.id, |_| {});
-        }
-    }
-
-    /// Streams a file body, read here in pieces (it never passes through Perl).
-    async fn send_file(
-        &mut self,
-        w: &mut Writer,
-        mut body: crate::file_body::FileBody,
-        shared: &ReqShared,
-    ) -> Result<(), Stop> {
-        self.flush(shared).await?;
-        if w.framing == response::Framing::None {
-            return Ok(());
-        }
-        let mut piece = Vec::with_capacity(FILE_PIECE);
-        loop {
-            piece = match body.next(piece, FILE_PIECE).await {
-                Ok(p) if p.is_empty() => break,
-                Ok(p) => p,
-                Err(e) => {
-                    self.core.bridge.log(
-                        level::ERROR,
-                        &format!("PAGI::Server: reading the file body failed: {e}"),
-                    );
-                    return Err(Stop::Closed);
-                }
-            };
-            w.data(&mut self.out, &piece);
-            self.flush(shared).await?;
-        }
-        Ok(())
     }
 }

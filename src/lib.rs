@@ -12,6 +12,8 @@ mod config;
 pub mod ffi;
 pub mod ffi_stream;
 mod file_body;
+mod h1_body;
+mod h1_output;
 mod head;
 mod http1;
 mod listener;

@@ -1,0 +1,133 @@
+//! Writing a response on an HTTP/1.x connection: frames from Perl are
+//! framed by `response::Writer` into `Conn::out` and written in batches,
+//! file bodies are read here (never through Perl), and a pending `$send` is
+//! released once the bytes left the process.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::bridge::{kind, level};
+use crate::http1::{write_out, Conn, Stop};
+use crate::response::{self, Writer};
+use crate::server::{Out, ReqShared};
+
+/// Response bytes gathered before a write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// Piece size for file bodies.
+const FILE_PIECE: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
+    /// Handles one response frame. `Ok(true)`: the response is complete.
+    pub(crate) async fn frame(
+        &mut self,
+        f: Out,
+        writer: Option<&mut Writer>,
+        shared: &ReqShared,
+    ) -> Result<bool, Stop> {
+        let Some(w) = writer else {
+            return Err(Stop::Closed);
+        };
+        match f {
+            Out::Data(d) => {
+                w.data(&mut self.out, &d);
+                self.unwritten += d.len();
+            }
+            Out::Trailers(t) => w.trailers(&mut self.out, &t),
+            Out::End => {
+                w.end(&mut self.out);
+                self.flush(shared).await?;
+                return Ok(true);
+            }
+            Out::Abort => {
+                // What the app sent before it failed still goes out, if the
+                // client takes it soon.
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
+                return Err(Stop::Closed);
+            }
+            Out::File(body) => self.send_file(w, body, shared).await?,
+            Out::Sse(s) => match self.sse.as_mut() {
+                Some(st) => st.configure(s),
+                None => self.sse = Some(crate::sse::Stream::new(s)),
+            },
+            // WebSocket frames only follow a 101.
+            Out::WsMessage { .. } | Out::WsClose { .. } | Out::WsKeepalive { .. } => {}
+        }
+        if self.out.len() >= WRITE_BATCH {
+            self.flush(shared).await?;
+        }
+        Ok(false)
+    }
+
+    /// Takes every frame already queued, then writes what was gathered.
+    /// `Ok(true)`: the response is complete.
+    pub(crate) async fn pump(
+        &mut self,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>,
+        mut writer: Option<&mut Writer>,
+        shared: &ReqShared,
+    ) -> Result<bool, Stop> {
+        while let Ok(f) = rx.try_recv() {
+            if self.frame(f, writer.as_deref_mut(), shared).await? {
+                return Ok(true);
+            }
+        }
+        self.flush(shared).await?;
+        Ok(false)
+    }
+
+    /// Writes what is gathered; the app's bytes in it stop counting as
+    /// buffered once the socket took them.
+    pub(crate) async fn flush(&mut self, shared: &ReqShared) -> Result<(), Stop> {
+        let stall = self.core.cfg.request_timeout;
+        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
+        let len = std::mem::take(&mut self.unwritten);
+        self.written(shared, len);
+        Ok(())
+    }
+
+    /// Releases a pending `$send` once the backlog is down to the low mark.
+    pub(crate) fn written(&self, shared: &ReqShared, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let left = shared
+            .buffered
+            .fetch_sub(len, Ordering::SeqCst)
+            .saturating_sub(len);
+        if left <= self.core.cfg.low_watermark && shared.want_drain.swap(false, Ordering::SeqCst) {
+            self.core.bridge.push(kind::DRAIN, shared.id, |_| {});
+        }
+    }
+
+    /// Streams a file body, read here in pieces (it never passes through Perl).
+    pub(crate) async fn send_file(
+        &mut self,
+        w: &mut Writer,
+        mut body: crate::file_body::FileBody,
+        shared: &ReqShared,
+    ) -> Result<(), Stop> {
+        self.flush(shared).await?;
+        if w.framing == response::Framing::None {
+            return Ok(());
+        }
+        let mut piece = Vec::with_capacity(FILE_PIECE);
+        loop {
+            piece = match body.next(piece, FILE_PIECE).await {
+                Ok(p) if p.is_empty() => break,
+                Ok(p) => p,
+                Err(e) => {
+                    self.core.bridge.log(
+                        level::ERROR,
+                        &format!("PAGI::Server: reading the file body failed: {e}"),
+                    );
+                    return Err(Stop::Closed);
+                }
+            };
+            w.data(&mut self.out, &piece);
+            self.flush(shared).await?;
+        }
+        Ok(())
+    }
+}
