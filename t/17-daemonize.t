@@ -86,4 +86,26 @@ for my $workers (0, 2) {
     };
 }
 
+subtest 'a launcher killed before the daemon is ready leaves it serving' => sub {
+    my $log     = "$TMP/orphan.log";
+    my $pidfile = "$TMP/orphan.pid";
+    my $sock    = "$TMP/orphan.sock";
+    my $p = spawn_cli(env => { PAGI_ENV => 'production', T_LOG => $log, T_STARTUP_DELAY => 1 },
+        args => [ '-D', '--socket', $sock, '--pid', $pidfile, $APP ]);
+    my $pid;
+    ok(wait_until(10, sub { ($pid) = slurp($pidfile) =~ /\A([0-9]+)\n\z/; $pid }),
+        'the daemon wrote its PID file') or return;
+    watch($pid);
+    ok(!-e $log || slurp($log) !~ /^startup /m, 'its lifespan startup is still running');
+    kill KILL => $p->{pid};    # the terminal went away, say
+    reap($p->{pid}, 5);
+    ok(wait_until(10, sub { slurp($log) =~ /^startup /m }), 'lifespan startup completed');
+    like(http_get($sock, '/hello'), qr{\AHTTP/1\.1 200 .*done /hello}s,
+        'the daemon serves after telling no one it is ready');
+    ok(alive($pid), 'and is still running');
+    kill TERM => $pid;
+    ok(wait_until(10, sub { !alive($pid) }), 'daemon stops on TERM');
+    ok(wait_until(5, sub { !-e $pidfile }), 'PID file removed');
+};
+
 done_testing;

@@ -4,7 +4,8 @@ package ProcApp;
 # returns ProcApp::app()). It writes "startup PID" and "shutdown PID" to the
 # file in T_LOG during lifespan and "slow PID" when a request for /slow
 # begins; /slow answers after T_SLOW seconds (default 1.5), anything else
-# at once. T_FAIL_STARTUP=1 refuses lifespan startup.
+# at once. T_FAIL_STARTUP=1 refuses lifespan startup; T_STARTUP_DELAY=N
+# completes it only after N seconds.
 
 use strict;
 use warnings;
@@ -31,6 +32,8 @@ sub app {
                         await $send->({ type => 'lifespan.startup.failed', message => 'startup refused by the test app' });
                         return;
                     }
+                    await IO::Async::Loop->new->delay_future(after => $ENV{T_STARTUP_DELAY})
+                        if $ENV{T_STARTUP_DELAY};
                     note_line("startup $$");
                     await $send->({ type => 'lifespan.startup.complete' });
                 }

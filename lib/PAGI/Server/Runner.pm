@@ -583,6 +583,9 @@ sub _await_daemon {
 sub _report_to_launcher {
     my ($self, $msg) = @_;
     my $fh = delete $self->{_launcher} or return;
+    # A launcher killed meanwhile (its terminal closed, Ctrl-C) must not
+    # take the daemon with it: the write then fails with EPIPE instead.
+    local $SIG{PIPE} = 'IGNORE';
     while (length $msg) {
         my $n = syswrite $fh, $msg;
         last unless $n;    # the launcher is gone: nobody left to tell
