@@ -13,25 +13,12 @@ use warnings;
 use Test2::V0;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use POSIX qw(WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG);
 use Time::HiRes qw(sleep);
 use ProcTest qw(spawn_cli reap wait_until children_of alive proc_state slurp
-                listening_port open_request read_response http_get write_file tmpdir);
+                listening_port open_request read_response http_get write_file tmpdir
+                log_lines how_it_ended workers_busy);
 
 my $APP = write_file('app.pl', "use ProcApp; ProcApp::app();\n");
-
-sub lines_of {
-    my ($log, $word) = @_;
-    return grep { /^\Q$word\E / } split /\n/, slurp($log);
-}
-
-sub how_it_ended {
-    my ($status) = @_;
-    return 'still running'             unless defined $status;
-    return 'exit ' . WEXITSTATUS($status) if WIFEXITED($status);
-    return 'killed by signal ' . WTERMSIG($status) if WIFSIGNALED($status);
-    return "status $status";
-}
 
 # Starts pagi-server in its own process group; returns its handle and port.
 sub start_server {
@@ -49,10 +36,10 @@ subtest 'single process: more TERM and INT while draining' => sub {
     my $log = tmpdir() . '/single.log';
     my ($p, $port) = start_server($log);
     ok($port, 'server is listening') or return diag slurp($p->{err});
-    ok(wait_until(10, sub { lines_of($log, 'startup') == 1 }), 'lifespan started');
+    ok(wait_until(10, sub { log_lines($log, 'startup') == 1 }), 'lifespan started');
 
     my $slow = open_request($port, '/slow');
-    ok(wait_until(5, sub { lines_of($log, 'slow') == 1 }), 'slow request is running');
+    ok(wait_until(5, sub { log_lines($log, 'slow') == 1 }), 'slow request is running');
 
     kill TERM => $p->{pid};
     sleep 0.3;
@@ -66,19 +53,14 @@ subtest 'single process: more TERM and INT while draining' => sub {
     like($resp, qr{\AHTTP/1\.1 200 .*done /slow}s, 'the request in flight completed');
     my $status = reap($p->{pid}, 10);
     is(how_it_ended($status), 'exit 0', 'server ended by itself, not by a signal');
-    is(scalar lines_of($log, 'shutdown'), 1, 'lifespan shutdown ran');
+    is(scalar log_lines($log, 'shutdown'), 1, 'lifespan shutdown ran');
 };
 
 subtest 'workers: Ctrl-C twice while draining' => sub {
     my $log = tmpdir() . '/workers-int.log';
     my ($p, $port) = start_server($log, '-w', 2);
-    ok($port, 'master is listening') or return diag slurp($p->{err});
-    ok(wait_until(10, sub { lines_of($log, 'startup') == 2 }), 'both workers started');
-    my @workers = children_of($p->{pid});
-    is(scalar @workers, 2, 'two workers');
-
-    my $slow = open_request($port, '/slow');
-    ok(wait_until(5, sub { lines_of($log, 'slow') == 1 }), 'slow request is running');
+    my ($workers, $slow) = workers_busy($p, $log, $port) or return diag slurp($p->{err});
+    my @workers = @$workers;
 
     kill INT => -$p->{pid};
     sleep 0.3;
@@ -91,7 +73,7 @@ subtest 'workers: Ctrl-C twice while draining' => sub {
     like($resp, qr{\AHTTP/1\.1 200 .*done /slow}s, 'the request in flight completed');
     my $status = reap($p->{pid}, 15);
     is(how_it_ended($status), 'exit 0', 'master ended by itself, not by a signal');
-    is([ sort map { (split / /)[1] } lines_of($log, 'shutdown') ], [ sort @workers ],
+    is([ sort map { (split / /)[1] } log_lines($log, 'shutdown') ], [ sort @workers ],
         'every worker ran lifespan shutdown');
     ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker left');
 };
@@ -100,7 +82,7 @@ subtest 'workers: HUP, TTIN, TTOU and USR2 neither kill nor stop' => sub {
     my $log = tmpdir() . '/workers-hup.log';
     my ($p, $port) = start_server($log, '-w', 2);
     ok($port, 'master is listening') or return diag slurp($p->{err});
-    ok(wait_until(10, sub { lines_of($log, 'startup') == 2 }), 'both workers started');
+    ok(wait_until(10, sub { log_lines($log, 'startup') == 2 }), 'both workers started');
     my @workers = children_of($p->{pid});
     is(scalar @workers, 2, 'two workers');
 
@@ -134,7 +116,7 @@ subtest 'single process: HUP and USR2 are logged and ignored' => sub {
     }
     kill TERM => $p->{pid};
     is(how_it_ended(reap($p->{pid}, 10)), 'exit 0', 'TERM still stops it');
-    is(scalar lines_of($log, 'shutdown'), 1, 'lifespan shutdown ran');
+    is(scalar log_lines($log, 'shutdown'), 1, 'lifespan shutdown ran');
 };
 
 done_testing;

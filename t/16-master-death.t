@@ -13,8 +13,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use IO::Socket::INET;
 use Time::HiRes qw(sleep time);
-use ProcTest qw(spawn spawn_cli reap wait_until children_of alive slurp
-                listening_port open_request read_response write_file tmpdir);
+use ProcTest qw(spawn spawn_cli reap wait_until alive slurp listening_port
+                read_response write_file tmpdir log_lines workers_busy);
 
 my $SHUTDOWN_TIMEOUT = 2;
 my $APP = write_file('app.pl', "use ProcApp; ProcApp::app();\n");
@@ -33,21 +33,11 @@ warn "PAGI Server listening on http://127.0.0.1:" . $server->port . "/\n";
 $loop->run;
 PERL
 
-sub lines_of {
-    my ($log, $word) = @_;
-    return grep { /^\Q$word\E / } split /\n/, slurp($log);
-}
-
 sub check_master_death {
     my ($p, $log) = @_;
     my $port = listening_port($p->{err}, 15);
-    ok($port, 'master is listening') or return diag slurp($p->{err});
-    ok(wait_until(10, sub { lines_of($log, 'startup') == 2 }), 'both workers started');
-    my @workers = children_of($p->{pid});
-    is(scalar @workers, 2, 'two workers');
-
-    my $slow = open_request($port, '/slow');
-    ok(wait_until(5, sub { lines_of($log, 'slow') == 1 }), 'slow request is running');
+    my ($workers, $slow) = workers_busy($p, $log, $port) or return diag slurp($p->{err});
+    my @workers = @$workers;
 
     kill KILL => $p->{pid};
     ok(defined reap($p->{pid}, 5), 'master is gone');
@@ -61,7 +51,7 @@ sub check_master_death {
     ok(wait_until($SHUTDOWN_TIMEOUT + 3, sub { !grep { alive($_) } @workers }),
         'every worker exited after the master died')
         or diag 'still running: ' . join ' ', grep { alive($_) } @workers;
-    is([ sort map { (split / /)[1] } lines_of($log, 'shutdown') ], [ sort @workers ],
+    is([ sort map { (split / /)[1] } log_lines($log, 'shutdown') ], [ sort @workers ],
         'every worker ran lifespan shutdown');
     like(slurp($p->{err}), qr/master process $p->{pid} is gone/, 'workers say why they stop');
 

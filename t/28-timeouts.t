@@ -9,7 +9,7 @@ use IO::Async::Loop;
 use Future;
 use Future::AsyncAwait;
 use Time::HiRes qw(time);
-use RawHTTP qw(start_server pump_until);
+use RawHTTP qw(start_server stop_server pump_until);
 
 # timeout (idle keep-alive connections) and request_timeout (a request whose
 # connection sees no I/O for that long is closed).
@@ -54,12 +54,6 @@ my $app = async sub {
     await $send->({ type => 'http.response.body', body => 'ok' });
 };
 
-sub stop {
-    my ($server) = @_;
-    $server->shutdown->get;
-    $loop->remove($server);
-}
-
 # One keep-alive request; returns the client once the response is in.
 sub keepalive_request {
     my ($server, $label) = @_;
@@ -80,7 +74,7 @@ subtest 'timeout => 1 closes an idle keep-alive connection' => sub {
     ok($took >= 0.7, 'not before 0.7 s') or diag(sprintf('closed after %.3f s', $took));
     note(sprintf('idle close after %.3f s', $took));
     is($c->{buf}, '', 'no bytes sent on the idle close');
-    stop($server);
+    stop_server($loop, $server);
 };
 
 subtest 'timeout => 0 keeps an idle connection open' => sub {
@@ -90,7 +84,7 @@ subtest 'timeout => 0 keeps an idle connection open' => sub {
     $c->write("GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     my $r = $c->read_response(timeout => 5);
     is($r && $r->{body}, 'ok', 'connection still usable');
-    stop($server);
+    stop_server($loop, $server);
 };
 
 my $rserver = start_server($loop, app => $app, request_timeout => 1, quiet => 0, log_level => 'warn');
@@ -137,6 +131,6 @@ subtest 'request_timeout => 1 leaves a steadily streaming response alone' => sub
     is([ grep { /Request stall timeout/ } @warnings ], [], 'no stall warning');
 };
 
-stop($rserver);
+stop_server($loop, $rserver);
 
 done_testing;

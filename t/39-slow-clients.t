@@ -9,7 +9,7 @@ use IO::Async::Loop;
 use Future;
 use Future::AsyncAwait;
 use Time::HiRes qw(time);
-use RawHTTP qw(start_server pump_until);
+use RawHTTP qw(start_server stop_server pump_until);
 
 # Slow clients: a request head trickled a byte at a time still has to be
 # complete within `timeout`; a body trickled below min_body_rate is ended
@@ -47,12 +47,6 @@ my $app = async sub {
     await $send->({ type => 'http.response.body', body => 'ok' });
 };
 
-sub stop {
-    my ($server) = @_;
-    $server->shutdown->get;
-    $loop->remove($server);
-}
-
 # Sends $piece every $every seconds until the server closes the connection
 # or $limit seconds pass. Returns (how it ended, seconds it took, bytes sent).
 sub trickle {
@@ -83,7 +77,7 @@ subtest 'a head trickled a byte at a time is closed at the timeout' => sub {
     ok($took > 1.5, 'not before the deadline') or diag("took ${took}s");
     ok($sent > 10, 'bytes kept coming until then') or diag("sent $sent");
     like($c->{buf}, qr{^HTTP/1\.1 408 }, 'answered 408 Request Timeout') or diag("got: $c->{buf}");
-    stop($server);
+    stop_server($loop, $server);
 };
 
 subtest 'a keep-alive connection gets a fresh head deadline after each response' => sub {
@@ -95,7 +89,7 @@ subtest 'a keep-alive connection gets a fresh head deadline after each response'
         my $r = $c->read_response;
         is($r && $r->{status}, 200, "request $i after 1.2 s idle is served");
     }
-    stop($server);
+    stop_server($loop, $server);
 };
 
 subtest 'a body trickled below min_body_rate is ended under request_timeout' => sub {
@@ -112,7 +106,7 @@ subtest 'a body trickled below min_body_rate is ended under request_timeout' => 
     is($seen{upload_end}{type}, 'http.disconnect', 'as http.disconnect');
     is($seen{upload_end}{reason}, 'client_timeout', 'reason client_timeout');
     ok((grep { /Request body too slow/ } @warnings), 'warning logged') or diag("warnings: @warnings");
-    stop($server);
+    stop_server($loop, $server);
 };
 
 subtest 'a body sent at a normal pace is not ended' => sub {
@@ -127,7 +121,7 @@ subtest 'a body sent at a normal pace is not ended' => sub {
     }
     my $r = $c->read_response;
     is($r && $r->{status}, 200, 'answered');
-    stop($server);
+    stop_server($loop, $server);
 };
 
 subtest 'at max_connections the longest head-waiter makes room' => sub {
@@ -145,7 +139,7 @@ subtest 'at max_connections the longest head-waiter makes room' => sub {
     is($closed->(), 1, 'exactly one idle connection was closed for it');
     ok((grep { /At capacity \(\d+\/5\): closed 1 connection/ } @warnings), 'logged') or diag("warnings: @warnings");
     $_->close for @idle;
-    stop($server);
+    stop_server($loop, $server);
 };
 
 subtest 'connections with a request in progress are never evicted' => sub {
@@ -163,7 +157,7 @@ subtest 'connections with a request in progress are never evicted' => sub {
         my $res = $c->read_response;
         is($res && $res->{status}, 200, 'a held request completes');
     }
-    stop($server);
+    stop_server($loop, $server);
 };
 
 done_testing;

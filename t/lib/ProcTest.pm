@@ -22,14 +22,17 @@ use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
 use IO::Socket::UNIX;
-use POSIX qw(WNOHANG);
+use POSIX qw(WNOHANG WIFEXITED WEXITSTATUS WIFSIGNALED WTERMSIG);
+use Test2::API qw(context);
+use Test2::Tools::Basic qw(ok);
+use Test2::Tools::Compare qw(is);
 use Socket qw(SOCK_STREAM);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
     spawn spawn_cli reap wait_until children_of alive proc_state watch
     slurp listening_port open_request read_response http_get write_file
-    tmpdir pids_with_arg
+    tmpdir pids_with_arg log_lines how_it_ended workers_busy
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
@@ -157,6 +160,36 @@ sub pids_with_arg {
     }
     watch(@found);
     return @found;
+}
+
+# The lines ProcApp wrote to $log that start with $word.
+sub log_lines {
+    my ($log, $word) = @_;
+    return grep { /^\Q$word\E / } split /\n/, slurp($log);
+}
+
+# A wait status in words: 'exit N', 'killed by signal N' or 'still running'.
+sub how_it_ended {
+    my ($status) = @_;
+    return 'still running'                         unless defined $status;
+    return 'exit ' . WEXITSTATUS($status)          if WIFEXITED($status);
+    return 'killed by signal ' . WTERMSIG($status) if WIFSIGNALED($status);
+    return "status $status";
+}
+
+# A master with two workers ($p, its ProcApp log, its port): checks both
+# started, then starts a /slow request. Returns (\@workers, $slow socket).
+sub workers_busy {
+    my ($p, $log, $port) = @_;
+    my $ctx = context();
+    ok($port, 'master is listening') or do { $ctx->release; return };
+    ok(wait_until(10, sub { log_lines($log, 'startup') == 2 }), 'both workers started');
+    my @workers = children_of($p->{pid});
+    is(scalar @workers, 2, 'two workers');
+    my $slow = open_request($port, '/slow');
+    ok(wait_until(5, sub { log_lines($log, 'slow') == 1 }), 'slow request is running');
+    $ctx->release;
+    return (\@workers, $slow);
 }
 
 # Remembers pids to kill at the end.

@@ -15,7 +15,7 @@ use Socket qw(SOCK_STREAM);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR ECONNRESET EPIPE);
 use Time::HiRes qw(time);
 
-our @EXPORT_OK = qw(start_server pump_until);
+our @EXPORT_OK = qw(start_server stop_server pump_until);
 
 # Starts a server on an ephemeral port; returns it (listening).
 sub start_server {
@@ -32,6 +32,13 @@ sub start_server {
     $loop->add($server);
     $server->listen->get;
     return $server;
+}
+
+# Shuts a server from start_server down and takes it off the loop.
+sub stop_server {
+    my ($loop, $server) = @_;
+    $server->shutdown->get;
+    $loop->remove($server);
 }
 
 # Runs the loop in short slices until $cond returns true or $timeout passes.
