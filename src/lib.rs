@@ -13,6 +13,8 @@ pub mod ffi;
 mod head;
 mod http1;
 mod listener;
+#[cfg(test)]
+mod props;
 mod request;
 mod response;
 mod runtime;
