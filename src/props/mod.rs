@@ -12,6 +12,7 @@
 pub mod alloc;
 mod chunked;
 mod head;
+mod ws;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
