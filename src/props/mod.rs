@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 
 /// Cases per property when `PAGI_FUZZ_CASES` is not set.
-const DEFAULT_CASES: u32 = 1500;
+const DEFAULT_CASES: u32 = 2000;
 
 /// The proptest settings every property here runs with.
 pub fn config() -> Config {
