@@ -112,8 +112,11 @@ fn chunk() -> impl Strategy<Value = Chunk> {
 
 fn trailer() -> impl Strategy<Value = String> {
     prop_oneof![
-        12 => "[A-Z][a-z-]{0,8}: [ -~]{0,30}",
+        24 => "[A-Z][a-z-]{0,8}: [ -~]{0,30}",
         1 => (1000usize..4200).prop_map(|n| format!("X-Long: {}", "t".repeat(n))),
+        // One line right at the trailer limit.
+        4 => (MAX_TRAILERS - 3..MAX_TRAILERS + 2)
+            .prop_map(|n| format!("X-Edge: {}", "t".repeat(n - 8))),
     ]
 }
 
