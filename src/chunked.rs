@@ -7,9 +7,9 @@ use bytes::{Bytes, BytesMut};
 use crate::head::{reject_with, Reject, BAD_REQUEST, HEADERS_TOO_LARGE};
 
 /// Longest chunk-size line (size plus extensions) accepted.
-const MAX_SIZE_LINE: usize = 4096;
+pub(crate) const MAX_SIZE_LINE: usize = 4096;
 /// Largest trailer section accepted.
-const MAX_TRAILERS: usize = 8192;
+pub(crate) const MAX_TRAILERS: usize = 8192;
 
 const CHUNK_TOO_LARGE: Reject = reject_with(413, "Chunk Too Large");
 
@@ -56,6 +56,11 @@ impl Decoder {
                         }
                         return Ok(Step::More);
                     };
+                    // The same limit whether the line's end came in this read
+                    // or a later one.
+                    if nl > MAX_SIZE_LINE {
+                        return Err(BAD_REQUEST);
+                    }
                     let line = &buf[..nl];
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     let size = line
@@ -110,7 +115,10 @@ impl Decoder {
                 }
                 State::Trailers(seen) => {
                     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-                        if seen + buf.len() > MAX_TRAILERS {
+                        // Only a line that cannot turn out blank counts yet,
+                        // so the end of the trailers is never refused.
+                        let may_be_blank = buf.is_empty() || buf.as_ref() == b"\r";
+                        if !may_be_blank && seen + buf.len() > MAX_TRAILERS {
                             return Err(HEADERS_TOO_LARGE);
                         }
                         return Ok(Step::More);
@@ -172,6 +180,38 @@ mod tests {
         let (body, done) = decode_all(b"3\r\nabc\r\n", 100).expect("valid");
         assert!(!done);
         assert_eq!(body, b"abc");
+    }
+
+    /// Feeds `input` whole, then byte by byte: both must end the same.
+    fn decode_both(input: &[u8]) -> Result<(Vec<u8>, bool), Reject> {
+        let mut d = Decoder::new(100);
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        let whole = loop {
+            match d.step(&mut buf) {
+                Ok(Step::Data(x)) => out.extend_from_slice(&x),
+                Ok(Step::More) => break Ok((out, false)),
+                Ok(Step::Done) => break Ok((out, true)),
+                Err(r) => break Err(r),
+            }
+        };
+        assert_eq!(whole, decode_all(input, 100));
+        whole
+    }
+
+    #[test]
+    fn limits_hold_whether_a_line_ends_in_the_same_read_or_not() {
+        let ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_SIZE_LINE));
+        assert_eq!(decode_both(ext.as_bytes()), Err(BAD_REQUEST));
+        let ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_SIZE_LINE - 4));
+        assert_eq!(decode_both(ext.as_bytes()), Ok((b"x".to_vec(), true)));
+        // Trailer fields up to the allowed size, then the blank line.
+        let trailer = |n: usize| format!("0\r\nX: {}\r\n\r\n", "t".repeat(n));
+        for n in [MAX_TRAILERS - 5, MAX_TRAILERS - 4] {
+            assert_eq!(decode_both(trailer(n).as_bytes()), Ok((Vec::new(), true)));
+        }
+        let too_big = trailer(MAX_TRAILERS - 3);
+        assert_eq!(decode_both(too_big.as_bytes()), Err(HEADERS_TOO_LARGE));
     }
 
     #[test]

@@ -117,7 +117,8 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> {
     let line_len = match buf.iter().position(|&b| b == b'\n') {
         Some(p) => p.saturating_sub(usize::from(p > 0 && buf[p - 1] == b'\r')),
-        None => buf.len(),
+        // A last CR may be the start of the line's end.
+        None => buf.len() - usize::from(buf.last() == Some(&b'\r')),
     };
     if line_len > lim.max_request_line {
         return Err(URI_TOO_LONG);
@@ -180,7 +181,10 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
     let mut content_length: Option<u64> = None;
     let mut cl_bad = false;
     let mut cl_huge = false;
-    let mut codings: Vec<Vec<u8>> = Vec::new();
+    // Transfer codings are not kept as a list (a field of commas would cost
+    // memory per comma): only whether there were any, whether the last is
+    // chunked, and whether chunked came at all.
+    let (mut te_seen, mut chunked, mut any_chunked) = (false, false, false);
     let mut hosts = 0;
     let mut expect_continue = false;
     let mut conn_close = false;
@@ -218,11 +222,13 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
                 }
             }
             // An empty coding (a blank field) is no coding we support.
-            b"transfer-encoding" => codings.extend(
-                value
-                    .split(|&b| b == b',')
-                    .map(|c| c.trim_ascii().to_ascii_lowercase()),
-            ),
+            b"transfer-encoding" => {
+                te_seen = true;
+                for coding in value.split(|&b| b == b',') {
+                    chunked = coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                    any_chunked |= chunked;
+                }
+            }
             b"host" => hosts += 1,
             b"expect" => {
                 expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue")
@@ -244,9 +250,8 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
     if cl_huge {
         return Err(PAYLOAD_TOO_LARGE);
     }
-    let chunked = codings.last().is_some_and(|c| c == b"chunked");
-    if !codings.is_empty() && !chunked {
-        return Err(if codings.iter().any(|c| c == b"chunked") {
+    if te_seen && !chunked {
+        return Err(if any_chunked {
             TE_NOT_FINAL
         } else {
             TE_UNSUPPORTED
@@ -348,6 +353,32 @@ mod tests {
             parse(req.as_bytes(), &lim).map(|_| ()),
             Err(HEADERS_TOO_LARGE)
         );
+    }
+
+    #[test]
+    fn a_longest_request_line_may_arrive_without_its_lf() {
+        let lim = Limits {
+            max_request_line: 14,
+            ..Limits::default()
+        };
+        assert_eq!(parse(b"GET / HTTP/1.1\r", &lim).map(|_| ()), Ok(()));
+        assert_eq!(
+            parse(b"GET /a HTTP/1.1\r", &lim).map(|_| ()),
+            Err(URI_TOO_LONG)
+        );
+    }
+
+    #[test]
+    fn a_field_of_commas_costs_no_memory_per_comma() {
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {}\r\n\r\n",
+            ",".repeat(8000)
+        );
+        let (got, peak) = crate::props::alloc::peak_during(|| {
+            parse(req.as_bytes(), &Limits::default()).map(|_| ())
+        });
+        assert_eq!(got, Err(TE_UNSUPPORTED));
+        assert!(peak < 4 * req.len(), "{peak} bytes");
     }
 
     #[test]

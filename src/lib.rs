@@ -17,6 +17,8 @@ mod h1_output;
 mod head;
 mod http1;
 mod listener;
+#[cfg(test)]
+mod props;
 mod request;
 mod response;
 mod runtime;

@@ -24,11 +24,11 @@ use crate::request::BODY_WINDOW;
 use crate::server::{Fields, Out, ReqShared, RUNNING};
 
 /// Largest number of frames one fragmented message may span.
-const MAX_FRAGMENTS: usize = 128;
+pub(crate) const MAX_FRAGMENTS: usize = 128;
 /// Control frames carry at most this many payload bytes.
 const MAX_CONTROL: u64 = 125;
 /// Bytes reserved ahead for a frame still arriving.
-const RESERVE_STEP: usize = 1 << 20;
+pub(crate) const RESERVE_STEP: usize = 1 << 20;
 /// How long the app's close waits for the client's reply.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
