@@ -230,7 +230,8 @@ fn model(s: &Spec, lim: &Limits) -> Result<Head, u16> {
             Framing::Length(cl.unwrap_or(0))
         },
         content_length: cl,
-        expect_continue,
+        // RFC 9110 10.1.1: an HTTP/1.0 client's Expect is ignored.
+        expect_continue: expect_continue && s.version == 11,
         keep_alive: if s.version == 11 {
             !close
         } else {
