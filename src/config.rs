@@ -126,38 +126,101 @@ fn listen_spec(v: &str) -> Result<ListenSpec, String> {
     })
 }
 
+/// Applies one `key=value` line to the config.
+type Setter = fn(&mut Config, &str, &str) -> Result<(), String>;
+
+/// Every key the core accepts and what it sets. PAGI::Server emits exactly
+/// these (its option table, lib/PAGI/Server/Options.pm, names the option
+/// behind each; t/18-option-table.t checks that the two sets are equal).
+const KEYS: &[(&str, Setter)] = &[
+    ("listen", |c, _, v| {
+        c.listen.push(listen_spec(v)?);
+        Ok(())
+    }),
+    ("backlog", |c, k, v| {
+        c.backlog = i32::try_from(number::<u32>(k, v)?).unwrap_or(i32::MAX);
+        Ok(())
+    }),
+    ("server_header", |c, _, v| {
+        c.server_header = v.to_string();
+        Ok(())
+    }),
+    ("access_log", |c, _, v| {
+        c.access_log = v != "0";
+        Ok(())
+    }),
+    ("access_log_format", |c, k, v| {
+        c.log_format = Format::compile(v).map_err(|e| format!("{k}: {}", e.trim_end()))?;
+        Ok(())
+    }),
+    ("write_high_watermark", |c, k, v| {
+        c.high_watermark = number(k, v)?;
+        Ok(())
+    }),
+    ("write_low_watermark", |c, k, v| {
+        c.low_watermark = number(k, v)?;
+        Ok(())
+    }),
+    ("max_header_size", |c, k, v| {
+        c.limits.max_header_size = number(k, v)?;
+        Ok(())
+    }),
+    ("max_header_count", |c, k, v| {
+        c.limits.max_header_count = number(k, v)?;
+        Ok(())
+    }),
+    ("max_body_size", |c, k, v| {
+        c.max_body_size = number(k, v)?;
+        Ok(())
+    }),
+    ("max_connections", |c, k, v| {
+        c.max_connections = number(k, v)?;
+        Ok(())
+    }),
+    ("timeout", |c, k, v| {
+        c.idle_timeout = seconds(k, v)?;
+        Ok(())
+    }),
+    ("request_timeout", |c, k, v| {
+        c.request_timeout = seconds(k, v)?;
+        Ok(())
+    }),
+    ("min_body_rate", |c, k, v| {
+        c.min_body_rate = number(k, v)?;
+        Ok(())
+    }),
+    ("max_receive_queue", |c, k, v| {
+        c.max_receive_queue = number(k, v)?;
+        Ok(())
+    }),
+    ("max_ws_frame_size", |c, k, v| {
+        c.max_ws_frame_size = number(k, v)?;
+        Ok(())
+    }),
+    ("ws_idle_timeout", |c, k, v| {
+        c.ws_idle_timeout = seconds(k, v)?;
+        Ok(())
+    }),
+    ("panic_path", |c, _, v| {
+        c.panic_path = Some(v.to_string());
+        Ok(())
+    }),
+];
+
 impl Config {
+    /// Parses the lines PAGI::Server sends; an unknown key or a bad value is
+    /// an error naming the key (an unknown one with the list of known keys).
     pub fn parse(text: &str) -> Result<Config, String> {
         let mut c = Config::default();
         for line in text.lines().filter(|l| !l.is_empty()) {
             let (k, v) = line
                 .split_once('=')
                 .ok_or_else(|| format!("config line without '=': '{line}'"))?;
-            match k {
-                "listen" => c.listen.push(listen_spec(v)?),
-                "backlog" => c.backlog = i32::try_from(number::<u32>(k, v)?).unwrap_or(i32::MAX),
-                "server_header" => c.server_header = v.to_string(),
-                "access_log" => c.access_log = v != "0",
-                "access_log_format" => {
-                    c.log_format = Format::compile(v)
-                        .map_err(|e| format!("access_log_format: {}", e.trim_end()))?
-                }
-                "write_high_watermark" => c.high_watermark = number(k, v)?,
-                "write_low_watermark" => c.low_watermark = number(k, v)?,
-                "max_request_line_size" => c.limits.max_request_line = number(k, v)?,
-                "max_header_size" => c.limits.max_header_size = number(k, v)?,
-                "max_header_count" => c.limits.max_header_count = number(k, v)?,
-                "max_body_size" => c.max_body_size = number(k, v)?,
-                "max_connections" => c.max_connections = number(k, v)?,
-                "timeout" => c.idle_timeout = seconds(k, v)?,
-                "request_timeout" => c.request_timeout = seconds(k, v)?,
-                "min_body_rate" => c.min_body_rate = number(k, v)?,
-                "max_receive_queue" => c.max_receive_queue = number(k, v)?,
-                "max_ws_frame_size" => c.max_ws_frame_size = number(k, v)?,
-                "ws_idle_timeout" => c.ws_idle_timeout = seconds(k, v)?,
-                "panic_path" => c.panic_path = Some(v.to_string()),
-                _ => return Err(format!("unknown config key '{k}'")),
-            }
+            let (_, set) = KEYS.iter().find(|(name, _)| *name == k).ok_or_else(|| {
+                let known: Vec<&str> = KEYS.iter().map(|(name, _)| *name).collect();
+                format!("unknown config key '{k}' (known: {})", known.join(", "))
+            })?;
+            set(&mut c, k, v)?;
         }
         if c.listen.is_empty() {
             return Err("no listener configured".into());
@@ -212,7 +275,10 @@ mod tests {
         let e = Config::parse("listen=tcp:h:1\nbacklog=-3").unwrap_err();
         assert!(e.starts_with("backlog"), "{e}");
         let e = Config::parse("bogus=1").unwrap_err();
-        assert!(e.contains("bogus"), "{e}");
+        assert!(
+            e.starts_with("unknown config key 'bogus' (known: listen, "),
+            "{e}"
+        );
         assert!(Config::parse("").is_err());
     }
 }

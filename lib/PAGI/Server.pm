@@ -36,57 +36,14 @@ require PAGI::Server::WebSocket;
 sub has_tls   { 0 }
 sub has_http2 { 0 }
 
-my %LOG_LEVELS = (debug => 1, info => 2, warn => 3, error => 4);
+# Every option, its default, and where it goes: see PAGI::Server::Options.
+use PAGI::Server::Options ();
 
-# Defaults of every option that takes a plain value (reference 0.002005).
-my %DEFAULTS = (
-    socket_mode               => undef,
-    ssl                       => undef,
-    disable_tls               => 0,
-    access_log_format         => 'clf',
-    log_level                 => 'info',
-    quiet                     => 0,
-    workers                   => 0,
-    listener_backlog          => 2048,
-    reuseport                 => 0,
-    max_receive_queue         => 1000,
-    max_ws_frame_size         => 65536,
-    max_connections           => 0,
-    write_high_watermark      => 65536,
-    write_low_watermark       => 16384,
-    max_body_size             => 10_000_000,
-    max_header_size           => 8192,
-    max_header_count          => 100,
-    sync_file_threshold       => 65536,
-    max_requests              => 0,
-    timeout                   => 60,
-    lifespan_startup_timeout  => 30,
-    lifespan_mode             => 'auto',
-    request_timeout           => 0,
-    min_body_rate             => 500,
-    ws_idle_timeout           => 0,
-    sse_idle_timeout          => 0,
-    heartbeat_timeout         => 50,
-    shutdown_timeout          => 30,
-    loop_type                 => undef,
-    http2                     => 0,
-    h2_max_concurrent_streams => 100,
-    h2_initial_window_size    => 65535,
-    h2_max_frame_size         => 16384,
-    h2_enable_push            => 0,
-    h2_enable_connect_protocol => 1,
-    h2_max_header_list_size   => 65536,
-    h2_rst_rate_limit         => { burst => 1000, rate => 33 },
-);
-
-# Options that may change after construction (the rest only at new()).
-my %RECONFIGURABLE = map { $_ => 1 } qw(
-    app host port ssl extensions access_log access_log_format quiet log_level
-    timeout max_header_size max_header_count max_body_size workers max_requests
-    listener_backlog shutdown_timeout lifespan_startup_timeout lifespan_mode
-    max_receive_queue max_ws_frame_size max_connections request_timeout
-    min_body_rate ws_idle_timeout sse_idle_timeout http2
-);
+# Severity of each log level; the table lists them least severe first.
+my %LOG_LEVELS = do {
+    my $n = 0;
+    map { $_ => ++$n } @{ PAGI::Server::Options::get('log_level')->{values} };
+};
 
 my $LOOP_TYPE_RE = qr/\A[A-Za-z][A-Za-z0-9_]*(?:::[A-Za-z][A-Za-z0-9_]*)*\z/;
 
@@ -96,20 +53,22 @@ sub _init {
     $self->{app} = delete $params->{app} or die "app is required";
 
     # An option given as undef means its default, as in the reference.
-    for my $k (keys %DEFAULTS) {
-        $self->{$k} = delete $params->{$k} // $DEFAULTS{$k};
+    for my $o (PAGI::Server::Options::all()) {
+        next if $o->{own_init} || $o->{cli_only};
+        $self->{ $o->{name} } = delete $params->{ $o->{name} }
+            // PAGI::Server::Options::default_of($o->{name});
     }
-    $self->{validate_events} = delete $params->{validate_events}
-        // (($ENV{PAGI_ENV} // '') eq 'development' ? 1 : 0);
+    # Here undef is no default but "no access log".
+    $self->{access_log} = exists $params->{access_log} ? delete $params->{access_log}
+                        : PAGI::Server::Options::default_of('access_log');
 
     $self->_check_ssl_files if $self->{ssl};
     $self->_normalise_listeners($params);
 
-    $self->{extensions} = delete $params->{extensions} // {};
-    $self->{access_log} = exists $params->{access_log} ? delete $params->{access_log} : \*STDERR;
-
-    _check_log_level($self->{log_level});
-    _check_lifespan_mode($self->{lifespan_mode});
+    for my $k (PAGI::Server::Options::names_with('values')) {
+        my $err = PAGI::Server::Options::invalid($k, $self->{$k});
+        die $err if $err;
+    }
     if ($self->{loop_type} && $self->{loop_type} !~ $LOOP_TYPE_RE) {
         die "Invalid loop_type '$self->{loop_type}': must contain only letters, digits, and ::\n";
     }
@@ -132,20 +91,6 @@ sub _init {
     $self->{running}   = 0;
     $self->{requests}  = {};
     $self->SUPER::_init($params);
-}
-
-sub _check_log_level {
-    my ($lvl) = @_;
-    return if defined $lvl && $LOG_LEVELS{$lvl};
-    $lvl //= '';
-    die "Invalid log_level '$lvl' - must be one of: debug, info, warn, error\n";
-}
-
-sub _check_lifespan_mode {
-    my ($m) = @_;
-    return if defined $m && $m =~ /\A(?:auto|on|off)\z/;
-    $m //= '';
-    die "Invalid lifespan_mode '$m' - must be one of: auto, on, off\n";
 }
 
 # Compiled by the Rust core, which formats the lines; a bad format dies here
@@ -221,8 +166,8 @@ sub _normalise_listeners {
         push @specs, { type => 'unix', path => $socket, socket_mode => $mode };
     }
     else {
-        $host //= '127.0.0.1';
-        $port //= 5000;
+        $host //= PAGI::Server::Options::default_of('host');
+        $port //= PAGI::Server::Options::default_of('port');
         $self->{host} = $host;
         $self->{port} = $port;
         push @specs, { type => 'tcp', host => $host, port => $port };
@@ -233,16 +178,17 @@ sub _normalise_listeners {
 
 sub configure {
     my ($self, %params) = @_;
-    for my $k (grep { $RECONFIGURABLE{$_} } keys %params) {
+    for my $k (keys %params) {
+        my $o = PAGI::Server::Options::get($k) or next;    # IO::Async::Notifier's
+        my $when = $o->{reconfigure} or next;    # construction only: refused below
         my $v = delete $params{$k};
-        _check_log_level($v)     if $k eq 'log_level';
-        _check_lifespan_mode($v) if $k eq 'lifespan_mode';
+        next if $when eq 'ignored';    # listener layout is fixed at construction
+        my $err = PAGI::Server::Options::invalid($k, $v);
+        die $err if $err;
         $self->{_access_log_formatter} = $self->_compile_access_log_format($v)
             if $k eq 'access_log_format';
         $self->{$k} = $v;
     }
-    # Listener layout is fixed at construction.
-    delete @params{qw(socket socket_mode listen)};
     $self->SUPER::configure(%params);
 }
 
@@ -311,15 +257,7 @@ sub _pause_accepting {
 
 sub _native_config {
     my ($self) = @_;
-    my @lines = ("backlog=$self->{listener_backlog}", "server_header=PAGI::Server/$VERSION",
-        'access_log=' . ($self->{access_log} ? 1 : 0),
-        "access_log_format=$self->{access_log_format}",
-        "write_high_watermark=$self->{write_high_watermark}",
-        "write_low_watermark=$self->{write_low_watermark}",
-        "max_connections=" . $self->effective_max_connections,
-        map { "$_=" . ($self->{$_} // 0) }
-            qw(max_body_size max_header_size max_header_count timeout request_timeout
-               min_body_rate max_receive_queue max_ws_frame_size ws_idle_timeout));
+    my @lines = ("server_header=PAGI::Server/$VERSION", PAGI::Server::Options::core_lines($self));
     push @lines, map { "listen=fd:$_" } @{ $self->{_inherited} || [] };
     for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {

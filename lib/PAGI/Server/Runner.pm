@@ -8,8 +8,15 @@ our $VERSION = '0.003000';
 use File::Basename ();
 use File::Spec;
 use Getopt::Long ();
+use PAGI::Server::Options ();
 use POSIX ();
 use Scalar::Util ();
+
+# Server options the runner sets from its own flags, which work with any
+# server class: the runner's field => the PAGI::Server option whose table
+# entry spells the flag.
+my %SERVER_OPTION_OF = (host => 'host', port => 'port', loop => 'loop_type', quiet => 'quiet');
+my %ENTRY = map { $_ => PAGI::Server::Options::get($SERVER_OPTION_OF{$_}) } keys %SERVER_OPTION_OF;
 
 # Runner-level command line options: Getopt::Long spec => key in %opts.
 # The value-taking ones are also listed in %TAKES_VALUE so that the
@@ -19,18 +26,17 @@ my @OPTION_SPECS = (
     'e=s'                 => 'eval',
     'I|lib=s@'            => 'libs',
     'M=s@'                => 'modules',
-    'h|o|host=s'          => 'host',
-    'p|port=i'            => 'port',
+    (map { PAGI::Server::Options::getopt_spec($ENTRY{$_}) => $_ } qw(host port)),
     's|server=s'          => 'server',
     'E|env=s'             => 'env',
-    'l|loop=s'            => 'loop',
+    PAGI::Server::Options::getopt_spec($ENTRY{loop}) => 'loop',
     'access-log=s'        => 'access_log',
     'no-access-log'       => 'no_access_log',
     'D|daemonize'         => 'daemonize',
     'pid=s'               => 'pid_file',
     'user=s'              => 'user',
     'group=s'             => 'group',
-    'q|quiet'             => 'quiet',
+    PAGI::Server::Options::getopt_spec($ENTRY{quiet}) => 'quiet',
     'default-middleware!' => 'default_middleware',
     'help'                => 'help',
     'v|version'           => 'version',
@@ -331,8 +337,8 @@ sub load_server {
     }
 
     my @binding = $own_binding ? () : (
-        host => $self->{host} // '127.0.0.1',
-        port => $self->{port} // 5000,
+        host => $self->{host} // PAGI::Server::Options::default_of('host'),
+        port => $self->{port} // PAGI::Server::Options::default_of('port'),
     );
 
     return $class->new(
@@ -456,7 +462,8 @@ sub _describe {
 # ------------------------------------------------------------ help/version
 
 sub _help_text {
-    return <<'TEXT';
+    my %line = map { $_ => PAGI::Server::Options::help_line($ENTRY{$_}, 27) } keys %ENTRY;
+    return <<"TEXT";
 Usage: pagi-server [options] [app] [key=value ...]
 
 The app is a file returning a PAGI coderef (./app.pl, app.psgi), a module
@@ -467,22 +474,18 @@ Runner options:
   -a, --app FILE           app file (same as giving FILE as an argument)
   -e CODE                  inline app code returning a coderef
   -M MODULE[=a,b]          load MODULE (and import a,b) before -e; repeatable
-  -I, --lib DIR            prepend DIR to @INC; repeatable
-  -h, -o, --host HOST      address to bind (default 127.0.0.1)
-  -p, --port PORT          port to bind (default 5000; 0 picks a free port)
-  -s, --server CLASS       server class (default PAGI::Server)
+  -I, --lib DIR            prepend DIR to \@INC; repeatable
+$line{host}$line{port}  -s, --server CLASS       server class (default PAGI::Server)
   -E, --env MODE           development, production or none
-                           (default: $PAGI_ENV, else development on a
+                           (default: \$PAGI_ENV, else development on a
                            terminal and production otherwise)
-  -l, --loop BACKEND       IO::Async loop backend, e.g. EPoll, EV, Poll
-      --access-log FILE    append the access log to FILE
+$line{loop}      --access-log FILE    append the access log to FILE
       --no-access-log      turn the access log off
   -D, --daemonize          detach and run in the background
       --pid FILE           write the server's process id to FILE
       --user USER          switch to USER before serving (root only)
       --group GROUP        switch to GROUP before serving (root only)
-  -q, --quiet              no startup or mode messages
-      --no-default-middleware
+$line{quiet}      --no-default-middleware
                            no Lint wrapping in development mode
   -v, --version            print versions and exit
       --help               print this help and exit

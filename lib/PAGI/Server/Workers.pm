@@ -4,6 +4,7 @@ use strict;
 use warnings;
 
 use Future;
+use PAGI::Server::Options ();
 use IO::Async::Handle;
 use IO::Async::Stream;
 use POSIX ();
@@ -18,14 +19,7 @@ our $VERSION = '0.003000';
 # them all and removes the sockets it created.
 
 # Options a worker's server is built with, besides app and its listeners.
-my @PASSED = qw(
-    extensions access_log access_log_format log_level timeout max_header_size
-    max_header_count max_body_size max_requests shutdown_timeout request_timeout
-    min_body_rate
-    ws_idle_timeout sse_idle_timeout sync_file_threshold max_receive_queue
-    max_ws_frame_size write_high_watermark write_low_watermark max_connections
-    lifespan_mode lifespan_startup_timeout validate_events listener_backlog
-);
+my @PASSED = PAGI::Server::Options::names_with('worker');
 
 sub start {
     my ($server) = @_;
