@@ -642,6 +642,10 @@ and it serves while the same loop runs your other clients.
 
 =head1 CONSTRUCTOR OPTIONS
 
+Their defaults, which of them C<configure> may change, which a pre-forked
+worker inherits, which reach the Rust core and their C<pagi-server> flags
+are kept in one table, L<PAGI::Server::Options>.
+
 =over 4
 
 =item app (required)
@@ -1039,6 +1043,7 @@ shutdown and exits, which frees the port. See L<PAGI::Server::Workers>.
 
 =head1 SEE ALSO
 
-L<PAGI::Server::Runner>, L<pagi-server>, the PAGI specification.
+L<PAGI::Server::Runner>, L<pagi-server>, L<PAGI::Server::Options>, the PAGI
+specification.
 
 =cut

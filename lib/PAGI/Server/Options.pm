@@ -139,6 +139,8 @@ my %KINDS = map { $_ => 1 } qw(count seconds bool enum octal text path listen ha
 my %BY_NAME;
 for my $o (@TABLE) {
     # A mistake in the table is found when the module loads, not by users.
+    my @missing = grep { !defined $o->{$_} } qw(name kind help);
+    die "PAGI::Server::Options: " . ($o->{name} // '?') . ": missing @missing\n" if @missing;
     my @bad = grep { !$FIELDS{$_} } sort keys %$o;
     die "PAGI::Server::Options: $o->{name}: unknown field(s) @bad\n" if @bad;
     die "PAGI::Server::Options: $o->{name}: unknown kind '$o->{kind}'\n" unless $KINDS{ $o->{kind} };
@@ -240,7 +242,7 @@ with (L<PAGI::Server::Workers>), the C<key=value> lines handed to the Rust
 core, the command line flags of F<pagi-server> and L<PAGI::Server::Runner>
 with their checks, and the option part of C<pagi-server --help> are all
 derived from this table. The meaning of each option is documented in
-L<PAGI::Server/OPTIONS>.
+L<PAGI::Server/CONSTRUCTOR OPTIONS>.
 
 =head1 FIELDS
 
@@ -366,7 +368,7 @@ C<$width>.
 
 =head1 ADDING AN OPTION
 
-Add one entry here and document the option in L<PAGI::Server/OPTIONS>.
+Add one entry here and document the option in L<PAGI::Server/CONSTRUCTOR OPTIONS>.
 If the Rust core needs it, give it C<core> and add the same key to the
 C<KEYS> table in F<src/config.rs>; F<t/18-option-table.t> fails until the
 two agree. Only an option with behaviour of its own in Perl needs code
