@@ -10,7 +10,6 @@ mod bridge;
 mod chunked;
 mod config;
 pub mod ffi;
-pub mod ffi_stream;
 mod file_body;
 mod h1_body;
 mod h1_output;

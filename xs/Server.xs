@@ -1,4 +1,4 @@
-/* Thin glue between PAGI::Server (Perl) and the Rust core (src/ffi.rs).
+/* Thin glue between PAGI::Server (Perl) and the Rust core (src/ffi/).
  * It turns drained bridge records into Perl data (scope hashes included)
  * and packs response headers for Rust. Rust is always called first and
  * returns before anything here croaks. */

@@ -1,4 +1,4 @@
-/* The C ABI of the Rust core (src/ffi.rs). Return codes: */
+/* The C ABI of the Rust core (src/ffi/). Return codes: */
 #ifndef PAGI_CORE_H
 #define PAGI_CORE_H
 #include <stdint.h>
