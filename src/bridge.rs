@@ -6,7 +6,7 @@
 //! queued record in one `drain` call, so one wake-up carries many requests.
 //!
 //! Wire format of a record (native endian, decoded by xs/Server.xs):
-//!   u8 kind, u64 id, then kind-specific fields; a "bytes" field is a u32
+//!   u8 kind (crate::abi::kind), u64 id, then kind-specific fields; a "bytes" field is a u32
 //!   length followed by that many bytes.
 
 use std::io;
@@ -14,24 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Record kinds; the numbers are shared with xs/Server.xs.
-pub mod kind {
-    pub const REQUEST: u8 = 1;
-    pub const BODY: u8 = 2;
-    pub const DISCONNECT: u8 = 3;
-    pub const DRAIN: u8 = 4;
-    pub const LOG: u8 = 5;
-    pub const IDLE: u8 = 6;
-    pub const WS_MESSAGE: u8 = 7;
-    /// The client ended its side (EOF) after a complete request.
-    pub const EOF: u8 = 8;
-}
-
-/// Log levels carried by LOG records (PAGI::Server maps them to its names).
-pub mod level {
-    pub const ERROR: u8 = 1;
-    pub const WARN: u8 = 2;
-}
+use crate::abi::kind;
 
 /// Capacity a drained buffer keeps for reuse.
 const SPARE_CAPACITY: usize = 1 << 20;

@@ -4,6 +4,7 @@
 //! No code here ever calls into Perl; the XS glue in `xs/Server.xs` calls the
 //! `extern "C"` functions of `ffi` from the Perl thread.
 
+mod abi;
 mod accept;
 mod access_log;
 mod bridge;

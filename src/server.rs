@@ -9,8 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use crate::abi::{kind, level};
 use crate::access_log::LogInfo;
-use crate::bridge::{kind, level, Bridge};
+use crate::bridge::Bridge;
 use crate::config::Config;
 use crate::listener::Bound;
 use crate::slow::HeadWaiters;

@@ -110,7 +110,7 @@ static SV *pair_av(pTHX_ SV *a, SV *b) {
 }
 
 /* Builds the HTTP scope of a REQUEST record; NULL if the record is short. */
-static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
+static SV *build_scope(pTHX_ reader *r, SV *scheme, int *req_flags) {
     uint8_t ver, flags; uint16_t cport, sport; uint32_t nh, i;
     SV *method, *path, *raw_path, *query, *chost, *shost;
     HV *scope, *pagi; AV *headers;
@@ -163,16 +163,38 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
         hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
         hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
     }
-    /* 1: the body is empty; 2: the client waits for 100 Continue;
-     * 4: a WebSocket handshake. */
-    *body_flags = ((flags & PAGI_F_BODY_EMPTY) ? 1 : 0) | ((flags & PAGI_F_EXPECT) ? 2 : 0)
-                | ((flags & PAGI_F_WEBSOCKET) ? 4 : 0);
+    *req_flags = flags;
     return newRV_noinc((SV *)scope);
 }
+
+/* The core's numbers that Perl uses (src/abi.rs, xs/pagi_core.h), made
+ * constant subs of PAGI::Server::Native at load time so Perl code compiled
+ * afterwards inlines them like `use constant`. */
+#define PAGI_NUMBER(n) { #n, PAGI_##n }
+static const struct { const char *name; IV value; } pagi_numbers[] = {
+    PAGI_NUMBER(OK), PAGI_NUMBER(PENDING), PAGI_NUMBER(GONE),
+    PAGI_NUMBER(REC_REQUEST), PAGI_NUMBER(REC_BODY), PAGI_NUMBER(REC_DISCONNECT),
+    PAGI_NUMBER(REC_DRAIN), PAGI_NUMBER(REC_LOG), PAGI_NUMBER(REC_IDLE),
+    PAGI_NUMBER(REC_WS_MESSAGE), PAGI_NUMBER(REC_EOF),
+    PAGI_NUMBER(F_BODY_EMPTY), PAGI_NUMBER(F_PATH_UTF8), PAGI_NUMBER(F_UNIX),
+    PAGI_NUMBER(F_SSE), PAGI_NUMBER(F_EXPECT), PAGI_NUMBER(F_WEBSOCKET),
+    PAGI_NUMBER(LOG_ERROR), PAGI_NUMBER(LOG_WARN),
+    PAGI_NUMBER(SHUTDOWN_GRACEFUL), PAGI_NUMBER(SHUTDOWN_FORCE),
+    PAGI_NUMBER(END_FORGET), PAGI_NUMBER(END_ABORT),
+};
+#undef PAGI_NUMBER
 
 MODULE = PAGI::Server    PACKAGE = PAGI::Server::Native
 
 PROTOTYPES: DISABLE
+
+BOOT:
+{
+    HV *stash = gv_stashpvs("PAGI::Server::Native", GV_ADD);
+    size_t i;
+    for (i = 0; i < sizeof pagi_numbers / sizeof pagi_numbers[0]; i++)
+        newCONSTSUB(stash, pagi_numbers[i].name, newSViv(pagi_numbers[i].value));
+}
 
 IV
 new(cfg)
@@ -411,7 +433,7 @@ parse_head(buf, max_line, max_size, max_count)
             if (!n || !v) break;
             av_push(headers, pair_av(aTHX_ n, v));
         }
-        if (path && (flags & 8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
+        if (path && (flags & PAGI_HEAD_PATH_UTF8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
             SvUTF8_on(path);
         hv_stores(req, "method", method ? method : newSVpvs(""));
         hv_stores(req, "path", path ? path : newSVpvs("/"));
@@ -419,9 +441,9 @@ parse_head(buf, max_line, max_size, max_count)
         hv_stores(req, "query_string", query ? query : newSVpvs(""));
         hv_stores(req, "http_version", ver == 10 ? newSVpvs("1.0") : newSVpvs("1.1"));
         hv_stores(req, "headers", newRV_noinc((SV *)headers));
-        hv_stores(req, "content_length", (flags & 4) ? newSVuv((UV)cl) : newSV(0));
-        hv_stores(req, "chunked", newSViv((flags & 1) ? 1 : 0));
-        hv_stores(req, "expect_continue", newSViv((flags & 2) ? 1 : 0));
+        hv_stores(req, "content_length", (flags & PAGI_HEAD_HAS_LENGTH) ? newSVuv((UV)cl) : newSV(0));
+        hv_stores(req, "chunked", newSViv((flags & PAGI_HEAD_CHUNKED) ? 1 : 0));
+        hv_stores(req, "expect_continue", newSViv((flags & PAGI_HEAD_EXPECT) ? 1 : 0));
         mPUSHs(newRV_noinc((SV *)req));
         mPUSHu(consumed);
     }
@@ -544,9 +566,10 @@ drain(h, scheme)
         if (!rd_u8(&r, &kind) || !rd_u64(&r, &id)) break;
         switch (kind) {
         case PAGI_REC_REQUEST: {
-            int body_flags = 0;
-            a = build_scope(aTHX_ &r, scheme, &body_flags);
-            b = newSViv(body_flags);
+            /* b: the PAGI_F_* flags. */
+            int req_flags = 0;
+            a = build_scope(aTHX_ &r, scheme, &req_flags);
+            b = newSViv(req_flags);
             break;
         }
         case PAGI_REC_BODY: {

@@ -4,9 +4,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::plumbing::{
-    guard, hand_out, hand_out_local, slice, without_server, PagiServer, ERR, OK,
-};
+use super::plumbing::{guard, hand_out, hand_out_local, slice, without_server, PagiServer};
+use crate::abi::code::{ERR, OK};
+use crate::abi::phase::FORCE;
 use crate::config::Config;
 use crate::listener;
 use crate::runtime;
@@ -208,7 +208,8 @@ pub unsafe extern "C" fn pagi_server_drain(
     })
 }
 
-/// `phase`: 1 = stop accepting and finish in-flight requests, 2 = close all.
+/// `phase` (`crate::abi::phase`): GRACEFUL stops accepting and lets
+/// in-flight requests finish, FORCE closes every connection.
 /// An IDLE record follows once no connection is left.
 ///
 /// # Safety
@@ -216,7 +217,7 @@ pub unsafe extern "C" fn pagi_server_drain(
 #[no_mangle]
 pub unsafe extern "C" fn pagi_server_shutdown(srv: *mut PagiServer, phase: i32) -> i32 {
     guard(srv, |s| {
-        let p = if phase >= 2 {
+        let p = if phase >= FORCE {
             server::FORCE
         } else {
             server::GRACEFUL

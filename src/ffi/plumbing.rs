@@ -7,11 +7,7 @@ use std::sync::Arc;
 use crate::http1::panic_message;
 use crate::server::{SendState, ServerCore};
 
-pub const OK: i32 = 0;
-pub const PENDING: i32 = 1;
-pub const GONE: i32 = 2;
-pub const ERR: i32 = -1;
-pub const ERR_PANIC: i32 = -99;
+use crate::abi::code::{ERR, ERR_PANIC, GONE, OK, PENDING};
 
 /// The server behind the handle XS keeps in Perl.
 pub struct PagiServer {

@@ -5,7 +5,8 @@
 use bytes::Bytes;
 
 use super::plumbing::{copy_err, guard, hand_out, slice, state_code, unpack_headers, PagiServer};
-use super::plumbing::{ERR, OK};
+use crate::abi::code::{ERR, OK};
+use crate::abi::end_op;
 use crate::listener;
 use crate::server::Out;
 use crate::sse::Settings;
@@ -219,14 +220,15 @@ pub unsafe extern "C" fn pagi_ws_keepalive(
     })
 }
 
-/// `op`: 0 = forget (Perl saw the end), 1 = abort (close the connection).
+/// `op` (`crate::abi::end_op`): FORGET when Perl saw the end, ABORT to
+/// close the connection.
 ///
 /// # Safety
 /// `srv` is live.
 #[no_mangle]
 pub unsafe extern "C" fn pagi_request_end(srv: *mut PagiServer, id: u64, op: i32) -> i32 {
     guard(srv, |s| {
-        if op == 1 {
+        if op == end_op::ABORT {
             s.core.abort(id);
         } else {
             s.core.forget(id);

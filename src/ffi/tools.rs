@@ -3,7 +3,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::plumbing::{hand_out_local, slice, unpack_headers, without_server, OK};
+use super::plumbing::{hand_out_local, slice, unpack_headers, without_server};
+use crate::abi::code::OK;
+use crate::abi::head_flag;
 
 /// Compiles an access-log format (preset name or atoms) without a server,
 /// so PAGI::Server can refuse a bad one at construction. Returns OK, or ERR
@@ -77,16 +79,16 @@ pub unsafe extern "C" fn pagi_parse_head(
                 let path = crate::request::percent_decode(&h.raw_path);
                 let mut flags = 0u8;
                 if h.framing == crate::head::Framing::Chunked {
-                    flags |= 1;
+                    flags |= head_flag::CHUNKED;
                 }
                 if h.expect_continue {
-                    flags |= 2;
+                    flags |= head_flag::EXPECT;
                 }
                 if h.content_length.is_some() {
-                    flags |= 4;
+                    flags |= head_flag::HAS_LENGTH;
                 }
                 if std::str::from_utf8(&path).is_ok() {
-                    flags |= 8;
+                    flags |= head_flag::PATH_UTF8;
                 }
                 w.u32(u32::try_from(n).unwrap_or(u32::MAX))
                     .u8(h.version)
