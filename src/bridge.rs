@@ -6,8 +6,9 @@
 //! queued record in one `drain` call, so one wake-up carries many requests.
 //!
 //! Wire format of a record (native endian, decoded by xs/Server.xs):
-//!   u8 kind (crate::abi::kind), u64 id, then kind-specific fields; a "bytes" field is a u32
-//!   length followed by that many bytes.
+//!   u8 kind (crate::abi::kind), u64 id, then kind-specific fields; a
+//!   "bytes" field is a u64 length followed by that many bytes, and counts
+//!   are u64 too, so no length the core can hold is ever cut short.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -46,15 +47,13 @@ impl<'a> RecordWriter<'a> {
         self.buf.extend_from_slice(&v.to_ne_bytes());
         self
     }
-    pub fn u32(&mut self, v: u32) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_ne_bytes());
-        self
+    /// A length or count, as a u64 (usize is never wider).
+    pub fn len(&mut self, n: usize) -> &mut Self {
+        self.u64(n as u64)
     }
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        // Fields are bounded by the HTTP limits long before 4 GiB.
-        let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
-        self.u32(len);
-        self.buf.extend_from_slice(&v[..len as usize]);
+        self.len(v.len());
+        self.buf.extend_from_slice(v);
         self
     }
 }
@@ -147,7 +146,7 @@ mod tests {
         let mut out = Vec::new();
         b.drain(&mut out);
         assert!(!readable(b.fd()));
-        assert_eq!(out.len(), (1 + 8) + (1 + 8 + 4 + 3 + 1));
+        assert_eq!(out.len(), (1 + 8) + (1 + 8 + 8 + 3 + 1));
         assert_eq!(out[0], kind::DRAIN);
         assert_eq!(&out[1..9], &7u64.to_ne_bytes());
         assert_eq!(out[9], kind::BODY);

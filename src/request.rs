@@ -96,7 +96,7 @@ pub fn push_request(
             .u16(client_port)
             .bytes(server_host.as_bytes())
             .u16(server_port)
-            .u32(head.headers.len() as u32);
+            .len(head.headers.len());
         for (name, value) in &head.headers {
             w.bytes(name).bytes(value);
         }

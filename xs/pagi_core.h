@@ -80,7 +80,7 @@ int32_t pagi_sse_stream(PagiServer *s, uint64_t id, double interval, const uint8
                         size_t len);
 int32_t pagi_unstart(PagiServer *s, uint64_t id);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
-int32_t pagi_buffered(PagiServer *s, uint64_t id);
+int32_t pagi_buffered(PagiServer *s, uint64_t id, uint64_t *out);
 int32_t pagi_body_ack(PagiServer *s, uint64_t id, size_t n);
 int32_t pagi_server_shutdown(PagiServer *s, int32_t phase);
 int32_t pagi_server_connections(PagiServer *s);

@@ -110,9 +110,10 @@ pub unsafe extern "C" fn pagi_send_file(
             if f.metadata().is_ok_and(|m| m.is_dir()) {
                 return Err(format!("cannot send {what}: it is a directory"));
             }
-            if offset >= 0 {
+            // A negative offset: not given.
+            if let Ok(at) = u64::try_from(offset) {
                 use std::io::Seek;
-                (&f).seek(std::io::SeekFrom::Start(offset as u64))
+                (&f).seek(std::io::SeekFrom::Start(at))
                     .map_err(|e| format!("cannot seek to {offset}: {e}"))?;
             }
             Ok(f)
@@ -247,14 +248,18 @@ pub unsafe extern "C" fn pagi_body_ack(srv: *mut PagiServer, id: u64, n: usize) 
     })
 }
 
-/// Response bytes waiting for a slow client (for `pagi.transport`).
+/// Response bytes waiting for a slow client (for `pagi.transport`), put in
+/// `out` whole (a count, not an `i32` return, so nothing is cut).
 ///
 /// # Safety
-/// `srv` is live.
+/// `srv` is live; `out` is writable.
 #[no_mangle]
-pub unsafe extern "C" fn pagi_buffered(srv: *mut PagiServer, id: u64) -> i32 {
+pub unsafe extern "C" fn pagi_buffered(srv: *mut PagiServer, id: u64, out: *mut u64) -> i32 {
     guard(srv, |s| {
-        i32::try_from(s.core.buffered(id)).unwrap_or(i32::MAX)
+        let n = s.core.buffered(id) as u64; // usize is never wider than u64
+                                            // SAFETY: XS passes the address of a local.
+        unsafe { *out = n };
+        OK
     })
 }
 

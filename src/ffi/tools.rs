@@ -40,10 +40,11 @@ thread_local! {
 
 /// Parses a request head with the server's own parser, for
 /// `PAGI::Server::Protocol::HTTP1`. Returns 0 (incomplete), 1 (a request:
-/// u32 consumed, u8 version, u8 flags 1=chunked 2=expect 4=has length
-/// 8=path is UTF-8, u64 length, method, path, raw path, query, u32 count and
-/// name/value pairs) or 2 (refused: u32 consumed, u16 status, message). The
-/// bytes stay valid until the next call on this thread.
+/// u64 consumed, u8 version, u8 flags (`crate::abi::head_flag`), u64
+/// content length, method, path, raw path, query, u64 count and name/value
+/// pairs) or 2 (refused: u64 consumed, u16 status, message); fields are
+/// laid out as in bridge records. The bytes stay valid until the next call
+/// on this thread.
 ///
 /// # Safety
 /// `buf` points to `len` bytes; `out` and `out_len` are writable.
@@ -90,7 +91,7 @@ pub unsafe extern "C" fn pagi_parse_head(
                 if std::str::from_utf8(&path).is_ok() {
                     flags |= head_flag::PATH_UTF8;
                 }
-                w.u32(u32::try_from(n).unwrap_or(u32::MAX))
+                w.len(n)
                     .u8(h.version)
                     .u8(flags)
                     .u64(h.content_length.unwrap_or(0))
@@ -98,22 +99,18 @@ pub unsafe extern "C" fn pagi_parse_head(
                     .bytes(&path)
                     .bytes(&h.raw_path)
                     .bytes(&h.query)
-                    .u32(h.headers.len() as u32);
+                    .len(h.headers.len());
                 for (n, v) in &h.headers {
                     w.bytes(n).bytes(v);
                 }
                 1
             }
             Ok(Err(r)) => {
-                w.u32(u32::try_from(head_end).unwrap_or(u32::MAX))
-                    .u16(r.status)
-                    .bytes(r.message.as_bytes());
+                w.len(head_end).u16(r.status).bytes(r.message.as_bytes());
                 2
             }
             Err(_) => {
-                w.u32(u32::try_from(head_end).unwrap_or(u32::MAX))
-                    .u16(400)
-                    .bytes(b"Bad Request");
+                w.len(head_end).u16(400).bytes(b"Bad Request");
                 2
             }
         };
