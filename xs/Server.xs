@@ -114,6 +114,7 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
 static int64_t file_pos(pTHX_ SV *v, int *beyond) {
     NV n;
     *beyond = 0;
+    SvGETMAGIC(v);
     if (!SvOK(v)) return -1;
     if (SvIOK(v) && !SvIsUV(v)) return SvIVX(v) < 0 ? -1 : (int64_t)SvIVX(v);
     if (SvIOK(v) && SvUVX(v) <= (UV)INT64_MAX) return (int64_t)SvUVX(v);
@@ -124,7 +125,7 @@ static int64_t file_pos(pTHX_ SV *v, int *beyond) {
         if ((t & IS_NUMBER_IN_UV) && !(t & IS_NUMBER_NEG) && u <= (UV)INT64_MAX)
             return (int64_t)u;
     }
-    n = SvNV(v);
+    n = SvNV_nomg(v);
     if (n < 0) return -1;
     if (n < 9223372036854775808.0) return (int64_t)n;
     *beyond = 1;
