@@ -256,8 +256,9 @@ pub unsafe extern "C" fn pagi_body_ack(srv: *mut PagiServer, id: u64, n: usize) 
 #[no_mangle]
 pub unsafe extern "C" fn pagi_buffered(srv: *mut PagiServer, id: u64, out: *mut u64) -> i32 {
     guard(srv, |s| {
-        let n = s.core.buffered(id) as u64; // usize is never wider than u64
-                                            // SAFETY: XS passes the address of a local.
+        // usize is never wider than u64.
+        let n = s.core.buffered(id) as u64;
+        // SAFETY: XS passes the address of a local.
         unsafe { *out = n };
         OK
     })
