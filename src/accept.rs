@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::bridge::level;
+use crate::abi::level;
 use crate::http1::{self, Peer};
 use crate::server::{ServerCore, RUNNING};
 

@@ -6,32 +6,16 @@
 //! queued record in one `drain` call, so one wake-up carries many requests.
 //!
 //! Wire format of a record (native endian, decoded by xs/Server.xs):
-//!   u8 kind, u64 id, then kind-specific fields; a "bytes" field is a u32
-//!   length followed by that many bytes.
+//!   u8 kind (crate::abi::kind), u64 id, then kind-specific fields; a
+//!   "bytes" field is a u64 length followed by that many bytes, and counts
+//!   are u64 too, so no length the core can hold is ever cut short.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// Record kinds; the numbers are shared with xs/Server.xs.
-pub mod kind {
-    pub const REQUEST: u8 = 1;
-    pub const BODY: u8 = 2;
-    pub const DISCONNECT: u8 = 3;
-    pub const DRAIN: u8 = 4;
-    pub const LOG: u8 = 5;
-    pub const IDLE: u8 = 6;
-    pub const WS_MESSAGE: u8 = 7;
-    /// The client ended its side (EOF) after a complete request.
-    pub const EOF: u8 = 8;
-}
-
-/// Log levels carried by LOG records (PAGI::Server maps them to its names).
-pub mod level {
-    pub const ERROR: u8 = 1;
-    pub const WARN: u8 = 2;
-}
+use crate::abi::kind;
 
 /// Capacity a drained buffer keeps for reuse.
 const SPARE_CAPACITY: usize = 1 << 20;
@@ -63,15 +47,13 @@ impl<'a> RecordWriter<'a> {
         self.buf.extend_from_slice(&v.to_ne_bytes());
         self
     }
-    pub fn u32(&mut self, v: u32) -> &mut Self {
-        self.buf.extend_from_slice(&v.to_ne_bytes());
-        self
+    /// A length or count, as a u64 (usize is never wider).
+    pub fn len(&mut self, n: usize) -> &mut Self {
+        self.u64(n as u64)
     }
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
-        // Fields are bounded by the HTTP limits long before 4 GiB.
-        let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
-        self.u32(len);
-        self.buf.extend_from_slice(&v[..len as usize]);
+        self.len(v.len());
+        self.buf.extend_from_slice(v);
         self
     }
 }
@@ -164,7 +146,7 @@ mod tests {
         let mut out = Vec::new();
         b.drain(&mut out);
         assert!(!readable(b.fd()));
-        assert_eq!(out.len(), (1 + 8) + (1 + 8 + 4 + 3 + 1));
+        assert_eq!(out.len(), (1 + 8) + (1 + 8 + 8 + 3 + 1));
         assert_eq!(out[0], kind::DRAIN);
         assert_eq!(&out[1..9], &7u64.to_ne_bytes());
         assert_eq!(out[9], kind::BODY);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::bridge::{kind, level};
+use crate::abi::{kind, level};
 use crate::http1::{write_out, Conn, Stop};
 use crate::response::{self, Writer};
 use crate::server::{Out, ReqShared};

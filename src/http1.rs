@@ -20,8 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
+use crate::abi::{kind, level};
 use crate::access_log::LogInfo;
-use crate::bridge::{kind, level};
 use crate::h1_body::BodyIn;
 use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::request::{push_request, BODY_WINDOW};

@@ -4,13 +4,13 @@
 //! No code here ever calls into Perl; the XS glue in `xs/Server.xs` calls the
 //! `extern "C"` functions of `ffi` from the Perl thread.
 
+mod abi;
 mod accept;
 mod access_log;
 mod bridge;
 mod chunked;
 mod config;
 pub mod ffi;
-pub mod ffi_stream;
 mod file_body;
 mod h1_body;
 mod h1_output;

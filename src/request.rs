@@ -1,23 +1,13 @@
 //! Turning a parsed request head into a REQUEST record for Perl.
 
-use crate::bridge::kind;
+use crate::abi::kind;
+use crate::abi::req_flag::{BODY_EMPTY, EXPECT, PATH_UTF8, SSE, UNIX, WEBSOCKET};
 use crate::head::Head;
 use crate::http1::Peer;
 use crate::server::{ReqShared, ServerCore};
 
 /// Request body bytes that may wait in Perl unconsumed before reading pauses.
 pub const BODY_WINDOW: usize = 1 << 20;
-
-/// Flags of a REQUEST record (shared with xs/Server.xs).
-pub const F_BODY_EMPTY: u8 = 1;
-pub const F_PATH_UTF8: u8 = 2;
-pub const F_UNIX: u8 = 4;
-/// `Accept: text/event-stream` and no WebSocket upgrade: an SSE scope.
-pub const F_SSE: u8 = 8;
-/// `Expect: 100-continue`: Perl says when the app first wants the body.
-pub const F_EXPECT: u8 = 16;
-/// A WebSocket upgrade: a websocket scope.
-pub const F_WEBSOCKET: u8 = 32;
 
 /// The spec's SSE detection: the Accept header names text/event-stream and
 /// the request is not a WebSocket upgrade.
@@ -71,17 +61,17 @@ pub fn push_request(
     let path = percent_decode(&head.raw_path);
     let mut flags = 0;
     if head.framing.is_empty() {
-        flags |= F_BODY_EMPTY;
+        flags |= BODY_EMPTY;
     } else if head.expect_continue {
-        flags |= F_EXPECT;
+        flags |= EXPECT;
     }
     if std::str::from_utf8(&path).is_ok() {
-        flags |= F_PATH_UTF8;
+        flags |= PATH_UTF8;
     }
     if websocket {
-        flags |= F_WEBSOCKET;
+        flags |= WEBSOCKET;
     } else if wants_sse(&head.headers) {
-        flags |= F_SSE;
+        flags |= SSE;
     }
     let (client_host, client_port, server_host, server_port) = match peer {
         Peer::Tcp { client, server } => (
@@ -91,7 +81,7 @@ pub fn push_request(
             server.map(|s| s.port()).unwrap_or(0),
         ),
         Peer::Unix { path } => {
-            flags |= F_UNIX;
+            flags |= UNIX;
             (String::new(), 0, path.to_string(), 0)
         }
     };
@@ -106,7 +96,7 @@ pub fn push_request(
             .u16(client_port)
             .bytes(server_host.as_bytes())
             .u16(server_port)
-            .u32(head.headers.len() as u32);
+            .len(head.headers.len());
         for (name, value) in &head.headers {
             w.bytes(name).bytes(value);
         }

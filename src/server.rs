@@ -9,8 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+use crate::abi::{kind, level};
 use crate::access_log::LogInfo;
-use crate::bridge::{kind, level, Bridge};
+use crate::bridge::Bridge;
 use crate::config::Config;
 use crate::listener::Bound;
 use crate::slow::HeadWaiters;
@@ -97,7 +98,7 @@ pub struct ReqShared {
     pub id: u64,
     /// The final frame was handed over (or the request was abandoned).
     pub fin: AtomicBool,
-    /// Response bytes sent by Perl and not yet taken by hyper.
+    /// Response bytes sent by Perl and not yet written by the connection.
     pub buffered: AtomicUsize,
     /// Perl's `$send` is pending until `buffered` falls to the low mark.
     pub want_drain: AtomicBool,
@@ -465,13 +466,13 @@ impl ServerCore {
             // client sees the status, then the connection closes.
             release(&mut slot);
             slot.shared.finish();
-            // Dropping `slot.head` (if unsent) makes the service fail, which
-            // closes the connection.
+            // Dropping `slot.head` (if unsent) ends the connection's wait
+            // for a head, which closes the connection.
         }
     }
 
-    /// Response bytes queued by Perl and not yet taken by hyper (0 once the
-    /// request is finished or unknown).
+    /// Response bytes queued by Perl and not yet written by the connection
+    /// (0 once the request is finished or unknown).
     pub fn buffered(&self, id: u64) -> usize {
         self.reqs()
             .get(&id)

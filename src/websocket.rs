@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use crate::bridge::{kind, level};
+use crate::abi::{kind, level};
 use crate::http1::{fill, sleep_opt, Conn, InFlight};
 use crate::request::BODY_WINDOW;
 use crate::server::{Fields, Out, ReqShared, RUNNING};

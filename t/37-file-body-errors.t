@@ -214,6 +214,34 @@ SKIP: {
     };
 }
 
+# An offset too large for 64 bits is refused by name (never cut down to a
+# value that points into the file); a length that large means the rest.
+{
+    my $huge = '99999999999999999999';
+    @warnings = ();
+    my $p1 = file_route(body => { file => "$dir/plain.txt", offset => $huge });
+    open(my $fh, '<', "$dir/plain.txt") or die "open: $!";
+    my $p2 = file_route(body => { fh => $fh, offset => $huge });
+    my $p3 = file_route(body => { file => "$dir/plain.txt", offset => 4, length => $huge });
+    for ([$p1, 'file'], [$p2, 'filehandle']) {
+        my ($p, $what) = @$_;
+        subtest "offset beyond 64 bits on a $what: a 500 naming it" => sub {
+            my ($r, $c) = fetch($p);
+            is($r && $r->{status}, 500, 'status 500, not the file') or diag("got: $c->{buf}");
+            ok(!exists $note{$p}, "the app's send died");
+        };
+    }
+    pump_until($loop, 1, sub { 2 <= grep { /offset \Q$huge\E is out of range/ } @warnings });
+    is(scalar(grep { /PAGI application error.*offset \Q$huge\E is out of range/ } @warnings), 2,
+        'each logged error names the offset') or diag("warnings: @warnings");
+    subtest 'length beyond 64 bits: the rest of the file' => sub {
+        my ($r, $c) = fetch($p3);
+        is($r && $r->{status}, 200, 'status 200');
+        is($r && $r->{body}, '456789', 'the bytes up to the end');
+        still_usable($c, 'length beyond 64 bits');
+    };
+}
+
 # ------------------------------------------------ PAGI-Tools' App::File
 
 SKIP: {

@@ -1,4 +1,4 @@
-/* Thin glue between PAGI::Server (Perl) and the Rust core (src/ffi.rs).
+/* Thin glue between PAGI::Server (Perl) and the Rust core (src/ffi/).
  * It turns drained bridge records into Perl data (scope hashes included)
  * and packs response headers for Rust. Rust is always called first and
  * returns before anything here croaks. */
@@ -15,30 +15,31 @@ typedef struct {
 } reader;
 
 static int rd_u8(reader *r, uint8_t *v) {
-    if (r->p + 1 > r->end) return 0;
+    if (r->end - r->p < 1) return 0;
     *v = *r->p++;
     return 1;
 }
 static int rd_u16(reader *r, uint16_t *v) {
-    if (r->p + 2 > r->end) return 0;
+    if (r->end - r->p < 2) return 0;
     memcpy(v, r->p, 2); r->p += 2;
     return 1;
 }
-static int rd_u32(reader *r, uint32_t *v) {
-    if (r->p + 4 > r->end) return 0;
-    memcpy(v, r->p, 4); r->p += 4;
-    return 1;
-}
 static int rd_u64(reader *r, uint64_t *v) {
-    if (r->p + 8 > r->end) return 0;
+    if (r->end - r->p < 8) return 0;
     memcpy(v, r->p, 8); r->p += 8;
     return 1;
 }
+/* A u64 length, then that many bytes (bridge.rs). */
 static int rd_bytes(reader *r, const char **s, STRLEN *len) {
-    uint32_t n;
-    if (!rd_u32(r, &n) || r->p + n > r->end) return 0;
-    *s = (const char *)r->p; *len = n; r->p += n;
+    uint64_t n;
+    if (!rd_u64(r, &n) || n > (uint64_t)(r->end - r->p)) return 0;
+    *s = (const char *)r->p; *len = (STRLEN)n; r->p += n;
     return 1;
+}
+/* A u64 count of items that each take at least `min` more bytes: a count
+ * the rest of the record cannot hold is a short record. */
+static int rd_count(reader *r, uint64_t *n, size_t min) {
+    return rd_u64(r, n) && *n <= (uint64_t)(r->end - r->p) / min;
 }
 static SV *rd_sv(pTHX_ reader *r) {
     const char *s; STRLEN n;
@@ -55,7 +56,7 @@ static PagiServer *handle_of(pTHX_ SV *h) {
 static void croak_panic(pTHX_ PagiServer *s) {
     const uint8_t *t = NULL; size_t n = 0;
     pagi_server_text(s, &t, &n);
-    croak("%.*s", (int)n, (const char *)t);
+    croak_sv(sv_2mortal(newSVpvn((const char *)t, n)));
 }
 
 /* Packs [[name, value], ...] as u32 count + (u32 len, bytes) pairs. */
@@ -65,6 +66,9 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
         croak("headers must be an array reference of [name, value] pairs");
     av = (AV *)SvRV(headers);
     count = av_len(av) + 1;
+    /* The core reads u32 counts and lengths here. */
+    if ((uint64_t)count > UINT32_MAX)
+        croak("too many headers (%ld)", (long)count);
     buf = sv_2mortal(newSV(64 + count * 48));
     SvPOK_on(buf);
     SvCUR_set(buf, 0);
@@ -92,6 +96,9 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
                 if (!k && (ch < 0x20 || ch == 0x7f))
                     croak("Invalid header name: contains control characters\n");
             }
+            if ((uint64_t)l > UINT32_MAX)
+                croak("header %ld: %s is too long (%lu bytes)", (long)i, k ? "value" : "name",
+                      (unsigned long)l);
             l32 = (uint32_t)l;
             sv_catpvn(buf, (const char *)&l32, 4);
             sv_catpvn(buf, s, l);
@@ -99,6 +106,30 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
     }
     *out_len = SvCUR(buf);
     return SvPVX(buf);
+}
+
+/* An offset or length of send_file for the core: -1 when undef (or
+ * negative: the core treats both as "not given"). A value past int64 sets
+ * *beyond and becomes INT64_MAX, never a cut value. */
+static int64_t file_pos(pTHX_ SV *v, int *beyond) {
+    NV n;
+    *beyond = 0;
+    SvGETMAGIC(v);
+    if (!SvOK(v)) return -1;
+    if (SvIOK(v) && !SvIsUV(v)) return SvIVX(v) < 0 ? -1 : (int64_t)SvIVX(v);
+    if (SvIOK(v) && SvUVX(v) <= (UV)INT64_MAX) return (int64_t)SvUVX(v);
+    if (!SvIOK(v) && SvPOK(v)) {
+        /* Digits exactly, beyond the 2**53 an NV holds. */
+        UV u = 0;
+        int t = grok_number(SvPVX(v), SvCUR(v), &u);
+        if ((t & IS_NUMBER_IN_UV) && !(t & IS_NUMBER_NEG) && u <= (UV)INT64_MAX)
+            return (int64_t)u;
+    }
+    n = SvNV_nomg(v);
+    if (n < 0) return -1;
+    if (n < 9223372036854775808.0) return (int64_t)n;
+    *beyond = 1;
+    return INT64_MAX;
 }
 
 static SV *pair_av(pTHX_ SV *a, SV *b) {
@@ -109,26 +140,31 @@ static SV *pair_av(pTHX_ SV *a, SV *b) {
     return newRV_noinc((SV *)av);
 }
 
-/* Builds the HTTP scope of a REQUEST record; NULL if the record is short. */
-static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
-    uint8_t ver, flags; uint16_t cport, sport; uint32_t nh, i;
-    SV *method, *path, *raw_path, *query, *chost, *shost;
-    HV *scope, *pagi; AV *headers;
+/* Builds the HTTP scope of a REQUEST record; NULL if the record is short
+ * (every SV made for it so far is freed). */
+static SV *build_scope(pTHX_ reader *r, SV *scheme, int *req_flags) {
+    uint8_t ver, flags; uint16_t cport, sport; uint64_t nh, i;
+    SV *method = NULL, *path = NULL, *raw_path = NULL, *query = NULL, *chost = NULL,
+       *shost = NULL;
+    HV *scope, *pagi; AV *headers = NULL;
     if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
-    method = rd_sv(aTHX_ r); path = rd_sv(aTHX_ r); raw_path = rd_sv(aTHX_ r);
-    query = rd_sv(aTHX_ r); chost = rd_sv(aTHX_ r);
-    if (!method || !path || !raw_path || !query || !chost || !rd_u16(r, &cport)) return NULL;
-    shost = rd_sv(aTHX_ r);
-    if (!shost || !rd_u16(r, &sport) || !rd_u32(r, &nh)) return NULL;
+    if (!(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r)) || !(raw_path = rd_sv(aTHX_ r))
+        || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r)) || !rd_u16(r, &cport)
+        || !(shost = rd_sv(aTHX_ r)) || !rd_u16(r, &sport)
+        || !rd_count(r, &nh, 16))  /* a header: two u64 lengths at least */
+        goto short_record;
 
     if ((flags & PAGI_F_PATH_UTF8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
         SvUTF8_on(path);
 
     headers = newAV();
-    if (nh) av_extend(headers, nh - 1);
+    if (nh) av_extend(headers, (SSize_t)(nh - 1));
     for (i = 0; i < nh; i++) {
-        SV *n = rd_sv(aTHX_ r), *v = rd_sv(aTHX_ r);
-        if (!n || !v) return NULL;
+        SV *n = rd_sv(aTHX_ r), *v = n ? rd_sv(aTHX_ r) : NULL;
+        if (!v) {
+            SvREFCNT_dec(n);
+            goto short_record;
+        }
         av_push(headers, pair_av(aTHX_ n, v));
     }
 
@@ -163,16 +199,44 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *body_flags) {
         hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
         hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
     }
-    /* 1: the body is empty; 2: the client waits for 100 Continue;
-     * 4: a WebSocket handshake. */
-    *body_flags = ((flags & PAGI_F_BODY_EMPTY) ? 1 : 0) | ((flags & PAGI_F_EXPECT) ? 2 : 0)
-                | ((flags & PAGI_F_WEBSOCKET) ? 4 : 0);
+    *req_flags = flags;
     return newRV_noinc((SV *)scope);
+
+short_record:
+    SvREFCNT_dec(method); SvREFCNT_dec(path); SvREFCNT_dec(raw_path);
+    SvREFCNT_dec(query); SvREFCNT_dec(chost); SvREFCNT_dec(shost);
+    SvREFCNT_dec((SV *)headers);
+    return NULL;
 }
+
+/* The core's numbers that Perl uses (src/abi.rs, xs/pagi_core.h), made
+ * constant subs of PAGI::Server::Native at load time so Perl code compiled
+ * afterwards inlines them like `use constant`. */
+#define PAGI_NUMBER(n) { #n, PAGI_##n }
+static const struct { const char *name; IV value; } pagi_numbers[] = {
+    PAGI_NUMBER(OK), PAGI_NUMBER(PENDING), PAGI_NUMBER(GONE),
+    PAGI_NUMBER(REC_REQUEST), PAGI_NUMBER(REC_BODY), PAGI_NUMBER(REC_DISCONNECT),
+    PAGI_NUMBER(REC_DRAIN), PAGI_NUMBER(REC_LOG), PAGI_NUMBER(REC_IDLE),
+    PAGI_NUMBER(REC_WS_MESSAGE), PAGI_NUMBER(REC_EOF),
+    PAGI_NUMBER(F_BODY_EMPTY), PAGI_NUMBER(F_PATH_UTF8), PAGI_NUMBER(F_UNIX),
+    PAGI_NUMBER(F_SSE), PAGI_NUMBER(F_EXPECT), PAGI_NUMBER(F_WEBSOCKET),
+    PAGI_NUMBER(LOG_ERROR), PAGI_NUMBER(LOG_WARN),
+    PAGI_NUMBER(SHUTDOWN_GRACEFUL), PAGI_NUMBER(SHUTDOWN_FORCE),
+    PAGI_NUMBER(END_FORGET), PAGI_NUMBER(END_ABORT),
+};
+#undef PAGI_NUMBER
 
 MODULE = PAGI::Server    PACKAGE = PAGI::Server::Native
 
 PROTOTYPES: DISABLE
+
+BOOT:
+{
+    HV *stash = gv_stashpvs("PAGI::Server::Native", GV_ADD);
+    size_t i;
+    for (i = 0; i < sizeof pagi_numbers / sizeof pagi_numbers[0]; i++)
+        newCONSTSUB(stash, pagi_numbers[i].name, newSViv(pagi_numbers[i].value));
+}
 
 IV
 new(cfg)
@@ -283,12 +347,16 @@ request_end(h, id, op)
   CODE:
     pagi_request_end(handle_of(aTHX_ h), (uint64_t)id, op);
 
-int
+SV *
 buffered(h, id)
     SV *h
     UV id
+  PREINIT:
+    PagiServer *s; uint64_t n = 0;
   CODE:
-    RETVAL = pagi_buffered(handle_of(aTHX_ h), (uint64_t)id);
+    s = handle_of(aTHX_ h);
+    if (pagi_buffered(s, (uint64_t)id, &n) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    RETVAL = n <= UV_MAX ? newSVuv((UV)n) : newSVnv((NV)n);
   OUTPUT:
     RETVAL
 
@@ -297,7 +365,7 @@ pause_accept(h, ms)
     SV *h
     UV ms
   CODE:
-    pagi_server_pause_accept(handle_of(aTHX_ h), (uint32_t)ms);
+    pagi_server_pause_accept(handle_of(aTHX_ h), ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms);
 
 void
 body_ack(h, id, n)
@@ -352,7 +420,7 @@ send_file(h, id, path, fd, offset, length, fin)
     int fin
   PREINIT:
     PagiServer *s; const char *p = NULL; STRLEN plen = 0; const uint8_t *log = NULL;
-    size_t log_len = 0; int32_t rc; char err[1024];
+    size_t log_len = 0; int32_t rc; char err[1024]; int64_t off; int beyond;
   PPCODE:
     /* A path is opened by the core; otherwise fd is duplicated. offset and
      * length are undef when not given. The path's bytes are the ones Perl's
@@ -360,10 +428,13 @@ send_file(h, id, path, fd, offset, length, fin)
      * never a Latin-1 downgrade of them. */
     s = handle_of(aTHX_ h);
     if (SvOK(path)) p = SvPV(path, plen);
+    off = file_pos(aTHX_ offset, &beyond);
+    /* No file can be read from there; a length that large just means the
+     * rest of the file. */
+    if (beyond) croak("http.response.body: offset %" SVf " is out of range\n", SVfARG(offset));
     err[0] = 0;
     rc = pagi_send_file(s, (uint64_t)id, (const uint8_t *)p, plen, fd,
-                        SvOK(offset) ? (int64_t)SvNV(offset) : -1,
-                        SvOK(length) ? (int64_t)SvNV(length) : -1,
+                        off, file_pos(aTHX_ length, &beyond),
                         fin, &log, &log_len, err, sizeof err);
     if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     if (rc == PAGI_ERR) croak("%s\n", err);
@@ -379,14 +450,14 @@ parse_head(buf, max_line, max_size, max_count)
     UV max_count
   PREINIT:
     STRLEN len; const char *b; const uint8_t *out = NULL; size_t out_len = 0;
-    int32_t rc; reader r; uint32_t consumed = 0;
+    int32_t rc; reader r; uint64_t consumed = 0;
   PPCODE:
     /* (undef, 0) incomplete; ({error, message}, n) refused; (\%request, n). */
     b = SvPVbyte(buf, len);
     rc = pagi_parse_head((const uint8_t *)b, len, max_line, max_size, max_count, &out, &out_len);
     r.p = out; r.end = out + out_len;
     EXTEND(SP, 2);
-    if (rc == 0 || !rd_u32(&r, &consumed)) {
+    if (rc == 0 || !rd_u64(&r, &consumed)) {
         PUSHs(&PL_sv_undef);
         mPUSHi(0);
     }
@@ -397,21 +468,21 @@ parse_head(buf, max_line, max_size, max_count)
         hv_stores(e, "error", newSViv(status));
         hv_stores(e, "message", msg ? msg : newSVpvs(""));
         mPUSHs(newRV_noinc((SV *)e));
-        mPUSHu(consumed);
+        mPUSHu((UV)consumed);
     }
     else {
-        uint8_t ver = 11, flags = 0; uint64_t cl = 0; uint32_t nh = 0, i;
+        uint8_t ver = 11, flags = 0; uint64_t cl = 0, nh = 0, i;
         SV *method, *path, *raw_path, *query; HV *req = newHV(); AV *headers = newAV();
         rd_u8(&r, &ver); rd_u8(&r, &flags); rd_u64(&r, &cl);
         method = rd_sv(aTHX_ &r); path = rd_sv(aTHX_ &r);
         raw_path = rd_sv(aTHX_ &r); query = rd_sv(aTHX_ &r);
-        rd_u32(&r, &nh);
+        rd_u64(&r, &nh);
         for (i = 0; i < nh; i++) {
             SV *n = rd_sv(aTHX_ &r), *v = rd_sv(aTHX_ &r);
             if (!n || !v) break;
             av_push(headers, pair_av(aTHX_ n, v));
         }
-        if (path && (flags & 8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
+        if (path && (flags & PAGI_HEAD_PATH_UTF8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
             SvUTF8_on(path);
         hv_stores(req, "method", method ? method : newSVpvs(""));
         hv_stores(req, "path", path ? path : newSVpvs("/"));
@@ -419,11 +490,11 @@ parse_head(buf, max_line, max_size, max_count)
         hv_stores(req, "query_string", query ? query : newSVpvs(""));
         hv_stores(req, "http_version", ver == 10 ? newSVpvs("1.0") : newSVpvs("1.1"));
         hv_stores(req, "headers", newRV_noinc((SV *)headers));
-        hv_stores(req, "content_length", (flags & 4) ? newSVuv((UV)cl) : newSV(0));
-        hv_stores(req, "chunked", newSViv((flags & 1) ? 1 : 0));
-        hv_stores(req, "expect_continue", newSViv((flags & 2) ? 1 : 0));
+        hv_stores(req, "content_length", (flags & PAGI_HEAD_HAS_LENGTH) ? newSVuv((UV)cl) : newSV(0));
+        hv_stores(req, "chunked", newSViv((flags & PAGI_HEAD_CHUNKED) ? 1 : 0));
+        hv_stores(req, "expect_continue", newSViv((flags & PAGI_HEAD_EXPECT) ? 1 : 0));
         mPUSHs(newRV_noinc((SV *)req));
-        mPUSHu(consumed);
+        mPUSHu((UV)consumed);
     }
 
 void
@@ -544,16 +615,16 @@ drain(h, scheme)
         if (!rd_u8(&r, &kind) || !rd_u64(&r, &id)) break;
         switch (kind) {
         case PAGI_REC_REQUEST: {
-            int body_flags = 0;
-            a = build_scope(aTHX_ &r, scheme, &body_flags);
-            b = newSViv(body_flags);
+            /* b: the PAGI_F_* flags. */
+            int req_flags = 0;
+            a = build_scope(aTHX_ &r, scheme, &req_flags);
+            if (a) b = newSViv(req_flags);
             break;
         }
         case PAGI_REC_BODY: {
             uint8_t more = 0;
             a = rd_sv(aTHX_ &r);
-            if (!rd_u8(&r, &more)) a = NULL;
-            b = newSViv(more);
+            if (a && rd_u8(&r, &more)) b = newSViv(more);
             break;
         }
         case PAGI_REC_DISCONNECT: {
@@ -561,9 +632,10 @@ drain(h, scheme)
              * reason is UTF-8 text (the core checked it). */
             uint16_t code = 0;
             a = rd_sv(aTHX_ &r);
-            if (a && !rd_u16(&r, &code)) { SvREFCNT_dec(a); a = NULL; }
-            if (a && code && !is_ascii_string((U8 *)SvPVX(a), SvCUR(a))) SvUTF8_on(a);
-            b = code ? newSVuv(code) : newSV(0);
+            if (a && rd_u16(&r, &code)) {
+                if (code && !is_ascii_string((U8 *)SvPVX(a), SvCUR(a))) SvUTF8_on(a);
+                b = code ? newSVuv(code) : newSV(0);
+            }
             break;
         }
         case PAGI_REC_WS_MESSAGE: {
@@ -573,14 +645,12 @@ drain(h, scheme)
             if (!rd_u8(&r, &text)) break;
             a = rd_sv(aTHX_ &r);
             if (a && text) SvUTF8_on(a);
-            b = newSViv(text);
+            if (a) b = newSViv(text);
             break;
         }
         case PAGI_REC_LOG: {
             uint8_t lvl = 0;
-            if (rd_u8(&r, &lvl)) a = newSViv(lvl);
-            b = rd_sv(aTHX_ &r);
-            if (!b) a = NULL;
+            if (rd_u8(&r, &lvl) && (b = rd_sv(aTHX_ &r))) a = newSViv(lvl);
             break;
         }
         case PAGI_REC_DRAIN:
@@ -592,7 +662,9 @@ drain(h, scheme)
         default:
             break;
         }
-        if (!a) {
+        if (!a || !b) {
+            /* A short record: free what was made of it. */
+            SvREFCNT_dec(a); SvREFCNT_dec(b);
             warn("PAGI::Server: malformed bridge record (kind %d); rest of batch dropped", (int)kind);
             break;
         }

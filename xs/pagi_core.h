@@ -1,16 +1,19 @@
-/* The C ABI of the Rust core (src/ffi.rs). Return codes: */
+/* The C ABI of the Rust core (src/ffi/). The numbers below are declared
+ * once in src/abi.rs; a Rust test (abi::tests) fails when this list and
+ * that one differ in any name or value. */
 #ifndef PAGI_CORE_H
 #define PAGI_CORE_H
 #include <stdint.h>
 #include <stddef.h>
 
+/* Return codes. */
 #define PAGI_OK 0
 #define PAGI_PENDING 1
 #define PAGI_GONE 2
 #define PAGI_ERR (-1)
 #define PAGI_ERR_PANIC (-99)
 
-/* Record kinds of pagi_server_drain (src/bridge.rs). */
+/* Record kinds of pagi_server_drain. */
 #define PAGI_REC_REQUEST 1
 #define PAGI_REC_BODY 2
 #define PAGI_REC_DISCONNECT 3
@@ -20,13 +23,31 @@
 #define PAGI_REC_WS_MESSAGE 7
 #define PAGI_REC_EOF 8
 
-/* REQUEST record flags (src/request.rs). */
+/* REQUEST record flags. */
 #define PAGI_F_BODY_EMPTY 1
 #define PAGI_F_PATH_UTF8 2
 #define PAGI_F_UNIX 4
 #define PAGI_F_SSE 8
 #define PAGI_F_EXPECT 16
 #define PAGI_F_WEBSOCKET 32
+
+/* LOG record levels. */
+#define PAGI_LOG_ERROR 1
+#define PAGI_LOG_WARN 2
+
+/* Flags of a head parsed by pagi_parse_head. */
+#define PAGI_HEAD_CHUNKED 1
+#define PAGI_HEAD_EXPECT 2
+#define PAGI_HEAD_HAS_LENGTH 4
+#define PAGI_HEAD_PATH_UTF8 8
+
+/* Phases of pagi_server_shutdown. */
+#define PAGI_SHUTDOWN_GRACEFUL 1
+#define PAGI_SHUTDOWN_FORCE 2
+
+/* Operations of pagi_request_end. */
+#define PAGI_END_FORGET 0
+#define PAGI_END_ABORT 1
 
 typedef struct PagiServer PagiServer;
 
@@ -59,7 +80,7 @@ int32_t pagi_sse_stream(PagiServer *s, uint64_t id, double interval, const uint8
                         size_t len);
 int32_t pagi_unstart(PagiServer *s, uint64_t id);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
-int32_t pagi_buffered(PagiServer *s, uint64_t id);
+int32_t pagi_buffered(PagiServer *s, uint64_t id, uint64_t *out);
 int32_t pagi_body_ack(PagiServer *s, uint64_t id, size_t n);
 int32_t pagi_server_shutdown(PagiServer *s, int32_t phase);
 int32_t pagi_server_connections(PagiServer *s);

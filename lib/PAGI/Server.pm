@@ -22,10 +22,15 @@ use IO::Async::Handle;
 use IO::Async::Loop;
 use Scalar::Util qw(weaken blessed);
 
-our $VERSION = '0.003000';
-
-require XSLoader;
-XSLoader::load('PAGI::Server', $VERSION);
+our $VERSION;
+# The XS part loads at compile time: it defines the core's record kinds and
+# flags as constant subs (PAGI::Server::Native::REC_BODY, ...), which the
+# code below and the modules required next then inline.
+BEGIN {
+    $VERSION = '0.003000';
+    require XSLoader;
+    XSLoader::load('PAGI::Server', $VERSION);
+}
 
 require PAGI::Server::Lifespan;
 require PAGI::Server::Request;
@@ -452,35 +457,38 @@ sub _drain {
         # An app run by an earlier record may have released the core.
         $h = $self->{native} or last;
         my ($kind, $id, $a, $b) = @r[$i .. $i + 3];
-        if ($kind == 1) {
-            ($b & 4) ? PAGI::Server::WebSocket::start($self, $id, $a)
-                     : PAGI::Server::Request::start($self, $id, $a, $b);
+        if ($kind == PAGI::Server::Native::REC_REQUEST) {
+            ($b & PAGI::Server::Native::F_WEBSOCKET)
+                ? PAGI::Server::WebSocket::start($self, $id, $a)
+                : PAGI::Server::Request::start($self, $id, $a, $b);
         }
-        elsif ($kind == 2) {
+        elsif ($kind == PAGI::Server::Native::REC_BODY) {
             my $req = $reqs->{$id} or next;
             $req->body($a, $b);
         }
-        elsif ($kind == 3) {
+        elsif ($kind == PAGI::Server::Native::REC_DISCONNECT) {
             my $req = $reqs->{$id};
-            PAGI::Server::Native::request_end($h, $id, 0) unless $req && $req->_keeps_slot;
+            PAGI::Server::Native::request_end($h, $id, PAGI::Server::Native::END_FORGET)
+                unless $req && $req->_keeps_slot;
             $req->disconnected($a, $b) if $req;
         }
-        elsif ($kind == 7) {
+        elsif ($kind == PAGI::Server::Native::REC_WS_MESSAGE) {
             my $req = $reqs->{$id} or next;
             $req->message($a, $b);
         }
-        elsif ($kind == 8) {
+        elsif ($kind == PAGI::Server::Native::REC_EOF) {
             my $req = $reqs->{$id} or next;
             $req->client_eof;
         }
-        elsif ($kind == 4) {
+        elsif ($kind == PAGI::Server::Native::REC_DRAIN) {
             my $req = $reqs->{$id} or next;
             $req->drained;
         }
-        elsif ($kind == 5) {
-            $self->_log(($a == 1 ? 'error' : $a == 2 ? 'warn' : 'info'), $b);
+        elsif ($kind == PAGI::Server::Native::REC_LOG) {
+            $self->_log(($a == PAGI::Server::Native::LOG_ERROR ? 'error'
+                       : $a == PAGI::Server::Native::LOG_WARN  ? 'warn' : 'info'), $b);
         }
-        elsif ($kind == 6) {
+        elsif ($kind == PAGI::Server::Native::REC_IDLE) {
             my $f = $self->{idle_future};
             $f->done if $f && !$f->is_ready;
         }
@@ -496,7 +504,7 @@ sub shutdown {
     my $h    = $self->{native};
 
     my $idle = $self->{idle_future} = $loop->new_future;
-    PAGI::Server::Native::shutdown($h, 1);
+    PAGI::Server::Native::shutdown($h, PAGI::Server::Native::SHUTDOWN_GRACEFUL);
     my $timeout = $self->{shutdown_timeout} || 30;
     my $drained = Future->wait_any(
         $idle->then(sub { Future->done(1) }),
@@ -507,7 +515,7 @@ sub shutdown {
         my ($clean) = @_;
         return Future->done if $clean || !$weak;
         $weak->_log(warn => 'Shutdown timeout: force-closing ' . $weak->connection_count . ' active connections');
-        PAGI::Server::Native::shutdown($h, 2);
+        PAGI::Server::Native::shutdown($h, PAGI::Server::Native::SHUTDOWN_FORCE);
         return Future->wait_any($idle, $loop->delay_future(after => 2));
     })->then(sub {
         return Future->done unless $weak;
@@ -548,7 +556,7 @@ sub _remove_from_loop {
     $self->_remove_signals;
     if ($self->{native}) {
         $self->{running} = 0;
-        PAGI::Server::Native::shutdown($self->{native}, 2);
+        PAGI::Server::Native::shutdown($self->{native}, PAGI::Server::Native::SHUTDOWN_FORCE);
         $self->_release_native;
     }
     $self->{lifespan}->abandon if $self->{lifespan};
@@ -559,7 +567,7 @@ sub DESTROY {
     my ($self) = @_;
     return if ${^GLOBAL_PHASE} eq 'DESTRUCT' && !$self->{native};
     if (my $h = delete $self->{native}) {
-        PAGI::Server::Native::shutdown($h, 2);
+        PAGI::Server::Native::shutdown($h, PAGI::Server::Native::SHUTDOWN_FORCE);
         PAGI::Server::Native::free($h);
     }
 }

@@ -22,11 +22,12 @@ my $ERROR_BODY = 'Internal Server Error';
 # completed Future (awaiting a done Future only reads it).
 my $DONE = Future->done;
 
-# $body_flags: 1 = the request has no body; 2 = the client waits for
-# "100 Continue", which the core sends once the app first asks for the body.
+# $flags: the REQUEST record's flags. F_BODY_EMPTY: the request has no
+# body; F_EXPECT: the client waits for "100 Continue", which the core sends
+# once the app first asks for the body.
 sub start {
-    my ($server, $id, $scope, $body_flags) = @_;
-    my $body_empty = $body_flags & 1;
+    my ($server, $id, $scope, $flags) = @_;
+    my $body_empty = $flags & PAGI::Server::Native::F_BODY_EMPTY;
     my $is_sse = $scope->{type} eq 'sse';    # decided by the core
     _share_server_state($server, $scope);
 
@@ -44,7 +45,7 @@ sub start {
         started => 0,     # response head sent
         done    => 0,     # final frame sent
         gone    => undef, # disconnect reason
-        expect  => $body_flags & 2,
+        expect  => $flags & PAGI::Server::Native::F_EXPECT,
     }, __PACKAGE__;
     weaken($self->{server});
     $reqs->{$id} = $self;
@@ -213,7 +214,7 @@ sub client_eof {
 
 sub _end_at_eof {
     my ($self) = @_;
-    PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1)
+    PAGI::Server::Native::request_end($self->{native}, $self->{id}, PAGI::Server::Native::END_ABORT)
         if $self->{native} && $self->_live;
     $self->disconnected('client_closed');
     return Future->done($self->_disconnect_event);
@@ -254,7 +255,7 @@ sub _live {
 
 sub _result {
     my ($self, $rc) = @_;
-    return $rc == 1 ? $self->_wait_drain : $DONE;
+    return $rc == PAGI::Server::Native::PENDING ? $self->_wait_drain : $DONE;
 }
 
 # Over the high watermark: the app waits until the client catches up.
@@ -531,7 +532,7 @@ sub _app_failed {
     else {
         warn "PAGI application error (after response started): $err" . ($err =~ /\n\z/ ? '' : "\n");
         $self->{done} = 1;
-        PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1);
+        PAGI::Server::Native::request_end($self->{native}, $self->{id}, PAGI::Server::Native::END_ABORT);
     }
 }
 

@@ -274,7 +274,7 @@ sub _app_finished {
         # A failed app's connection is closed with 1011, a finished one with 1000.
         if ($f->is_failed) {
             $self->{done} = 1;
-            PAGI::Server::Native::request_end($self->{native}, $self->{id}, 1);
+            PAGI::Server::Native::request_end($self->{native}, $self->{id}, PAGI::Server::Native::END_ABORT);
         }
         else {
             $self->_send_body('', 0);
