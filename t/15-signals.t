@@ -104,11 +104,11 @@ subtest 'workers: HUP, TTIN, TTOU and USR2 neither kill nor stop' => sub {
     ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker left');
 };
 
-subtest 'single process: HUP and USR2 are logged and ignored' => sub {
+subtest 'single process: HUP, USR2, TTIN and TTOU are logged and ignored' => sub {
     my $log = tmpdir() . '/single-hup.log';
     my ($p, $port) = start_server($log);
     ok($port, 'server is listening') or return diag slurp($p->{err});
-    for my $sig (qw(HUP USR2)) {
+    for my $sig (qw(HUP USR2 TTIN TTOU)) {
         kill $sig => $p->{pid};
         ok(wait_until(5, sub { slurp($p->{err}) =~ /SIG$sig\b.*ignor/ }), "logs that it ignores $sig");
         ok(alive($p->{pid}), "alive after $sig");

@@ -391,6 +391,9 @@ my %IGNORED_SIGNAL = (
     single => {
         HUP  => 'graceful restart needs multi-worker mode (workers => N)',
         USR2 => 'hot restart needs multi-worker mode (workers => N)',
+        # Their default action would stop the process until SIGCONT.
+        TTIN => 'adding workers needs multi-worker mode (workers => N)',
+        TTOU => 'removing workers needs multi-worker mode (workers => N)',
     },
     master => {
         HUP  => 'replacing the workers one by one is not built into this version yet',
@@ -1030,10 +1033,11 @@ loop. The handlers stay in place until lifespan shutdown has run, so a
 second TERM, or the INT that Ctrl-C sends to every process of the group,
 cannot kill the process halfway; it is noted and ignored.
 
-=item HUP, USR2 (single process)
+=item HUP, USR2, TTIN, TTOU (single process)
 
 Logged ("ignoring it and serving on") and otherwise ignored, because
-restarts need multi-worker mode.
+restarts and worker counts need multi-worker mode. (TTIN and TTOU would
+otherwise stop the process until C<SIGCONT>.)
 
 =item HUP, TTIN, TTOU, USR2 (multi-worker master)
 
