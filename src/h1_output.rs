@@ -3,15 +3,15 @@
 //! file bodies are read here (never through Perl), and a pending `$send` is
 //! released once the bytes left the process.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::abi::{kind, level};
-use crate::http1::{write_out, Conn, Stop};
+use crate::abi::level;
+use crate::http1::Conn;
 use crate::response::{self, Writer};
 use crate::server::{Out, ReqShared};
+use crate::stream_io::{write_out, Stop};
 
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -83,22 +83,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let stall = self.core.cfg.request_timeout;
         write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
         let len = std::mem::take(&mut self.unwritten);
-        self.written(shared, len);
+        self.core.written(shared, len);
         Ok(())
-    }
-
-    /// Releases a pending `$send` once the backlog is down to the low mark.
-    pub(crate) fn written(&self, shared: &ReqShared, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let left = shared
-            .buffered
-            .fetch_sub(len, Ordering::SeqCst)
-            .saturating_sub(len);
-        if left <= self.core.cfg.low_watermark && shared.want_drain.swap(false, Ordering::SeqCst) {
-            self.core.bridge.push(kind::DRAIN, shared.id, |_| {});
-        }
     }
 
     /// Streams a file body, read here in pieces (it never passes through Perl).

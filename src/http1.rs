@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
@@ -28,6 +28,8 @@ use crate::request::{push_request, BODY_WINDOW};
 use crate::response::{self, ReqInfo, Writer, AT_CAPACITY};
 use crate::server::{ReqShared, ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
+use crate::stream_io::{fill, sleep_opt, write_out, Stop};
+use crate::ws::session::{Session, Stream as WsStream};
 
 /// Bytes read ahead (pipelined requests) while a response is in progress.
 const READ_AHEAD: usize = 64 * 1024;
@@ -189,23 +191,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Why a connection stops in the middle of a request.
-pub(crate) enum Stop {
-    Closed,
-    Stalled,
-    Shutdown,
-}
-
-impl Stop {
-    pub(crate) fn reason(&self) -> &'static str {
-        match self {
-            Stop::Closed => "client_closed",
-            Stop::Stalled => "client_timeout",
-            Stop::Shutdown => "server_shutdown",
-        }
-    }
-}
-
 pub(crate) struct Conn<R, W> {
     pub(crate) core: Arc<ServerCore>,
     peer: Peer,
@@ -226,48 +211,6 @@ pub(crate) struct Conn<R, W> {
     eof: bool,
     /// Close by lingering (we answered and close; the client may still send).
     linger: bool,
-}
-
-/// Reads more bytes into `buf`; `Ok(0)` is end of stream.
-pub(crate) async fn fill<R: AsyncRead + Unpin>(
-    rd: &mut R,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    buf.reserve(16 * 1024);
-    rd.read_buf(buf).await
-}
-
-/// Writes all of `out`, giving up when the client stalls for `stall` or the
-/// server is force-closing.
-pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    out: &mut Vec<u8>,
-    stall: Option<Duration>,
-    sd: &mut watch::Receiver<u8>,
-) -> Result<(), Stop> {
-    let mut done = 0;
-    while done < out.len() {
-        let deadline = stall.map(|d| tokio::time::Instant::now() + d);
-        tokio::select! {
-            r = wr.write(&out[done..]) => match r {
-                Ok(0) | Err(_) => return Err(Stop::Closed),
-                Ok(n) => done += n,
-            },
-            _ = sleep_opt(deadline) => return Err(Stop::Stalled),
-            r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
-                return Err(Stop::Shutdown);
-            },
-        }
-    }
-    out.clear();
-    Ok(())
-}
-
-pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
@@ -487,7 +430,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 h = &mut head_rx, if writer.is_none() => match h {
                     Ok(h) if h.status == 101 && ws_key.is_some() => {
                         let key = ws_key.as_deref().unwrap_or_default();
-                        crate::websocket::switching_protocols(&mut self.out, key, &h.headers);
+                        crate::ws::codec::switching_protocols(&mut self.out, key, &h.headers);
                         upgraded = true;
                         break Ok(());
                     }
@@ -549,7 +492,26 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 false
             }
             Ok(()) if upgraded => {
-                self.websocket(flight, body_rx).await;
+                // The 101 is still in `out`; frames that came with the
+                // handshake are in `buf`.
+                let stream = WsStream {
+                    rd: &mut self.rd,
+                    wr: &mut self.wr,
+                    buf: std::mem::take(&mut self.buf),
+                    out: std::mem::take(&mut self.out),
+                };
+                Session::new(
+                    core,
+                    flight.shared.clone(),
+                    body_rx,
+                    self.sd.clone(),
+                    stream,
+                )
+                .run()
+                .await;
+                // Dropping `flight` reports the end unless the session or
+                // the app already did.
+                drop(flight);
                 false
             }
             Ok(()) => {

@@ -17,6 +17,7 @@ mod h1_output;
 mod head;
 mod http1;
 mod listener;
+mod phase;
 #[cfg(test)]
 mod props;
 mod request;
@@ -25,4 +26,5 @@ mod runtime;
 mod server;
 mod slow;
 mod sse;
-mod websocket;
+mod stream_io;
+mod ws;

@@ -16,10 +16,7 @@ use crate::config::Config;
 use crate::listener::Bound;
 use crate::slow::HeadWaiters;
 
-/// Shutdown phases broadcast to accept loops and connections.
-pub const RUNNING: u8 = 0;
-pub const GRACEFUL: u8 = 1;
-pub const FORCE: u8 = 2;
+pub use crate::phase::{FORCE, GRACEFUL, RUNNING};
 
 /// Header fields as the app gave them (names keep their case).
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -275,6 +272,21 @@ impl ServerCore {
         self.bridge.push(kind::DISCONNECT, shared.id, |w| {
             w.bytes(reason).u16(code);
         });
+    }
+
+    /// `len` bytes of the app's output left the process: releases a pending
+    /// `$send` once the backlog is down to the low mark.
+    pub fn written(&self, shared: &ReqShared, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let left = shared
+            .buffered
+            .fetch_sub(len, Ordering::SeqCst)
+            .saturating_sub(len);
+        if left <= self.cfg.low_watermark && shared.want_drain.swap(false, Ordering::SeqCst) {
+            self.bridge.push(kind::DRAIN, shared.id, |_| {});
+        }
     }
 
     /// Perl has seen the end of a request (disconnect or response complete).

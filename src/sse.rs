@@ -13,9 +13,10 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use crate::http1::{Conn, Stop};
+use crate::http1::Conn;
 use crate::response::Writer;
 use crate::server::ReqShared;
+use crate::stream_io::Stop;
 
 /// Keepalive comments are written at most every 10 ms: a tiny interval must
 /// not become a busy loop.

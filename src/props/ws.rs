@@ -1,4 +1,4 @@
-//! The WebSocket frame reader (`crate::websocket::Reader`) under hostile
+//! The WebSocket frame reader (`crate::ws::codec::Reader`) under hostile
 //! input fed in arbitrary splits.
 
 use bytes::{Bytes, BytesMut};
@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::alloc::peak_during;
 use super::{config, hostile, pieces, splits};
-use crate::websocket::{Event, Reader, MAX_FRAGMENTS, RESERVE_STEP};
+use crate::ws::codec::{Event, Reader, MAX_FRAGMENTS, RESERVE_STEP};
 
 /// One frame as the model sees it.
 #[derive(Debug, Clone)]

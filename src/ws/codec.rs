@@ -1,27 +1,16 @@
-//! WebSocket (RFC 6455) on a connection the app accepted with a 101.
+//! The WebSocket (RFC 6455) wire format: server frames, the frame reader
+//! with its close codes for each violation, and the HTTP/1.1 handshake answer.
 //!
 //! Frame headers are read and written with tungstenite's frame layer and the
-//! accept key comes from its handshake helper. The session itself lives
-//! here rather than in tungstenite's `WebSocket` because PAGI fixes what it
-//! must do: the close code sent for each violation and the disconnect reason
-//! the app sees, pings driven by `websocket.keepalive`, and outgoing bytes
-//! counted against the write watermarks until the socket takes them.
+//! accept key comes from its handshake helper; tungstenite's `WebSocket` is
+//! not used because PAGI fixes the close code sent for each violation and
+//! the disconnect reason the app sees.
 
 use std::io::Cursor;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::time::Instant;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
-
-use crate::abi::{kind, level};
-use crate::http1::{fill, sleep_opt, Conn, InFlight};
-use crate::request::BODY_WINDOW;
-use crate::server::{Fields, Out, ReqShared, RUNNING};
 
 /// Largest number of frames one fragmented message may span.
 pub(crate) const MAX_FRAGMENTS: usize = 128;
@@ -29,8 +18,6 @@ pub(crate) const MAX_FRAGMENTS: usize = 128;
 const MAX_CONTROL: u64 = 125;
 /// Bytes reserved ahead for a frame still arriving.
 pub(crate) const RESERVE_STEP: usize = 1 << 20;
-/// How long the app's close waits for the client's reply.
-const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Client payloads are XORed with their 4-byte mask (RFC 6455 section 5.3).
 fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
@@ -39,8 +26,8 @@ fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Writes the handshake response that switches the connection over.
-pub fn switching_protocols(out: &mut Vec<u8>, key: &[u8], headers: &Fields) {
+/// Writes the HTTP/1.1 handshake response that switches the connection over.
+pub fn switching_protocols(out: &mut Vec<u8>, key: &[u8], headers: &[(Vec<u8>, Vec<u8>)]) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
@@ -61,7 +48,7 @@ pub fn switching_protocols(out: &mut Vec<u8>, key: &[u8], headers: &Fields) {
 }
 
 /// One unmasked, final frame from the server.
-fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+pub(crate) fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
     let head = FrameHeader {
         opcode,
         ..FrameHeader::default()
@@ -73,7 +60,7 @@ fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
 
 /// A close frame; the reason is cut to fit a control frame, on a character
 /// boundary.
-fn close_frame(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
+pub(crate) fn close_frame(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
     let mut n = reason.len().min(MAX_CONTROL as usize - 2);
     while n > 0 && std::str::from_utf8(&reason[..n]).is_err() {
         n -= 1;
@@ -113,13 +100,13 @@ const fn protocol(reason: &'static str) -> Fail {
     }
 }
 
-const TOO_BIG: Fail = Fail {
+pub(crate) const TOO_BIG: Fail = Fail {
     code: 1009,
     reason: "Message too big",
     token: "body_too_large",
 };
 
-const QUEUE_FULL: Fail = Fail {
+pub(crate) const QUEUE_FULL: Fail = Fail {
     code: 1008,
     reason: "Message queue overflow",
     token: "queue_overflow",
@@ -264,330 +251,6 @@ fn close_event(payload: Bytes) -> Result<Event, Fail> {
             }
             Ok(Event::Close(Some((code, reason))))
         }
-    }
-}
-
-/// The session's clocks: idle timeout, keepalive pings and their pongs,
-/// and the wait for the client's answer to the app's close.
-struct Timers {
-    idle: Option<Duration>,
-    last_activity: Instant,
-    ping_every: Option<Duration>,
-    pong_within: Option<Duration>,
-    next_ping: Option<Instant>,
-    pong_due: Option<Instant>,
-    close_due: Option<Instant>,
-}
-
-/// What a timer that ran out asks for.
-#[derive(Clone, Copy)]
-enum Due {
-    Ping,
-    Idle,
-    Pong,
-    CloseReply,
-}
-
-impl Timers {
-    fn new(idle: Option<Duration>) -> Timers {
-        Timers {
-            idle,
-            last_activity: Instant::now(),
-            ping_every: None,
-            pong_within: None,
-            next_ping: None,
-            pong_due: None,
-            close_due: None,
-        }
-    }
-
-    fn active(&mut self) {
-        self.last_activity = Instant::now();
-    }
-
-    /// `websocket.keepalive`: the last one wins; no interval stops pinging.
-    fn keepalive(&mut self, every: Option<Duration>, within: Option<Duration>) {
-        self.ping_every = every;
-        self.pong_within = within;
-        self.next_ping = every.map(|i| Instant::now() + i);
-        self.pong_due = None;
-    }
-
-    fn pinged(&mut self) {
-        let now = Instant::now();
-        self.next_ping = self.ping_every.map(|i| now + i);
-        if self.pong_due.is_none() {
-            self.pong_due = self.pong_within.map(|t| now + t);
-        }
-    }
-
-    /// The earliest deadline; with `writing`, pings wait (they would queue
-    /// behind the stuck bytes anyway).
-    fn next(&self, writing: bool) -> Option<(Instant, Due)> {
-        let idle = self.idle.map(|d| (self.last_activity + d, Due::Idle));
-        let ping = if writing {
-            None
-        } else {
-            self.next_ping.map(|t| (t, Due::Ping))
-        };
-        [
-            idle,
-            ping,
-            self.pong_due.map(|t| (t, Due::Pong)),
-            self.close_due.map(|t| (t, Due::CloseReply)),
-        ]
-        .into_iter()
-        .flatten()
-        .min_by_key(|(t, _)| *t)
-    }
-}
-
-/// How a session ends: the disconnect the app is told about, if any.
-struct End {
-    code: u16,
-    reason: Bytes,
-}
-
-impl End {
-    fn from_fail(f: &Fail) -> Option<End> {
-        Some(End {
-            code: f.code,
-            reason: Bytes::from_static(f.token.as_bytes()),
-        })
-    }
-
-    fn abnormal(token: &'static str) -> Option<End> {
-        Some(End {
-            code: 1006,
-            reason: Bytes::from_static(token.as_bytes()),
-        })
-    }
-}
-
-/// Buffer capacity kept between messages; one large message's is given back.
-const KEEP_CAPACITY: usize = 1 << 16;
-
-impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
-    /// Runs an accepted WebSocket until either side closes it. The 101 is
-    /// already in `out`; frames that arrived before it are in `buf`.
-    pub(crate) async fn websocket(&mut self, flight: InFlight, mut rx: UnboundedReceiver<Out>) {
-        let shared = flight.shared.clone();
-        let end = self.ws_session(&shared, &mut rx).await;
-        if let Some(e) = end {
-            self.core.disconnected(&shared, &e.reason, e.code);
-        }
-        // Dropping `flight` reports a session that ended without either.
-        drop(flight);
-    }
-
-    /// Writes what is gathered, giving up when a timer runs out first.
-    async fn ws_flush(&mut self, shared: &ReqShared, timers: &Timers) -> Result<(), Option<End>> {
-        let flushed = match timers.next(true) {
-            None => self.flush(shared).await,
-            Some((at, due)) => match tokio::time::timeout_at(at, self.flush(shared)).await {
-                Ok(r) => r,
-                Err(_) => return Err(self.expired(due, timers)),
-            },
-        };
-        flushed.map_err(|stop| End::abnormal(stop.reason()))?;
-        self.out.shrink_to(KEEP_CAPACITY);
-        Ok(())
-    }
-
-    /// A timer ran out: the end it means (pings are not handled here).
-    fn expired(&self, due: Due, timers: &Timers) -> Option<End> {
-        let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
-        match due {
-            Due::Idle => {
-                self.core.bridge.log(
-                    level::WARN,
-                    &format!(
-                        "WebSocket idle timeout ({}s) - closing connection",
-                        secs(timers.idle)
-                    ),
-                );
-                End::abnormal("idle_timeout")
-            }
-            Due::Pong => {
-                self.core.bridge.log(
-                    level::WARN,
-                    &format!(
-                        "WebSocket keepalive timeout - no pong received within {}s",
-                        secs(timers.pong_within)
-                    ),
-                );
-                End::abnormal("keepalive_timeout")
-            }
-            Due::CloseReply | Due::Ping => End::abnormal("client_timeout"),
-        }
-    }
-
-    /// Ends the session for a violation (or overflow), with a close frame
-    /// unless one went out already.
-    async fn ws_fail(
-        &mut self,
-        shared: &ReqShared,
-        timers: &Timers,
-        f: Fail,
-        close_sent: bool,
-    ) -> Option<End> {
-        if f.code == TOO_BIG.code {
-            self.core.bridge.log(
-                level::WARN,
-                &format!(
-                    "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, at most {MAX_FRAGMENTS} frames) - closing connection",
-                    self.core.cfg.max_ws_frame_size
-                ),
-            );
-        }
-        if !close_sent {
-            close_frame(&mut self.out, f.code, f.reason.as_bytes());
-            if let Err(end) = self.ws_flush(shared, timers).await {
-                return end;
-            }
-        }
-        End::from_fail(&f)
-    }
-
-    async fn ws_session(
-        &mut self,
-        shared: &ReqShared,
-        rx: &mut UnboundedReceiver<Out>,
-    ) -> Option<End> {
-        let core = self.core.clone();
-        let cfg = &core.cfg;
-        let mut reader = Reader::new(cfg.max_ws_frame_size);
-        let mut timers = Timers::new(cfg.ws_idle_timeout);
-        let mut close_sent = false;
-        loop {
-            // Every complete frame already here, then whatever that queued.
-            loop {
-                let ev = match reader.next(&mut self.buf) {
-                    Ok(Some(ev)) => ev,
-                    Ok(None) => break,
-                    Err(f) => return self.ws_fail(shared, &timers, f, close_sent).await,
-                };
-                match ev {
-                    Event::Message { text, data } => {
-                        // The app's receive queue (max_receive_queue messages),
-                        // counted until the app takes each message.
-                        let waiting = shared.messages.load(Ordering::SeqCst);
-                        if cfg.max_receive_queue > 0 && waiting >= cfg.max_receive_queue {
-                            return self.ws_fail(shared, &timers, QUEUE_FULL, close_sent).await;
-                        }
-                        shared.messages.fetch_add(1, Ordering::SeqCst);
-                        shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
-                        core.bridge.push(kind::WS_MESSAGE, shared.id, |w| {
-                            w.u8(u8::from(text)).bytes(&data);
-                        });
-                    }
-                    Event::Ping(p) => frame(&mut self.out, OpCode::Control(Control::Pong), &p),
-                    Event::Pong => timers.pong_due = None,
-                    Event::Close(c) => {
-                        if !close_sent {
-                            match &c {
-                                Some((code, reason)) => close_frame(&mut self.out, *code, reason),
-                                None => frame(&mut self.out, OpCode::Control(Control::Close), b""),
-                            }
-                            if let Err(end) = self.ws_flush(shared, &timers).await {
-                                return end;
-                            }
-                        }
-                        let (code, reason) = c.unwrap_or((1005, Bytes::new()));
-                        return Some(End { code, reason });
-                    }
-                }
-            }
-            if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
-                self.buf = BytesMut::new();
-            }
-            if !self.out.is_empty() {
-                if let Err(end) = self.ws_flush(shared, &timers).await {
-                    return end;
-                }
-            }
-            if core.phase() != RUNNING {
-                return self.ws_going_away(shared, close_sent).await;
-            }
-            // Messages the app has not taken yet hold up reading, within a
-            // window, so a slow app cannot make the server buffer without end.
-            let reading = shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW;
-            let due = timers.next(false);
-            tokio::select! {
-                r = fill(&mut self.rd, &mut self.buf), if reading => match r {
-                    Ok(0) | Err(_) => return End::abnormal("client_closed"),
-                    Ok(_) => timers.active(),
-                },
-                _ = shared.body_wake.notified(), if !reading => {}
-                f = rx.recv() => {
-                    // None: Perl let go of the session without ending it.
-                    let Some(first) = f else { return End::abnormal("server_error") };
-                    let mut next = Some(first);
-                    while let Some(f) = next.take() {
-                        timers.active();
-                        match f {
-                            Out::WsMessage { text, data } => {
-                                // Nothing follows our close frame on the wire.
-                                if close_sent {
-                                    self.written(shared, data.len());
-                                } else {
-                                    let op = if text { Data::Text } else { Data::Binary };
-                                    frame(&mut self.out, OpCode::Data(op), &data);
-                                    self.unwritten += data.len();
-                                }
-                            }
-                            Out::WsClose { code, reason } => {
-                                if !close_sent {
-                                    close_frame(&mut self.out, code, &reason);
-                                    close_sent = true;
-                                    timers.close_due = Some(Instant::now() + CLOSE_WAIT);
-                                }
-                            }
-                            Out::WsKeepalive { interval, timeout } => timers.keepalive(interval, timeout),
-                            Out::End | Out::Abort => {
-                                // The app is done: close properly if it did not.
-                                if !close_sent {
-                                    let (code, why): (u16, &[u8]) = if matches!(f, Out::End) {
-                                        (1000, b"")
-                                    } else {
-                                        (1011, b"Internal Error")
-                                    };
-                                    close_frame(&mut self.out, code, why);
-                                }
-                                let _ = self.ws_flush(shared, &timers).await;
-                                return None;
-                            }
-                            // HTTP response frames have no meaning here.
-                            Out::Data(_) | Out::File(_) | Out::Trailers(_) | Out::Sse(_) => {}
-                        }
-                        next = rx.try_recv().ok();
-                    }
-                },
-                _ = sleep_opt(due.map(|(t, _)| t)) => {
-                    match due {
-                        Some((_, Due::Ping)) => {
-                            frame(&mut self.out, OpCode::Control(Control::Ping), b"");
-                            timers.pinged();
-                        }
-                        Some((_, d)) => return self.expired(d, &timers),
-                        None => {}
-                    }
-                },
-                r = self.sd.changed() => if r.is_err() {
-                    return self.ws_going_away(shared, close_sent).await;
-                },
-            }
-        }
-    }
-
-    /// The server is shutting down: tell the client (1001) and end; the app
-    /// sees an abnormal close, as the spec asks for a shutdown.
-    async fn ws_going_away(&mut self, shared: &ReqShared, close_sent: bool) -> Option<End> {
-        if !close_sent {
-            close_frame(&mut self.out, 1001, b"Server shutting down");
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
-        End::abnormal("server_shutdown")
     }
 }
 
