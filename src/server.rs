@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::listener::Bound;
 use crate::slow::HeadWaiters;
 
+/// The shutdown phases the core broadcasts (defined in the leaf `phase`).
 pub use crate::phase::{FORCE, GRACEFUL, RUNNING};
 
 /// Header fields as the app gave them (names keep their case).

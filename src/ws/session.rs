@@ -67,6 +67,7 @@ pub(crate) struct Session<R, W> {
     shared: Arc<ReqShared>,
     /// What the app sends (messages, close, keepalive, its end).
     rx: UnboundedReceiver<Out>,
+    /// The server's shutdown phase.
     sd: watch::Receiver<u8>,
     rd: R,
     wr: W,
@@ -107,8 +108,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
     }
 
     /// Runs the session until either side closes it, and tells the app how
-    /// it ended. A session that ends with neither (the app's own end, or
-    /// its abort) reports nothing here.
+    /// it ended; when the app ended it (its end or its abort), nothing is
+    /// reported here.
     pub(crate) async fn run(mut self) {
         if let Some(e) = self.session().await {
             self.core.disconnected(&self.shared, &e.reason, e.code);
