@@ -115,3 +115,33 @@ fn at_capacity(core: &ServerCore) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, DuplexStream, ReadHalf, WriteHalf};
+
+    /// A stream with no owned halves, as a TLS session will be.
+    impl Split for DuplexStream {
+        type R = ReadHalf<DuplexStream>;
+        type W = WriteHalf<DuplexStream>;
+        fn halves(self) -> (Self::R, Self::W) {
+            tokio::io::split(self)
+        }
+    }
+
+    #[test]
+    fn the_refusal_is_written_through_the_stream_given() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (server, mut client) = tokio::io::duplex(4096);
+            refuse(server).await;
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.expect("read");
+            assert_eq!(got, AT_CAPACITY);
+        });
+    }
+}
