@@ -7,7 +7,6 @@
 //! write header names in the app's case.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -17,15 +16,16 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 
 use crate::abi::{kind, level};
 use crate::access_log::LogInfo;
 use crate::h1_body::BodyIn;
 use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
+use crate::net::peer::Peer;
+use crate::net::stream::Split;
 use crate::request::{push_request, BODY_WINDOW};
-use crate::response::{self, ReqInfo, Writer, AT_CAPACITY};
+use crate::response::{self, ReqInfo, Writer};
 use crate::server::{ReqShared, ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
@@ -38,49 +38,6 @@ const READ_AHEAD: usize = 64 * 1024;
 /// with a reset that could destroy the response before the client reads it.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
-
-#[derive(Clone)]
-pub enum Peer {
-    Tcp {
-        client: SocketAddr,
-        server: Option<SocketAddr>,
-    },
-    Unix {
-        path: Arc<str>,
-    },
-}
-
-impl Peer {
-    fn log_host(&self) -> String {
-        match self {
-            Peer::Tcp { client, .. } => client.ip().to_string(),
-            Peer::Unix { .. } => "unix".to_string(),
-        }
-    }
-}
-
-/// A stream that splits into halves that can be used at the same time.
-pub trait Split: Send + 'static {
-    type R: AsyncRead + Unpin + Send + 'static;
-    type W: AsyncWrite + Unpin + Send + 'static;
-    fn halves(self) -> (Self::R, Self::W);
-}
-
-impl Split for TcpStream {
-    type R = tokio::net::tcp::OwnedReadHalf;
-    type W = tokio::net::tcp::OwnedWriteHalf;
-    fn halves(self) -> (Self::R, Self::W) {
-        self.into_split()
-    }
-}
-
-impl Split for UnixStream {
-    type R = tokio::net::unix::OwnedReadHalf;
-    type W = tokio::net::unix::OwnedWriteHalf;
-    fn halves(self) -> (Self::R, Self::W) {
-        self.into_split()
-    }
-}
 
 /// Runs a future, turning a panic into an error message instead of unwinding.
 pub struct CatchUnwind(pub Pin<Box<dyn Future<Output = ()> + Send>>);
@@ -128,52 +85,24 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("{msg}{at}")
 }
 
-/// Answers a connection over `max_connections` with a 503 and closes it.
-pub fn reject_busy<S: Split>(core: &ServerCore, stream: S) {
-    core.bridge.log(
-        level::WARN,
-        &format!(
-            "Connection rejected: at capacity ({}/{})",
-            core.connection_count(),
-            core.cfg.max_connections
-        ),
-    );
-    tokio::spawn(async move {
-        let (_r, mut w) = stream.halves();
-        let write = async {
-            let _ = w.write_all(AT_CAPACITY).await;
-            let _ = w.shutdown().await;
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
-    });
-}
-
-pub fn spawn<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
-    core.connection_opened();
-    tokio::spawn(async move {
-        let (rd, wr) = stream.halves();
-        let conn = Conn {
-            sd: core.shutdown_watch(),
-            core: core.clone(),
-            peer,
-            rd,
-            wr,
-            buf: BytesMut::with_capacity(8192),
-            out: Vec::with_capacity(8192),
-            unwritten: 0,
-            sse: None,
-            since: tokio::time::Instant::now(),
-            eof: false,
-            linger: false,
-        };
-        if let Err(msg) = CatchUnwind(Box::pin(conn.run())).await {
-            core.bridge.log(
-                level::ERROR,
-                &format!("PAGI::Server internal error (connection closed): {msg}"),
-            );
-        }
-        core.connection_closed();
-    });
+/// Runs HTTP/1.x on an admitted connection until it closes.
+pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
+    let (rd, wr) = stream.halves();
+    let conn = Conn {
+        sd: core.shutdown_watch(),
+        core,
+        peer,
+        rd,
+        wr,
+        buf: BytesMut::with_capacity(8192),
+        out: Vec::with_capacity(8192),
+        unwritten: 0,
+        sse: None,
+        since: tokio::time::Instant::now(),
+        eof: false,
+        linger: false,
+    };
+    conn.run().await;
 }
 
 /// The request in progress on a connection. Dropping it (the connection

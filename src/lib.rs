@@ -5,7 +5,6 @@
 //! `extern "C"` functions of `ffi` from the Perl thread.
 
 mod abi;
-mod accept;
 mod access_log;
 mod bridge;
 mod chunked;
@@ -16,7 +15,7 @@ mod h1_body;
 mod h1_output;
 mod head;
 mod http1;
-mod listener;
+mod net;
 mod phase;
 #[cfg(test)]
 mod props;

@@ -3,7 +3,7 @@
 use crate::abi::kind;
 use crate::abi::req_flag::{BODY_EMPTY, EXPECT, PATH_UTF8, SSE, UNIX, WEBSOCKET};
 use crate::head::Head;
-use crate::http1::Peer;
+use crate::net::peer::Peer;
 use crate::server::{ReqShared, ServerCore};
 
 /// Request body bytes that may wait in Perl unconsumed before reading pauses.

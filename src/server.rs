@@ -13,7 +13,6 @@ use crate::abi::{kind, level};
 use crate::access_log::LogInfo;
 use crate::bridge::Bridge;
 use crate::config::Config;
-use crate::listener::Bound;
 use crate::slow::HeadWaiters;
 
 /// The shutdown phases the core broadcasts (defined in the leaf `phase`).
@@ -512,28 +511,6 @@ fn release(slot: &mut Slot) -> SendState {
         Some(Ok(())) => SendState::Ready,
         _ => SendState::Gone,
     }
-}
-
-/// Serves every bound listener until shutdown.
-pub fn start(
-    core: &Arc<ServerCore>,
-    rt: &tokio::runtime::Handle,
-    bound: Vec<Bound>,
-) -> std::io::Result<()> {
-    let _enter = rt.enter();
-    for b in bound {
-        match b {
-            Bound::Tcp(std, _) => {
-                let l = tokio::net::TcpListener::from_std(std)?;
-                rt.spawn(crate::accept::tcp_loop(core.clone(), l));
-            }
-            Bound::Unix(std, path) => {
-                let l = tokio::net::UnixListener::from_std(std)?;
-                rt.spawn(crate::accept::unix_loop(core.clone(), l, path));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

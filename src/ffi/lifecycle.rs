@@ -8,7 +8,7 @@ use super::plumbing::{guard, hand_out, hand_out_local, slice, without_server, Pa
 use crate::abi::code::{ERR, OK};
 use crate::abi::phase::FORCE;
 use crate::config::Config;
-use crate::listener;
+use crate::net::{self, listener};
 use crate::runtime;
 use crate::server::{self, ServerCore};
 
@@ -150,7 +150,7 @@ pub unsafe extern "C" fn pagi_server_listen(
             }
         };
         s.holds_runtime = true;
-        if let Err(e) = server::start(&s.core, &rt, bound) {
+        if let Err(e) = net::accept::start(&s.core, &rt, bound) {
             hand_out(
                 s,
                 Some(format!("cannot register listener: {e}")),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::plumbing::{copy_err, guard, hand_out, slice, state_code, unpack_headers, PagiServer};
 use crate::abi::code::{ERR, OK};
 use crate::abi::end_op;
-use crate::listener;
+use crate::net::listener;
 use crate::server::Out;
 use crate::sse::Settings;
 
