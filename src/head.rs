@@ -2,6 +2,8 @@
 //! server's limits and the framing rules, with the status code and message
 //! each kind of bad input gets.
 
+use crate::exchange::{BodyHint, RequestHead, Scheme, Upgrade, Version};
+
 /// Limits from the server options (`max_request_line_size` is internal to the
 /// reference and fixed at 8192 there).
 #[derive(Debug, Clone)]
@@ -76,6 +78,51 @@ impl Head {
             return None;
         }
         self.header(b"sec-websocket-key").map(<[u8]>::trim_ascii)
+    }
+}
+
+/// What HTTP/1 keeps for itself once the neutral head is handed on.
+#[derive(Debug, Clone, Copy)]
+pub struct H1Facts {
+    pub framing: Framing,
+    pub content_length: Option<u64>,
+    pub keep_alive: bool,
+}
+
+impl Head {
+    /// The protocol-neutral head (its buffers moved, not copied) and the
+    /// HTTP/1 connection facts; `scheme` is the connection's.
+    pub fn into_request(self, scheme: Scheme) -> (RequestHead, H1Facts) {
+        let upgrade = self
+            .websocket_key()
+            .map(|key| Upgrade::WebSocket { key: key.to_vec() });
+        let body = match self.framing {
+            Framing::Length(0) => BodyHint::None,
+            Framing::Length(n) => BodyHint::Length(n),
+            Framing::Chunked => BodyHint::Chunked,
+        };
+        let facts = H1Facts {
+            framing: self.framing,
+            content_length: self.content_length,
+            keep_alive: self.keep_alive,
+        };
+        let head = RequestHead {
+            method: self.method,
+            scheme,
+            authority: None,
+            path: self.raw_path,
+            query: self.query,
+            version: if self.version == 10 {
+                Version::Http10
+            } else {
+                Version::Http11
+            },
+            headers: self.headers,
+            body,
+            expect_continue: self.expect_continue,
+            upgrade,
+        };
+        (head, facts)
     }
 }
 
@@ -432,6 +479,38 @@ mod tests {
             501
         );
         assert_eq!(status("CONNECT example.test:443 HTTP/1.1\r\nHost: x"), 0);
+    }
+
+    #[test]
+    fn converts_to_the_neutral_head() {
+        let (h, _) = p("GET /chat?x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k \r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        let (r, f) = h.into_request(Scheme::Http);
+        assert_eq!(
+            (r.method.as_str(), r.path.as_slice(), r.query.as_slice()),
+            ("GET", &b"/chat"[..], &b"x"[..])
+        );
+        assert_eq!(
+            (r.version, r.body, r.authority.as_deref()),
+            (Version::Http11, BodyHint::None, None)
+        );
+        assert_eq!(r.upgrade, Some(Upgrade::WebSocket { key: b"k".to_vec() }));
+        assert_eq!(r.header(b"host"), Some(&b"h"[..]));
+        assert!(f.keep_alive && f.framing.is_empty());
+        let (h, _) = p("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        let (r, f) = h.into_request(Scheme::Http);
+        assert_eq!(
+            (r.version, r.body, r.upgrade),
+            (Version::Http10, BodyHint::Length(3), None)
+        );
+        assert_eq!((f.content_length, f.keep_alive), (Some(3), false));
+        let (h, _) = p("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(h.into_request(Scheme::Http).0.body, BodyHint::Chunked);
     }
 
     #[test]

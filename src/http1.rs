@@ -12,19 +12,19 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::abi::{kind, level};
-use crate::access_log::LogInfo;
+use crate::exchange::Upgrade;
 use crate::h1_body::BodyIn;
 use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::net::peer::Peer;
 use crate::net::stream::Split;
-use crate::request::{push_request, BODY_WINDOW};
+use crate::request::{self, BODY_WINDOW};
 use crate::response::{self, ReqInfo, Writer};
 use crate::server::{ReqShared, ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
@@ -222,45 +222,24 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
     }
 
-    fn log_info(&self, h: &Head) -> LogInfo {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        LogInfo {
-            client: self.peer.log_host(),
-            method: h.method.clone(),
-            path: text(&h.raw_path),
-            query: text(&h.query),
-            version: if h.version == 10 { "1.0" } else { "1.1" }.into(),
-            headers: self
-                .core
-                .cfg
-                .log_format
-                .headers
-                .iter()
-                .map(|name| {
-                    let lower = name.to_ascii_lowercase();
-                    h.header(lower.as_bytes()).map(text)
-                })
-                .collect(),
-            start: Instant::now(),
-            status: 0,
-            bytes: 0,
-        }
-    }
-
     /// Serves one request; returns whether the connection may be reused.
     async fn exchange(&mut self, head: Head) -> bool {
         let core = self.core.clone();
+        let (head, h1) = head.into_request(self.peer.scheme());
         if let Some(p) = core.cfg.panic_path.as_deref() {
-            if head.raw_path == p.as_bytes() {
+            if head.path == p.as_bytes() {
                 panic!("test panic requested for {p}");
             }
         }
         let max_body = core.cfg.max_body_size;
-        if max_body > 0 && head.content_length.is_some_and(|n| n > max_body) {
+        if max_body > 0 && h1.content_length.is_some_and(|n| n > max_body) {
             self.refuse(PAYLOAD_TOO_LARGE, false).await;
             return false;
         }
-        let log = core.cfg.access_log.then(|| self.log_info(&head));
+        let log = core
+            .cfg
+            .access_log
+            .then(|| request::log_info(&core, &head, &self.peer));
         let (shared, mut head_rx, mut body_rx) = core.register(log);
         let mut flight = InFlight {
             core: core.clone(),
@@ -269,15 +248,18 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         };
         // A WebSocket handshake is answered by the app: 101 switches the
         // connection over; any other response ends it.
-        let ws_key = head.websocket_key().map(<[u8]>::to_vec);
-        push_request(&core, &shared, &head, &self.peer, ws_key.is_some());
+        let ws_key = head
+            .upgrade
+            .as_ref()
+            .map(|Upgrade::WebSocket { key }| key.as_slice());
+        request::push_request(&core, &shared, &head, &self.peer);
         let mut upgraded = false;
         let req = ReqInfo {
-            version: head.version,
+            version: head.version.code(),
             is_head: head.method == "HEAD",
-            keep_alive: head.keep_alive && ws_key.is_none(),
+            keep_alive: h1.keep_alive && ws_key.is_none(),
         };
-        let mut body = BodyIn::new(head.framing);
+        let mut body = BodyIn::new(h1.framing);
         let mut received: u64 = 0;
         // With Expect: 100-continue the client waits for a go-ahead, given
         // when the app first asks for the body.
@@ -358,7 +340,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 _ = shared.body_wake.notified(), if body_blocked => {}
                 h = &mut head_rx, if writer.is_none() => match h {
                     Ok(h) if h.status == 101 && ws_key.is_some() => {
-                        let key = ws_key.as_deref().unwrap_or_default();
+                        let key = ws_key.unwrap_or_default();
                         crate::ws::codec::switching_protocols(&mut self.out, key, &h.headers);
                         upgraded = true;
                         break Ok(());

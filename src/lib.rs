@@ -9,6 +9,7 @@ mod access_log;
 mod bridge;
 mod chunked;
 mod config;
+mod exchange;
 pub mod ffi;
 mod file_body;
 mod h1_body;

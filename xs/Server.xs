@@ -142,15 +142,15 @@ static SV *pair_av(pTHX_ SV *a, SV *b) {
 
 /* Builds the HTTP scope of a REQUEST record; NULL if the record is short
  * (every SV made for it so far is freed). */
-static SV *build_scope(pTHX_ reader *r, SV *scheme, int *req_flags) {
+static SV *build_scope(pTHX_ reader *r, int *req_flags) {
     uint8_t ver, flags; uint16_t cport, sport; uint64_t nh, i;
-    SV *method = NULL, *path = NULL, *raw_path = NULL, *query = NULL, *chost = NULL,
-       *shost = NULL;
+    SV *scheme = NULL, *method = NULL, *path = NULL, *raw_path = NULL, *query = NULL,
+       *chost = NULL, *shost = NULL;
     HV *scope, *pagi; AV *headers = NULL;
     if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
-    if (!(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r)) || !(raw_path = rd_sv(aTHX_ r))
-        || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r)) || !rd_u16(r, &cport)
-        || !(shost = rd_sv(aTHX_ r)) || !rd_u16(r, &sport)
+    if (!(scheme = rd_sv(aTHX_ r)) || !(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r))
+        || !(raw_path = rd_sv(aTHX_ r)) || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r))
+        || !rd_u16(r, &cport) || !(shost = rd_sv(aTHX_ r)) || !rd_u16(r, &sport)
         || !rd_count(r, &nh, 16))  /* a header: two u64 lengths at least */
         goto short_record;
 
@@ -176,16 +176,16 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *req_flags) {
     hv_stores(scope, "pagi", newRV_noinc((SV *)pagi));
     hv_stores(scope, "http_version",
               ver == 10 ? newSVpvs("1.0") : ver == 20 ? newSVpvs("2") : newSVpvs("1.1"));
+    /* The core spells the scheme as the scope has it (ws/wss for a
+     * WebSocket). */
+    hv_stores(scope, "scheme", scheme);
     if (flags & PAGI_F_WEBSOCKET) {
-        /* A WebSocket scope has no method; its scheme is ws or wss. */
-        STRLEN sl; const char *sp = SvPV(scheme, sl);
+        /* A WebSocket scope has no method. */
         hv_stores(scope, "type", newSVpvs("websocket"));
-        hv_stores(scope, "scheme", (sl == 5 && memEQ(sp, "https", 5)) ? newSVpvs("wss") : newSVpvs("ws"));
         SvREFCNT_dec(method);
     } else {
         hv_stores(scope, "type", (flags & PAGI_F_SSE) ? newSVpvs("sse") : newSVpvs("http"));
         hv_stores(scope, "method", method);
-        hv_stores(scope, "scheme", newSVsv(scheme));
     }
     hv_stores(scope, "path", path);
     hv_stores(scope, "raw_path", raw_path);
@@ -203,7 +203,7 @@ static SV *build_scope(pTHX_ reader *r, SV *scheme, int *req_flags) {
     return newRV_noinc((SV *)scope);
 
 short_record:
-    SvREFCNT_dec(method); SvREFCNT_dec(path); SvREFCNT_dec(raw_path);
+    SvREFCNT_dec(scheme); SvREFCNT_dec(method); SvREFCNT_dec(path); SvREFCNT_dec(raw_path);
     SvREFCNT_dec(query); SvREFCNT_dec(chost); SvREFCNT_dec(shost);
     SvREFCNT_dec((SV *)headers);
     return NULL;
@@ -600,9 +600,8 @@ unstart(h, id)
     RETVAL
 
 void
-drain(h, scheme)
+drain(h)
     SV *h
-    SV *scheme
   PREINIT:
     PagiServer *s; const uint8_t *buf = NULL; size_t len = 0; reader r;
   PPCODE:
@@ -617,7 +616,7 @@ drain(h, scheme)
         case PAGI_REC_REQUEST: {
             /* b: the PAGI_F_* flags. */
             int req_flags = 0;
-            a = build_scope(aTHX_ &r, scheme, &req_flags);
+            a = build_scope(aTHX_ &r, &req_flags);
             if (a) b = newSViv(req_flags);
             break;
         }

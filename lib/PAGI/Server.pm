@@ -454,7 +454,7 @@ sub _remove_signals {
 sub _drain {
     my ($self) = @_;
     my $h = $self->{native} or return;
-    my @r = PAGI::Server::Native::drain($h, 'http');
+    my @r = PAGI::Server::Native::drain($h);
     my $reqs = $self->{requests};
     for (my $i = 0; $i < @r; $i += 4) {
         # An app run by an earlier record may have released the core.

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::exchange::Scheme;
+
 /// The addresses of an accepted connection.
 #[derive(Clone)]
 pub enum Peer {
@@ -17,6 +19,11 @@ pub enum Peer {
 }
 
 impl Peer {
+    /// The scheme of requests on this connection (no TLS yet: plain HTTP).
+    pub fn scheme(&self) -> Scheme {
+        Scheme::Http
+    }
+
     /// The client as the access log names it.
     pub fn log_host(&self) -> String {
         match self {
