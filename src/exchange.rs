@@ -1,6 +1,11 @@
 //! The seam between protocol modules and the bridge: the protocol-neutral
 //! request head that HTTP/1 (and next HTTP/2) produce, from which the one
-//! REQUEST record encoder (`request::push_request`) builds what Perl sees.
+//! REQUEST record encoder (`request::push_request`) builds what Perl sees,
+//! and the `Exchange` handle a protocol holds for each request.
+
+mod handle;
+
+pub(crate) use handle::{Exchange, Replies};
 
 /// The URL scheme a request arrived under (a fact of its connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::abi::level;
+use crate::exchange::Exchange;
 use crate::http1::Conn;
 use crate::response::{self, Writer};
-use crate::server::{Out, ReqShared};
+use crate::server::Out;
 use crate::stream_io::{write_out, Stop};
 
 /// Response bytes gathered before a write.
@@ -24,7 +25,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         &mut self,
         f: Out,
         writer: Option<&mut Writer>,
-        shared: &ReqShared,
+        ex: &Exchange,
     ) -> Result<bool, Stop> {
         let Some(w) = writer else {
             return Err(Stop::Closed);
@@ -37,16 +38,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             Out::Trailers(t) => w.trailers(&mut self.out, &t),
             Out::End => {
                 w.end(&mut self.out);
-                self.flush(shared).await?;
+                self.flush(ex).await?;
                 return Ok(true);
             }
             Out::Abort => {
                 // What the app sent before it failed still goes out, if the
                 // client takes it soon.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(ex)).await;
                 return Err(Stop::Closed);
             }
-            Out::File(body) => self.send_file(w, body, shared).await?,
+            Out::File(body) => self.send_file(w, body, ex).await?,
             Out::Sse(s) => match self.sse.as_mut() {
                 Some(st) => st.configure(s),
                 None => self.sse = Some(crate::sse::Stream::new(s)),
@@ -55,7 +56,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             Out::WsMessage { .. } | Out::WsClose { .. } | Out::WsKeepalive { .. } => {}
         }
         if self.out.len() >= WRITE_BATCH {
-            self.flush(shared).await?;
+            self.flush(ex).await?;
         }
         Ok(false)
     }
@@ -66,24 +67,23 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         &mut self,
         rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>,
         mut writer: Option<&mut Writer>,
-        shared: &ReqShared,
+        ex: &Exchange,
     ) -> Result<bool, Stop> {
         while let Ok(f) = rx.try_recv() {
-            if self.frame(f, writer.as_deref_mut(), shared).await? {
+            if self.frame(f, writer.as_deref_mut(), ex).await? {
                 return Ok(true);
             }
         }
-        self.flush(shared).await?;
+        self.flush(ex).await?;
         Ok(false)
     }
 
     /// Writes what is gathered; the app's bytes in it stop counting as
     /// buffered once the socket took them.
-    pub(crate) async fn flush(&mut self, shared: &ReqShared) -> Result<(), Stop> {
+    pub(crate) async fn flush(&mut self, ex: &Exchange) -> Result<(), Stop> {
         let stall = self.core.cfg.request_timeout;
         write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
-        let len = std::mem::take(&mut self.unwritten);
-        self.core.written(shared, len);
+        ex.written(std::mem::take(&mut self.unwritten));
         Ok(())
     }
 
@@ -92,9 +92,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         &mut self,
         w: &mut Writer,
         mut body: crate::file_body::FileBody,
-        shared: &ReqShared,
+        ex: &Exchange,
     ) -> Result<(), Stop> {
-        self.flush(shared).await?;
+        self.flush(ex).await?;
         if w.framing == response::Framing::None {
             return Ok(());
         }
@@ -112,7 +112,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 }
             };
             w.data(&mut self.out, &piece);
-            self.flush(shared).await?;
+            self.flush(ex).await?;
         }
         Ok(())
     }

@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,15 +17,14 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::abi::{kind, level};
-use crate::exchange::Upgrade;
+use crate::abi::level;
+use crate::exchange::{Exchange, Replies, Upgrade};
 use crate::h1_body::BodyIn;
 use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::net::peer::Peer;
 use crate::net::stream::Split;
-use crate::request::{self, BODY_WINDOW};
 use crate::response::{self, ReqInfo, Writer};
-use crate::server::{ReqShared, ServerCore, FORCE, RUNNING};
+use crate::server::{ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
 use crate::ws::session::{Session, Stream as WsStream};
@@ -103,21 +101,6 @@ pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
         linger: false,
     };
     conn.run().await;
-}
-
-/// The request in progress on a connection. Dropping it (the connection
-/// ended, or panicked) tells Perl, unless the request already finished.
-pub(crate) struct InFlight {
-    core: Arc<ServerCore>,
-    pub(crate) shared: Arc<ReqShared>,
-    reason: &'static str,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.core
-            .disconnected(&self.shared, self.reason.as_bytes(), 0);
-    }
 }
 
 pub(crate) struct Conn<R, W> {
@@ -236,23 +219,17 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             self.refuse(PAYLOAD_TOO_LARGE, false).await;
             return false;
         }
-        let log = core
-            .cfg
-            .access_log
-            .then(|| request::log_info(&core, &head, &self.peer));
-        let (shared, mut head_rx, mut body_rx) = core.register(log);
-        let mut flight = InFlight {
-            core: core.clone(),
-            shared: shared.clone(),
-            reason: "server_error",
-        };
+        let (mut ex, replies) = Exchange::open(&core, &head, &self.peer);
+        let Replies {
+            head: mut head_rx,
+            out: mut body_rx,
+        } = replies;
         // A WebSocket handshake is answered by the app: 101 switches the
         // connection over; any other response ends it.
         let ws_key = head
             .upgrade
             .as_ref()
             .map(|Upgrade::WebSocket { key }| key.as_slice());
-        request::push_request(&core, &shared, &head, &self.peer);
         let mut upgraded = false;
         let req = ReqInfo {
             version: head.version.code(),
@@ -273,35 +250,26 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let outcome: Result<(), Stop> = 'req: loop {
             // A graceful shutdown ends an SSE stream at once (see sse.rs).
             if self.sse.is_some() && core.phase() != RUNNING {
-                break Err(self.sse_going_away(writer.as_mut(), &shared).await);
+                break Err(self.sse_going_away(writer.as_mut(), &ex).await);
             }
             // Hand over what body is already buffered, within the window.
-            while !gated
-                && !body.is_done()
-                && shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW
-                && !shared.fin.load(Ordering::SeqCst)
-            {
+            while !gated && !body.is_done() && ex.window_open() && !ex.finished() {
                 match body.take(&mut self.buf) {
                     Ok(Some((data, more))) => {
                         received += data.len() as u64;
                         if max_body > 0 && received > max_body {
                             break 'req Err(self.refuse(PAYLOAD_TOO_LARGE, writer.is_some()).await);
                         }
-                        if more {
-                            shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
-                        }
                         if let Some(c) = clock.as_mut() {
                             c.received(data.len());
                         }
-                        core.bridge.push(kind::BODY, shared.id, |w| {
-                            w.bytes(&data).u8(u8::from(more));
-                        });
+                        ex.body(&data, more);
                     }
                     Ok(None) => break,
                     Err(r) => break 'req Err(self.refuse(r, writer.is_some()).await),
                 }
             }
-            if gated && shared.body_wanted.load(Ordering::SeqCst) {
+            if gated && ex.body_wanted() {
                 gated = false;
                 if writer.is_none() {
                     self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -313,8 +281,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 }
                 continue;
             }
-            let body_blocked =
-                !body.is_done() && (gated || shared.unacked.load(Ordering::SeqCst) >= BODY_WINDOW);
+            let body_blocked = !body.is_done() && (gated || !ex.window_open());
             let want_read = !self.eof
                 && if body.is_done() {
                     self.buf.len() < READ_AHEAD // watch for the client going away
@@ -332,12 +299,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     // still reads, so the response goes out, then we close.
                     Ok(0) if body.is_done() => {
                         self.eof = true;
-                        core.bridge.push(kind::EOF, shared.id, |_| {});
+                        ex.eof();
                     }
                     Ok(0) | Err(_) => break Err(Stop::Closed),
                     Ok(_) => last_io = tokio::time::Instant::now(),
                 },
-                _ = shared.body_wake.notified(), if body_blocked => {}
+                _ = ex.wake(), if body_blocked => {}
                 h = &mut head_rx, if writer.is_none() => match h {
                     Ok(h) if h.status == 101 && ws_key.is_some() => {
                         let key = ws_key.unwrap_or_default();
@@ -349,7 +316,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         let closing = core.phase() != RUNNING || self.eof;
                         writer = Some(response::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
                         // Frames already queued go out with the head.
-                        match self.pump(&mut body_rx, writer.as_mut(), &shared).await {
+                        match self.pump(&mut body_rx, writer.as_mut(), &ex).await {
                             Ok(true) => break Ok(()),
                             Ok(false) => last_io = tokio::time::Instant::now(),
                             Err(s) => break Err(s),
@@ -360,19 +327,19 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 },
                 f = body_rx.recv(), if writer.is_some() => {
                     let Some(f) = f else { break Err(Stop::Closed) };
-                    match self.frame(f, writer.as_mut(), &shared).await {
+                    match self.frame(f, writer.as_mut(), &ex).await {
                         Ok(false) => {}
                         Ok(true) => break Ok(()),
                         Err(s) => break Err(s),
                     }
-                    match self.pump(&mut body_rx, writer.as_mut(), &shared).await {
+                    match self.pump(&mut body_rx, writer.as_mut(), &ex).await {
                         Ok(true) => break Ok(()),
                         Ok(false) => last_io = tokio::time::Instant::now(),
                         Err(s) => break Err(s),
                     }
                 },
                 _ = sleep_opt(self.sse.as_ref().and_then(crate::sse::Stream::due)) => {
-                    match self.sse_keepalive(writer.as_mut(), &shared).await {
+                    match self.sse_keepalive(writer.as_mut(), &ex).await {
                         Ok(()) => last_io = tokio::time::Instant::now(),
                         Err(s) => break Err(s),
                     }
@@ -399,7 +366,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         };
         match outcome {
             Err(stop) => {
-                flight.reason = stop.reason();
+                ex.set_reason(stop.reason());
                 false
             }
             Ok(()) if upgraded => {
@@ -411,22 +378,15 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     buf: std::mem::take(&mut self.buf),
                     out: std::mem::take(&mut self.out),
                 };
-                Session::new(
-                    core,
-                    flight.shared.clone(),
-                    body_rx,
-                    self.sd.clone(),
-                    stream,
-                )
-                .run()
-                .await;
-                // Dropping `flight` reports the end unless the session or
-                // the app already did.
-                drop(flight);
+                // Dropping the exchange with the session reports the end
+                // unless the session or the app already did.
+                Session::new(ex, body_rx, self.sd.clone(), stream)
+                    .run()
+                    .await;
                 false
             }
             Ok(()) => {
-                flight.reason = "client_closed";
+                ex.set_reason("client_closed");
                 let Some(w) = writer else { return false };
                 // A body the app left unread can be skipped if it is all here.
                 while let Ok(Some(_)) = body.take(&mut self.buf) {}

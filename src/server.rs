@@ -261,34 +261,6 @@ impl ServerCore {
         (shared, head_rx, body_rx)
     }
 
-    /// Tells Perl a request ended abnormally, once. `code` is the WebSocket
-    /// close code (0: none, for HTTP); `reason` is a disconnect-reason token
-    /// or a WebSocket peer's close reason.
-    pub fn disconnected(&self, shared: &ReqShared, reason: &[u8], code: u16) {
-        if shared.fin.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        shared.body_wake.notify_one();
-        self.bridge.push(kind::DISCONNECT, shared.id, |w| {
-            w.bytes(reason).u16(code);
-        });
-    }
-
-    /// `len` bytes of the app's output left the process: releases a pending
-    /// `$send` once the backlog is down to the low mark.
-    pub fn written(&self, shared: &ReqShared, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let left = shared
-            .buffered
-            .fetch_sub(len, Ordering::SeqCst)
-            .saturating_sub(len);
-        if left <= self.cfg.low_watermark && shared.want_drain.swap(false, Ordering::SeqCst) {
-            self.bridge.push(kind::DRAIN, shared.id, |_| {});
-        }
-    }
-
     /// Perl has seen the end of a request (disconnect or response complete).
     pub fn forget(&self, id: u64) {
         if let Some(slot) = self.reqs().remove(&id) {

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use crate::exchange::Exchange;
 use crate::http1::Conn;
 use crate::response::Writer;
-use crate::server::ReqShared;
 use crate::stream_io::Stop;
 
 /// Keepalive comments are written at most every 10 ms: a tiny interval must
@@ -87,14 +87,14 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     pub(crate) async fn sse_keepalive(
         &mut self,
         writer: Option<&mut Writer>,
-        shared: &ReqShared,
+        ex: &Exchange,
     ) -> Result<(), Stop> {
         let (Some(w), Some(st)) = (writer, self.sse.as_mut()) else {
             return Ok(());
         };
         if let Some(frame) = st.tick(Instant::now()) {
             w.data(&mut self.out, &frame);
-            self.flush(shared).await?;
+            self.flush(ex).await?;
         }
         Ok(())
     }
@@ -105,13 +105,13 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     pub(crate) async fn sse_going_away(
         &mut self,
         writer: Option<&mut Writer>,
-        shared: &ReqShared,
+        ex: &Exchange,
     ) -> Stop {
         self.sse = None;
         if let Some(w) = writer {
             w.end(&mut self.out);
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(shared)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(ex)).await;
         Stop::Shutdown
     }
 }

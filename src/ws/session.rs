@@ -9,8 +9,6 @@
 //! watermarks until the stream takes them.
 
 use std::ops::ControlFlow;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,9 +19,9 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::codec::{close_frame, frame, Event, Fail, Reader, MAX_FRAGMENTS, QUEUE_FULL, TOO_BIG};
 use super::timers::{Due, Timers};
-use crate::abi::{kind, level};
-use crate::request::BODY_WINDOW;
-use crate::server::{Out, ReqShared, ServerCore, RUNNING};
+use crate::abi::level;
+use crate::exchange::Exchange;
+use crate::server::{Out, RUNNING};
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
 
 /// Buffer capacity kept between messages; one large message's is given back.
@@ -63,8 +61,9 @@ impl End {
 
 /// One accepted WebSocket.
 pub(crate) struct Session<R, W> {
-    core: Arc<ServerCore>,
-    shared: Arc<ReqShared>,
+    /// The request the session answers; dropped with the session, it
+    /// reports a disconnect unless the end was already reported.
+    ex: Exchange,
     /// What the app sends (messages, close, keepalive, its end).
     rx: UnboundedReceiver<Out>,
     /// The server's shutdown phase.
@@ -82,19 +81,17 @@ pub(crate) struct Session<R, W> {
 }
 
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
-    /// A session for the request `shared`, reading the app's frames from `rx`
+    /// A session for the request `ex`, reading the app's frames from `rx`
     /// and the shutdown phase from `sd`.
     pub(crate) fn new(
-        core: Arc<ServerCore>,
-        shared: Arc<ReqShared>,
+        ex: Exchange,
         rx: UnboundedReceiver<Out>,
         sd: watch::Receiver<u8>,
         stream: Stream<R, W>,
     ) -> Self {
-        let timers = Timers::new(core.cfg.ws_idle_timeout);
+        let timers = Timers::new(ex.core().cfg.ws_idle_timeout);
         Session {
-            core,
-            shared,
+            ex,
             rx,
             sd,
             rd: stream.rd,
@@ -112,17 +109,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
     /// reported here.
     pub(crate) async fn run(mut self) {
         if let Some(e) = self.session().await {
-            self.core.disconnected(&self.shared, &e.reason, e.code);
+            self.ex.disconnect(&e.reason, e.code);
         }
     }
 
     /// Writes what is gathered; the app's bytes in it stop counting as
     /// buffered once the stream took them.
     async fn write(&mut self) -> Result<(), Stop> {
-        let stall = self.core.cfg.request_timeout;
+        let stall = self.ex.core().cfg.request_timeout;
         write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
-        let len = std::mem::take(&mut self.unwritten);
-        self.core.written(&self.shared, len);
+        self.ex.written(std::mem::take(&mut self.unwritten));
         Ok(())
     }
 
@@ -145,7 +141,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
         let secs = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
         match due {
             Due::Idle => {
-                self.core.bridge.log(
+                self.ex.core().bridge.log(
                     level::WARN,
                     &format!(
                         "WebSocket idle timeout ({}s) - closing connection",
@@ -155,7 +151,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
                 End::abnormal("idle_timeout")
             }
             Due::Pong => {
-                self.core.bridge.log(
+                self.ex.core().bridge.log(
                     level::WARN,
                     &format!(
                         "WebSocket keepalive timeout - no pong received within {}s",
@@ -172,11 +168,11 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
     /// unless one went out already.
     async fn fail(&mut self, f: Fail) -> Option<End> {
         if f.code == TOO_BIG.code {
-            self.core.bridge.log(
+            self.ex.core().bridge.log(
                 level::WARN,
                 &format!(
                     "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, at most {MAX_FRAGMENTS} frames) - closing connection",
-                    self.core.cfg.max_ws_frame_size
+                    self.ex.core().cfg.max_ws_frame_size
                 ),
             );
         }
@@ -190,10 +186,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
     }
 
     async fn session(&mut self) -> Option<End> {
-        let core = self.core.clone();
-        let shared = self.shared.clone();
-        let cfg = &core.cfg;
-        let mut reader = Reader::new(cfg.max_ws_frame_size);
+        let core = self.ex.core().clone();
+        let mut reader = Reader::new(core.cfg.max_ws_frame_size);
         loop {
             // Every complete frame already here, then whatever that queued.
             loop {
@@ -206,15 +200,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
                     Event::Message { text, data } => {
                         // The app's receive queue (max_receive_queue messages),
                         // counted until the app takes each message.
-                        let waiting = shared.messages.load(Ordering::SeqCst);
-                        if cfg.max_receive_queue > 0 && waiting >= cfg.max_receive_queue {
+                        if !self.ex.message(text, &data) {
                             return self.fail(QUEUE_FULL).await;
                         }
-                        shared.messages.fetch_add(1, Ordering::SeqCst);
-                        shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
-                        core.bridge.push(kind::WS_MESSAGE, shared.id, |w| {
-                            w.u8(u8::from(text)).bytes(&data);
-                        });
                     }
                     Event::Ping(p) => frame(&mut self.out, OpCode::Control(Control::Pong), &p),
                     Event::Pong => self.timers.ponged(),
@@ -246,14 +234,14 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
             }
             // Messages the app has not taken yet hold up reading, within a
             // window, so a slow app cannot make the server buffer without end.
-            let reading = shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW;
+            let reading = self.ex.window_open();
             let due = self.timers.next(false);
             tokio::select! {
                 r = fill(&mut self.rd, &mut self.buf), if reading => match r {
                     Ok(0) | Err(_) => return End::abnormal("client_closed"),
                     Ok(_) => self.timers.active(),
                 },
-                _ = shared.body_wake.notified(), if !reading => {}
+                _ = self.ex.wake(), if !reading => {}
                 f = self.rx.recv() => {
                     // None: Perl let go of the session without ending it.
                     let Some(first) = f else { return End::abnormal("server_error") };
@@ -289,7 +277,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
             Out::WsMessage { text, data } => {
                 // Nothing follows our close frame on the wire.
                 if self.close_sent {
-                    self.core.written(&self.shared, data.len());
+                    self.ex.written(data.len());
                 } else {
                     let op = if text { Data::Text } else { Data::Binary };
                     frame(&mut self.out, OpCode::Data(op), &data);

@@ -1,0 +1,173 @@
+//! The one handle a protocol holds per request: everything a protocol loop
+//! tells Perl about a request goes through it, so no protocol module pushes
+//! bridge records itself.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::futures::Notified;
+use tokio::sync::{mpsc, oneshot};
+
+use super::RequestHead;
+use crate::abi::kind;
+use crate::net::peer::Peer;
+use crate::request::{self, BODY_WINDOW};
+use crate::server::{Head, Out, ReqShared, ServerCore};
+
+/// What the app sends back for a request: its response head (HTTP) and its
+/// frames (body, trailers, WebSocket messages, end).
+pub(crate) struct Replies {
+    pub(crate) head: oneshot::Receiver<Head>,
+    pub(crate) out: mpsc::UnboundedReceiver<Out>,
+}
+
+/// One request in progress. Dropping it (the connection ended, or panicked)
+/// tells Perl, with the reason last set, unless the request already finished.
+pub(crate) struct Exchange {
+    core: Arc<ServerCore>,
+    shared: Arc<ReqShared>,
+    reason: &'static str,
+}
+
+impl Exchange {
+    /// Registers a request and hands its REQUEST record to Perl.
+    pub(crate) fn open(
+        core: &Arc<ServerCore>,
+        head: &RequestHead,
+        peer: &Peer,
+    ) -> (Exchange, Replies) {
+        let log = core
+            .cfg
+            .access_log
+            .then(|| request::log_info(core, head, peer));
+        let (shared, head_rx, out_rx) = core.register(log);
+        request::push_request(core, &shared, head, peer);
+        let ex = Exchange {
+            core: core.clone(),
+            shared,
+            reason: "server_error",
+        };
+        (
+            ex,
+            Replies {
+                head: head_rx,
+                out: out_rx,
+            },
+        )
+    }
+
+    /// The server this request belongs to (its config, its log).
+    #[inline]
+    pub(crate) fn core(&self) -> &Arc<ServerCore> {
+        &self.core
+    }
+
+    /// The disconnect reason reported if the exchange is dropped unfinished.
+    #[inline]
+    pub(crate) fn set_reason(&mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+
+    /// Hands a piece of the request body to Perl; `more`: not the last one
+    /// (the piece then counts against the window until the app takes it).
+    #[inline]
+    pub(crate) fn body(&self, data: &[u8], more: bool) {
+        if more {
+            self.shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
+        }
+        self.core.bridge.push(kind::BODY, self.shared.id, |w| {
+            w.bytes(data).u8(u8::from(more));
+        });
+    }
+
+    /// The client ended its side after a complete request.
+    #[inline]
+    pub(crate) fn eof(&self) {
+        self.core.bridge.push(kind::EOF, self.shared.id, |_| {});
+    }
+
+    /// Hands a WebSocket message to Perl. `false`: the app's receive queue
+    /// (`max_receive_queue` messages) is full and nothing was delivered.
+    #[inline]
+    pub(crate) fn message(&self, text: bool, data: &[u8]) -> bool {
+        let max = self.core.cfg.max_receive_queue;
+        if max > 0 && self.shared.messages.load(Ordering::SeqCst) >= max {
+            return false;
+        }
+        self.shared.messages.fetch_add(1, Ordering::SeqCst);
+        self.shared.unacked.fetch_add(data.len(), Ordering::SeqCst);
+        self.core
+            .bridge
+            .push(kind::WS_MESSAGE, self.shared.id, |w| {
+                w.u8(u8::from(text)).bytes(data);
+            });
+        true
+    }
+
+    /// Whether more input may be delivered: what Perl holds unconsumed is
+    /// under the window.
+    #[inline]
+    pub(crate) fn window_open(&self) -> bool {
+        self.shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW
+    }
+
+    /// Wakes when the app consumed input, asked for the body, or the
+    /// request finished.
+    #[inline]
+    pub(crate) fn wake(&self) -> Notified<'_> {
+        self.shared.body_wake.notified()
+    }
+
+    /// The app has asked for the body (the go-ahead for `100 Continue`).
+    #[inline]
+    pub(crate) fn body_wanted(&self) -> bool {
+        self.shared.body_wanted.load(Ordering::SeqCst)
+    }
+
+    /// The request finished (its final frame went to Perl's side, or it was
+    /// abandoned): no more input is wanted.
+    #[inline]
+    pub(crate) fn finished(&self) -> bool {
+        self.shared.fin.load(Ordering::SeqCst)
+    }
+
+    /// `len` bytes of the app's output left the process: releases a pending
+    /// `$send` (a DRAIN record) once the backlog is down to the low mark.
+    #[inline]
+    pub(crate) fn written(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let left = self
+            .shared
+            .buffered
+            .fetch_sub(len, Ordering::SeqCst)
+            .saturating_sub(len);
+        if left <= self.core.cfg.low_watermark
+            && self.shared.want_drain.swap(false, Ordering::SeqCst)
+        {
+            self.core.bridge.push(kind::DRAIN, self.shared.id, |_| {});
+        }
+    }
+
+    /// Tells Perl the request ended abnormally, once. `code` is the
+    /// WebSocket close code (0: none, for HTTP); `reason` is a
+    /// disconnect-reason token or a WebSocket peer's close reason.
+    pub(crate) fn disconnect(&self, reason: &[u8], code: u16) {
+        if self.shared.fin.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.shared.body_wake.notify_one();
+        self.core
+            .bridge
+            .push(kind::DISCONNECT, self.shared.id, |w| {
+                w.bytes(reason).u16(code);
+            });
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.disconnect(self.reason.as_bytes(), 0);
+    }
+}
