@@ -171,3 +171,91 @@ impl Drop for Exchange {
         self.disconnect(self.reason.as_bytes(), 0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::exchange::{BodyHint, Scheme, Version};
+    use crate::server::SendState;
+
+    fn core() -> Arc<ServerCore> {
+        let cfg =
+            Config::parse("listen=tcp:127.0.0.1:0\nwrite_high_watermark=10\nwrite_low_watermark=4")
+                .expect("config");
+        Arc::new(ServerCore::new(cfg).expect("core"))
+    }
+
+    fn open(core: &Arc<ServerCore>) -> (Exchange, Replies) {
+        let head = RequestHead {
+            method: "GET".into(),
+            scheme: Scheme::Http,
+            authority: None,
+            path: b"/".to_vec(),
+            query: Vec::new(),
+            version: Version::Http11,
+            headers: Vec::new(),
+            body: BodyHint::None,
+            expect_continue: false,
+            upgrade: None,
+        };
+        let peer = Peer::Unix {
+            path: "/tmp/s".into(),
+        };
+        Exchange::open(core, &head, &peer)
+    }
+
+    /// The kinds of the records pushed since the last call.
+    fn kinds(core: &ServerCore) -> Vec<u8> {
+        let mut out = Vec::new();
+        core.bridge.drain(&mut out);
+        let mut kinds = Vec::new();
+        let mut rest = out.as_slice();
+        while let Some((&k, tail)) = rest.split_first() {
+            kinds.push(k);
+            // Only the fixed-size records this test reads past.
+            let body = match k {
+                kind::DRAIN | kind::EOF => 0,
+                kind::BODY => 8 + 1 + 1,
+                _ => tail.len() - 8,
+            };
+            rest = &tail[8 + body..];
+        }
+        kinds
+    }
+
+    #[test]
+    fn delivers_releases_and_reports_the_end_once() {
+        let c = core();
+        let (mut ex, _replies) = open(&c);
+        assert_eq!(kinds(&c), [kind::REQUEST]);
+        ex.body(b"x", true);
+        assert!(ex.window_open());
+        ex.eof();
+        assert_eq!(kinds(&c), [kind::BODY, kind::EOF]);
+        let id = ex.shared.id;
+        assert_eq!(c.send_start(id, 200, &[]), SendState::Ready);
+        let big = Bytes::from_static(b"123456789012");
+        assert_eq!(c.send_body(id, big, false).0, SendState::Pending);
+        ex.written(5);
+        assert_eq!(kinds(&c), [], "still over the low mark");
+        ex.written(7);
+        ex.written(0);
+        assert_eq!(kinds(&c), [kind::DRAIN], "released once");
+        ex.set_reason("client_timeout");
+        drop(ex);
+        let mut out = Vec::new();
+        c.bridge.drain(&mut out);
+        assert_eq!(out[0], kind::DISCONNECT);
+        assert_eq!(&out[17..31], b"client_timeout");
+
+        // A request that finished reports nothing when dropped.
+        let (ex, _replies) = open(&c);
+        c.send_start(ex.shared.id, 200, &[]);
+        c.send_body(ex.shared.id, Bytes::new(), true);
+        drop(ex);
+        assert_eq!(kinds(&c), [kind::REQUEST]);
+    }
+}
