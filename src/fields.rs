@@ -42,4 +42,3 @@ pub fn checked_fields(bridge: &Bridge, raw: &[(&[u8], &[u8])], drop_framing: boo
     }
     out
 }
-
