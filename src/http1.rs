@@ -24,7 +24,7 @@ use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::net::peer::Peer;
 use crate::net::stream::Split;
 use crate::response::{self, ReqInfo, Writer};
-use crate::server::{ServerCore, FORCE, RUNNING};
+use crate::server::{Reply, ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
 use crate::ws::session::{Session, Stream as WsStream};
@@ -224,8 +224,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             head: mut head_rx,
             out: mut body_rx,
         } = replies;
-        // A WebSocket handshake is answered by the app: 101 switches the
-        // connection over; any other response ends it.
+        // A WebSocket handshake is answered by the app: an accept switches
+        // the connection over; any other response ends it.
         let ws_key = head
             .upgrade
             .as_ref()
@@ -306,13 +306,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 },
                 _ = ex.wake(), if body_blocked => {}
                 h = &mut head_rx, if writer.is_none() => match h {
-                    Ok(h) if h.status == 101 && ws_key.is_some() => {
-                        let key = ws_key.unwrap_or_default();
-                        crate::ws::codec::switching_protocols(&mut self.out, key, &h.headers);
+                    // HTTP/1.1 answers an accepted handshake with a 101
+                    // that switches the connection over to the session.
+                    Ok(Reply::WsAccept(a)) => {
+                        // Perl accepts only requests it saw as WebSocket.
+                        let Some(key) = ws_key else { break Err(Stop::Closed) };
+                        a.write_h1(&mut self.out, key);
                         upgraded = true;
                         break Ok(());
                     }
-                    Ok(h) => {
+                    Ok(Reply::Response(h)) => {
                         let closing = core.phase() != RUNNING || self.eof;
                         writer = Some(response::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
                         // Frames already queued go out with the head.

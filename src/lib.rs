@@ -11,6 +11,7 @@ mod chunked;
 mod config;
 mod exchange;
 pub mod ffi;
+mod fields;
 mod file_body;
 mod h1_body;
 mod h1_output;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::abi::{kind, level};
+use crate::abi::kind;
 use crate::access_log::LogInfo;
 use crate::bridge::Bridge;
 use crate::config::Config;
@@ -18,8 +18,8 @@ use crate::slow::HeadWaiters;
 /// The shutdown phases the core broadcasts (defined in the leaf `phase`).
 pub use crate::phase::{FORCE, GRACEFUL, RUNNING};
 
-/// Header fields as the app gave them (names keep their case).
-pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+use crate::fields::checked_fields;
+pub use crate::fields::Fields;
 
 /// What Perl sends for a response that has started.
 pub enum Out {
@@ -54,40 +54,12 @@ pub struct Head {
     pub headers: Fields,
 }
 
-/// RFC 9110 token characters: what a field name may contain.
-fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Field values must never carry a line break or NUL onto the wire.
-fn is_safe_value(value: &[u8]) -> bool {
-    !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
-}
-
-/// Keeps the fields that are safe to write; warns about the others.
-fn checked_fields(bridge: &Bridge, raw: &[(&[u8], &[u8])], drop_framing: bool) -> Fields {
-    let mut out = Vec::with_capacity(raw.len() + 2);
-    for &(name, value) in raw {
-        if !is_token(name) || !is_safe_value(value) {
-            bridge.log(
-                level::WARN,
-                &format!(
-                    "Dropped invalid response header '{}' (names must be tokens; values must not contain CR, LF or NUL)",
-                    String::from_utf8_lossy(name)
-                ),
-            );
-            continue;
-        }
-        // Framing is the server's job.
-        if drop_framing && name.eq_ignore_ascii_case(b"transfer-encoding") {
-            continue;
-        }
-        out.push((name.to_vec(), value.to_vec()));
-    }
-    out
+/// How the app answers a request, once, on the request's head channel.
+pub enum Reply {
+    /// A response head (for a WebSocket handshake: a denial).
+    Response(Head),
+    /// The WebSocket handshake is accepted; the protocol writes its answer.
+    WsAccept(crate::ws::accept::Accept),
 }
 
 /// State one request shares between its connection task and the Perl thread.
@@ -140,7 +112,7 @@ impl ReqShared {
 }
 
 struct Slot {
-    head: Option<oneshot::Sender<Head>>,
+    head: Option<oneshot::Sender<Reply>>,
     /// The app's head, held back until the first body frame (as the
     /// reference buffers it): a file body that cannot be opened can then
     /// still be answered with an error instead of a truncated response.
@@ -241,7 +213,7 @@ impl ServerCore {
         log: Option<LogInfo>,
     ) -> (
         Arc<ReqShared>,
-        oneshot::Receiver<Head>,
+        oneshot::Receiver<Reply>,
         mpsc::UnboundedReceiver<Out>,
     ) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -269,7 +241,7 @@ impl ServerCore {
     }
 
     /// Takes the response head. A final head is held until the first body
-    /// frame (see `Slot::held`); a 1xx (the WebSocket 101) goes out at once.
+    /// frame (see `Slot::held`); a 1xx goes out at once.
     pub fn send_start(&self, id: u64, status: u16, raw: &[(&[u8], &[u8])]) -> SendState {
         let headers = checked_fields(&self.bridge, raw, true);
         let mut reqs = self.reqs();
@@ -287,6 +259,37 @@ impl ServerCore {
             return release(slot);
         }
         SendState::Ready
+    }
+
+    /// Accepts a WebSocket handshake with the app's extra fields and
+    /// subprotocol; the connection's protocol writes the answer.
+    pub fn ws_accept(
+        &self,
+        id: u64,
+        subprotocol: Option<&[u8]>,
+        raw: &[(&[u8], &[u8])],
+    ) -> SendState {
+        let mut raw = raw.to_vec();
+        raw.extend(subprotocol.map(|sp| (&b"Sec-WebSocket-Protocol"[..], sp)));
+        let fields = checked_fields(&self.bridge, &raw, true);
+        let mut reqs = self.reqs();
+        let Some(slot) = reqs.get_mut(&id) else {
+            return SendState::Gone;
+        };
+        if slot.held.is_some() {
+            return SendState::Gone;
+        }
+        let Some(tx) = slot.head.take() else {
+            return SendState::Gone;
+        };
+        // The access log shows the handshake's HTTP/1.1 status.
+        if let Some(log) = slot.log.as_mut() {
+            log.status = 101;
+        }
+        match tx.send(Reply::WsAccept(crate::ws::accept::Accept::new(fields))) {
+            Ok(()) => SendState::Ready,
+            Err(_) => SendState::Gone,
+        }
     }
 
     /// Drops a head that is still held back, so the app can start the
@@ -479,114 +482,12 @@ fn release(slot: &mut Slot) -> SendState {
     let Some(head) = slot.held.take() else {
         return SendState::Ready;
     };
-    match slot.head.take().map(|tx| tx.send(head)) {
+    match slot.head.take().map(|tx| tx.send(Reply::Response(head))) {
         Some(Ok(())) => SendState::Ready,
         _ => SendState::Gone,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn core() -> ServerCore {
-        let cfg =
-            Config::parse("listen=tcp:127.0.0.1:0\nwrite_high_watermark=10\nwrite_low_watermark=4")
-                .expect("config");
-        ServerCore::new(cfg).expect("core")
-    }
-
-    #[test]
-    fn send_lifecycle_and_backpressure() {
-        let c = core();
-        let (shared, mut head_rx, mut body_rx) = c.register(None);
-        let id = shared.id;
-        assert_eq!(
-            c.send_start(id, 200, &[(&b"Content-Type"[..], &b"text/plain"[..])]),
-            SendState::Ready
-        );
-        assert!(
-            head_rx.try_recv().is_err(),
-            "held until the first body frame"
-        );
-        // A second start is refused.
-        assert_eq!(c.send_start(id, 500, &[]), SendState::Gone);
-        assert_eq!(
-            c.send_body(id, Bytes::from_static(b"12345"), false).0,
-            SendState::Ready
-        );
-        let head = head_rx.try_recv().expect("head delivered with the body");
-        assert_eq!(head.status, 200);
-        assert_eq!(head.headers.len(), 1);
-        assert!(!c.unstart(id), "the head is on its way");
-        assert_eq!(
-            c.send_body(id, Bytes::from_static(b"678901"), false).0,
-            SendState::Pending
-        );
-        assert!(shared.want_drain.load(Ordering::SeqCst));
-        assert_eq!(c.send_body(id, Bytes::new(), true).0, SendState::Ready);
-        assert!(shared.fin.load(Ordering::SeqCst));
-        assert_eq!(
-            c.send_body(id, Bytes::from_static(b"x"), true).0,
-            SendState::Gone
-        );
-        let mut frames = 0;
-        while let Ok(f) = body_rx.try_recv() {
-            frames += 1;
-            if frames == 3 {
-                assert!(matches!(f, Out::End));
-            }
-        }
-        assert_eq!(frames, 3);
-    }
-
-    #[test]
-    fn injected_header_values_are_dropped() {
-        let c = core();
-        let (shared, mut head_rx, _b) = c.register(None);
-        c.send_start(
-            shared.id,
-            200,
-            &[
-                (&b"x-ok"[..], &b"fine"[..]),
-                (&b"x-bad"[..], &b"a\r\nSet-Cookie: evil"[..]),
-                (&b"transfer-encoding"[..], &b"chunked"[..]),
-            ],
-        );
-        c.send_body(shared.id, Bytes::new(), false);
-        let head = head_rx.try_recv().expect("head");
-        let names: Vec<_> = head.headers.iter().map(|(n, _)| n.as_slice()).collect();
-        assert_eq!(names, vec![&b"x-ok"[..]]);
-    }
-
-    #[test]
-    fn a_held_head_can_be_taken_back_or_released() {
-        let c = core();
-        // Taken back (a file body could not be opened): the app starts again.
-        let (shared, mut head_rx, _b) = c.register(None);
-        assert_eq!(c.send_start(shared.id, 200, &[]), SendState::Ready);
-        assert!(c.unstart(shared.id));
-        assert!(!c.unstart(shared.id), "only once");
-        assert_eq!(c.send_start(shared.id, 404, &[]), SendState::Ready);
-        c.send_body(shared.id, Bytes::from_static(b"gone"), true);
-        assert_eq!(head_rx.try_recv().expect("head").status, 404);
-
-        // An abort still lets the head go out before the connection closes.
-        let (shared, mut head_rx, mut body_rx) = c.register(None);
-        c.send_start(shared.id, 200, &[]);
-        c.abort(shared.id);
-        assert_eq!(head_rx.try_recv().expect("head").status, 200);
-        assert!(matches!(body_rx.try_recv(), Ok(Out::Abort)));
-
-        // A stream setting sends the head at once, as does a 101.
-        let (shared, mut head_rx, mut body_rx) = c.register(None);
-        c.send_start(shared.id, 200, &[]);
-        let s = crate::sse::Settings::new(0.0, Bytes::new());
-        assert_eq!(c.stream_control(shared.id, Out::Sse(s)), SendState::Ready);
-        assert!(head_rx.try_recv().is_ok());
-        assert!(matches!(body_rx.try_recv(), Ok(Out::Sse(_))));
-        let (shared, mut head_rx, _b) = c.register(None);
-        c.send_start(shared.id, 101, &[]);
-        assert_eq!(head_rx.try_recv().expect("head").status, 101);
-    }
-}
+#[path = "server_tests.rs"]
+mod tests;

@@ -539,6 +539,24 @@ ws_ack(h, id, n)
     pagi_ws_ack(handle_of(aTHX_ h), (uint64_t)id, (size_t)n);
 
 int
+ws_accept(h, id, subprotocol, headers)
+    SV *h
+    UV id
+    SV *subprotocol
+    SV *headers
+  PREINIT:
+    PagiServer *s; const char *proto = NULL; STRLEN proto_len = 0; char *buf; STRLEN len;
+  CODE:
+    s = handle_of(aTHX_ h);
+    if (SvOK(subprotocol))
+        proto = SvPVbyte(subprotocol, proto_len);
+    buf = pack_headers(aTHX_ headers, &len);
+    RETVAL = pagi_ws_accept(s, (uint64_t)id, (const uint8_t *)proto, proto_len, (const uint8_t *)buf, len);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+int
 ws_close(h, id, code, reason)
     SV *h
     UV id

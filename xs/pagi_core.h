@@ -72,6 +72,8 @@ int32_t pagi_parse_head(const uint8_t *buf, size_t len, size_t max_line, size_t 
                         size_t max_count, const uint8_t **out, size_t *out_len);
 int32_t pagi_send_trailers(PagiServer *s, uint64_t id, const uint8_t *hdrs, size_t len,
                            const uint8_t **log, size_t *log_len);
+int32_t pagi_ws_accept(PagiServer *s, uint64_t id, const uint8_t *sub, size_t sub_len,
+                       const uint8_t *hdrs, size_t len);
 int32_t pagi_ws_send(PagiServer *s, uint64_t id, int32_t text, const uint8_t *data, size_t len);
 int32_t pagi_ws_close(PagiServer *s, uint64_t id, uint16_t code, const uint8_t *reason, size_t len);
 int32_t pagi_ws_ack(PagiServer *s, uint64_t id, size_t n);

@@ -12,12 +12,12 @@ use super::RequestHead;
 use crate::abi::kind;
 use crate::net::peer::Peer;
 use crate::request::{self, BODY_WINDOW};
-use crate::server::{Head, Out, ReqShared, ServerCore};
+use crate::server::{Out, Reply, ReqShared, ServerCore};
 
-/// What the app sends back for a request: its response head (HTTP) and its
-/// frames (body, trailers, WebSocket messages, end).
+/// What the app sends back for a request: its response head or WebSocket
+/// accept, and its frames (body, trailers, WebSocket messages, end).
 pub(crate) struct Replies {
-    pub(crate) head: oneshot::Receiver<Head>,
+    pub(crate) head: oneshot::Receiver<Reply>,
     pub(crate) out: mpsc::UnboundedReceiver<Out>,
 }
 

@@ -143,6 +143,31 @@ fn open_fd(fd: i32) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot duplicate fd {fd}: {e}"))
 }
 
+/// Accepts a WebSocket handshake: `sub` (null: none) is the chosen
+/// subprotocol, `hdrs` the app's extra fields packed as in `unpack_headers`.
+/// The protocol that carried the handshake writes the answer.
+///
+/// # Safety
+/// `srv` is live; `sub` points to `sub_len` bytes or is null; `hdrs`
+/// points to `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_ws_accept(
+    srv: *mut PagiServer,
+    id: u64,
+    sub: *const u8,
+    sub_len: usize,
+    hdrs: *const u8,
+    len: usize,
+) -> i32 {
+    guard(srv, |s| match unpack_headers(slice(hdrs, len)) {
+        Some(h) => {
+            let sp = (!sub.is_null()).then(|| slice(sub, sub_len));
+            state_code(s.core.ws_accept(id, sp, &h))
+        }
+        None => ERR,
+    })
+}
+
 /// Queues a WebSocket message (`text` != 0: a text frame of UTF-8 bytes).
 ///
 /// # Safety

@@ -3,6 +3,7 @@
 //! carrying protocol has accepted the handshake (an HTTP/1.1 upgrade today,
 //! an RFC 8441 stream later).
 
+pub(crate) mod accept;
 pub(crate) mod codec;
 pub(crate) mod session;
 mod timers;

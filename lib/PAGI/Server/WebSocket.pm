@@ -152,11 +152,12 @@ sub _send {
     if ($type eq 'websocket.accept') {
         return $DONE if $self->{accepted} || $self->{denial} || !$self->_live;
         my @headers = _checked_headers('websocket.accept', $ev->{headers});
-        if (defined(my $sp = $ev->{subprotocol})) {
-            die "websocket.accept: subprotocol '$sp' is not a valid token\n" unless $sp =~ $TOKEN;
-            push @headers, ['Sec-WebSocket-Protocol', $sp];
-        }
-        PAGI::Server::Native::send_start($h, $id, 101, \@headers);
+        my $sp = $ev->{subprotocol};
+        die "websocket.accept: subprotocol '$sp' is not a valid token\n"
+            if defined $sp && $sp !~ $TOKEN;
+        # The core writes the handshake answer the connection's protocol
+        # needs (a 101 on HTTP/1.1).
+        PAGI::Server::Native::ws_accept($h, $id, $sp, \@headers);
         $self->{accepted} = 1;
         return $DONE;
     }
