@@ -32,7 +32,7 @@ pub mod code {
     }
 }
 
-/// Record kinds of `pagi_server_drain` (layout in bridge.rs).
+/// Record kinds of `pagi_server_drain` (layout in bridge/queue.rs).
 pub mod kind {
     numbers! { u8, "PAGI_REC_";
         REQUEST = 1,

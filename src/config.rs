@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access_log::Format;
-use crate::head::Limits;
+use crate::proto::h1::parse::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenSpec {

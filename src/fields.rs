@@ -2,7 +2,7 @@
 //! that keeps unsafe ones off the wire.
 
 use crate::abi::level;
-use crate::bridge::Bridge;
+use crate::bridge::queue::Bridge;
 
 /// Header fields as the app gave them (names keep their case).
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;

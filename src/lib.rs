@@ -7,22 +7,16 @@
 mod abi;
 mod access_log;
 mod bridge;
-mod chunked;
 mod config;
 mod exchange;
 pub mod ffi;
 mod fields;
 mod file_body;
-mod h1_body;
-mod h1_output;
-mod head;
-mod http1;
 mod net;
 mod phase;
 #[cfg(test)]
 mod props;
-mod request;
-mod response;
+mod proto;
 mod runtime;
 mod server;
 mod slow;

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::abi::kind;
 use crate::access_log::LogInfo;
-use crate::bridge::Bridge;
+use crate::bridge::queue::Bridge;
 use crate::config::Config;
 use crate::slow::HeadWaiters;
 

@@ -1,7 +1,7 @@
 //! Defences against slow clients: the minimum request-body rate, and the
 //! registry of connections waiting for a request head, from which the one
 //! that has waited longest is evicted when `max_connections` is reached.
-//! (The head deadline itself is one fixed instant per head, in `http1`.)
+//! (The head deadline itself is one fixed instant per head, in `proto::h1::conn`.)
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

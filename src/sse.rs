@@ -14,8 +14,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::exchange::Exchange;
-use crate::http1::Conn;
-use crate::response::Writer;
+use crate::proto::h1::conn::Conn;
+use crate::proto::h1::encode::Writer;
 use crate::stream_io::Stop;
 
 /// Keepalive comments are written at most every 10 ms: a tiny interval must

@@ -29,7 +29,7 @@ static int rd_u64(reader *r, uint64_t *v) {
     memcpy(v, r->p, 8); r->p += 8;
     return 1;
 }
-/* A u64 length, then that many bytes (bridge.rs). */
+/* A u64 length, then that many bytes (src/bridge/queue.rs). */
 static int rd_bytes(reader *r, const char **s, STRLEN *len) {
     uint64_t n;
     if (!rd_u64(r, &n) || n > (uint64_t)(r->end - r->p)) return 0;

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RequestHead;
 use crate::abi::kind;
+use crate::bridge::request::{self, BODY_WINDOW};
 use crate::net::peer::Peer;
-use crate::request::{self, BODY_WINDOW};
 use crate::server::{Out, Reply, ReqShared, ServerCore};
 
 /// What the app sends back for a request: its response head or WebSocket

@@ -26,7 +26,7 @@ pub unsafe extern "C" fn pagi_server_new(
     err: *mut u8,
     err_cap: usize,
 ) -> i32 {
-    crate::http1::install_panic_hook();
+    crate::proto::h1::conn::install_panic_hook();
     let made = without_server(
         || {
             let text = std::str::from_utf8(slice(cfg, len))
@@ -190,7 +190,7 @@ pub unsafe extern "C" fn pagi_server_fd(srv: *mut PagiServer) -> i32 {
     guard(srv, |s| s.core.bridge.fd())
 }
 
-/// Takes every queued record (format in bridge.rs).
+/// Takes every queued record (format in bridge/queue.rs).
 ///
 /// # Safety
 /// `srv` is live; `out`/`out_len` are writable.

@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::http1::panic_message;
+use crate::proto::h1::conn::panic_message;
 use crate::server::{SendState, ServerCore};
 
 use crate::abi::code::{ERR, ERR_PANIC, GONE, OK, PENDING};

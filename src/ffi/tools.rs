@@ -59,16 +59,18 @@ pub unsafe extern "C" fn pagi_parse_head(
     out_len: *mut usize,
 ) -> i32 {
     let input = slice(buf, len);
-    let limits = crate::head::Limits {
+    let limits = crate::proto::h1::parse::Limits {
         max_request_line: max_line,
         max_header_size: max_size,
         max_header_count: max_count,
     };
-    let parsed = catch_unwind(AssertUnwindSafe(|| crate::head::parse(input, &limits)));
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        crate::proto::h1::parse::parse(input, &limits)
+    }));
     PARSED.with(|cell| {
         let mut b = cell.borrow_mut();
         b.clear();
-        let mut w = crate::bridge::RecordWriter::over(&mut b);
+        let mut w = crate::bridge::queue::RecordWriter::over(&mut b);
         // A refused head is consumed up to its end, as far as it can be found.
         let head_end = input
             .windows(4)
@@ -77,9 +79,9 @@ pub unsafe extern "C" fn pagi_parse_head(
         let rc = match parsed {
             Ok(Ok(None)) => 0,
             Ok(Ok(Some((h, n)))) => {
-                let path = crate::request::percent_decode(&h.raw_path);
+                let path = crate::bridge::request::percent_decode(&h.raw_path);
                 let mut flags = 0u8;
-                if h.framing == crate::head::Framing::Chunked {
+                if h.framing == crate::proto::h1::parse::Framing::Chunked {
                     flags |= head_flag::CHUNKED;
                 }
                 if h.expect_continue {

@@ -10,8 +10,8 @@ use tokio::io::AsyncWriteExt;
 use super::peer::Peer;
 use super::stream::Split;
 use crate::abi::level;
-use crate::http1::{self, CatchUnwind};
-use crate::response::AT_CAPACITY;
+use crate::proto::h1::conn::{self, CatchUnwind};
+use crate::proto::h1::encode::AT_CAPACITY;
 use crate::server::ServerCore;
 
 /// How a listener's connections carry their bytes. Every listener is plain
@@ -25,7 +25,7 @@ pub enum Transport {
 
 /// The protocol spoken on a connection.
 enum Protocol {
-    /// HTTP/1.0 and HTTP/1.1 (`http1`).
+    /// HTTP/1.0 and HTTP/1.1 (`proto::h1`).
     Http1,
 }
 
@@ -62,7 +62,7 @@ pub fn accept<S: Split>(core: &Arc<ServerCore>, sock: S, peer: Peer, transport: 
             return;
         }
         let run = match pick_protocol() {
-            Protocol::Http1 => http1::serve(core.clone(), stream, peer),
+            Protocol::Http1 => conn::serve(core.clone(), stream, peer),
         };
         if let Err(msg) = CatchUnwind(Box::pin(run)).await {
             core.bridge.log(

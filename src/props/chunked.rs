@@ -1,4 +1,4 @@
-//! The chunked body decoder (`crate::chunked::Decoder`) under hostile input
+//! The chunked body decoder (`crate::proto::h1::chunked::Decoder`) under hostile input
 //! fed in arbitrary splits.
 
 use bytes::BytesMut;
@@ -7,8 +7,8 @@ use proptest::prelude::*;
 
 use super::alloc::peak_during;
 use super::{config, hostile, pieces, splits};
-use crate::chunked::{Decoder, Step, MAX_SIZE_LINE, MAX_TRAILERS};
-use crate::head::Reject;
+use crate::proto::h1::chunked::{Decoder, Step, MAX_SIZE_LINE, MAX_TRAILERS};
+use crate::proto::h1::parse::Reject;
 
 /// One chunk as the model sees it.
 #[derive(Debug, Clone)]

@@ -1,11 +1,11 @@
-//! The request-head parser (`crate::head::parse`) under hostile input.
+//! The request-head parser (`crate::proto::h1::parse::parse`) under hostile input.
 
 use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::alloc::peak_during;
 use super::{config, hostile};
-use crate::head::{parse, Framing, Head, Limits};
+use crate::proto::h1::parse::{parse, Framing, Head, Limits};
 
 /// A request head as the model sees it.
 #[derive(Debug, Clone)]

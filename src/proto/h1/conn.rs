@@ -19,11 +19,11 @@ use tokio::sync::watch;
 
 use crate::abi::level;
 use crate::exchange::{Exchange, Replies, Upgrade};
-use crate::h1_body::BodyIn;
-use crate::head::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::net::peer::Peer;
 use crate::net::stream::Split;
-use crate::response::{self, ReqInfo, Writer};
+use crate::proto::h1::body::BodyIn;
+use crate::proto::h1::encode::{self, ReqInfo, Writer};
+use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::server::{Reply, ServerCore, FORCE, RUNNING};
 use crate::slow::BodyClock;
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
@@ -176,7 +176,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let mut wait = None;
         loop {
             if !self.buf.is_empty() {
-                if let Some((h, n)) = head::parse(&self.buf, &core.cfg.limits)? {
+                if let Some((h, n)) = parse::parse(&self.buf, &core.cfg.limits)? {
                     let _ = self.buf.split_to(n);
                     return Ok(Some(h));
                 }
@@ -317,7 +317,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     }
                     Ok(Reply::Response(h)) => {
                         let closing = core.phase() != RUNNING || self.eof;
-                        writer = Some(response::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
+                        writer = Some(encode::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
                         // Frames already queued go out with the head.
                         match self.pump(&mut body_rx, writer.as_mut(), &ex).await {
                             Ok(true) => break Ok(()),
@@ -406,7 +406,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         // A client too slow to send its head is not waited for any longer.
         self.linger = r != REQUEST_TIMEOUT;
         if !started {
-            self.out = response::error_response(r.status, r.message, &self.core.cfg.server_header);
+            self.out = encode::error_response(r.status, r.message, &self.core.cfg.server_header);
             let _ = write_out(
                 &mut self.wr,
                 &mut self.out,

@@ -1,5 +1,5 @@
 //! Writing a response on an HTTP/1.x connection: frames from Perl are
-//! framed by `response::Writer` into `Conn::out` and written in batches,
+//! framed by `encode::Writer` into `Conn::out` and written in batches,
 //! file bodies are read here (never through Perl), and a pending `$send` is
 //! released once the bytes left the process.
 
@@ -9,8 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::abi::level;
 use crate::exchange::Exchange;
-use crate::http1::Conn;
-use crate::response::{self, Writer};
+use crate::proto::h1::conn::Conn;
+use crate::proto::h1::encode::{self, Writer};
 use crate::server::Out;
 use crate::stream_io::{write_out, Stop};
 
@@ -95,7 +95,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         ex: &Exchange,
     ) -> Result<(), Stop> {
         self.flush(ex).await?;
-        if w.framing == response::Framing::None {
+        if w.framing == encode::Framing::None {
             return Ok(());
         }
         let mut piece = Vec::with_capacity(FILE_PIECE);

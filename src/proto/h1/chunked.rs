@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::head::{reject_with, Reject, BAD_REQUEST, HEADERS_TOO_LARGE};
+use crate::proto::h1::parse::{reject_with, Reject, BAD_REQUEST, HEADERS_TOO_LARGE};
 
 /// Longest chunk-size line (size plus extensions) accepted.
 pub(crate) const MAX_SIZE_LINE: usize = 4096;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::abi::kind;
 use crate::abi::req_flag::{BODY_EMPTY, EXPECT, PATH_UTF8, SSE, UNIX, WEBSOCKET};
 use crate::access_log::LogInfo;
-use crate::bridge::RecordWriter;
+use crate::bridge::queue::RecordWriter;
 use crate::exchange::{BodyHint, RequestHead};
 use crate::net::peer::Peer;
 use crate::server::{ReqShared, ServerCore};

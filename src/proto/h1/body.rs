@@ -3,8 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::chunked::{Decoder, Step};
-use crate::head::{Framing, Reject};
+use crate::proto::h1::chunked::{Decoder, Step};
+use crate::proto::h1::parse::{Framing, Reject};
 
 /// Largest single chunk of a chunked request body.
 const MAX_CHUNK: u64 = 10 * 1024 * 1024;
