@@ -1,5 +1,6 @@
-//! Server-Sent Event streams on an HTTP/1.x connection: the keepalive
-//! comment timer and the end of a stream at a graceful shutdown.
+//! Server-Sent Event streams: the app's stream settings and the keepalive
+//! comment timer, whichever protocol carries the stream (the HTTP/1 side is
+//! in `proto::h1::sse`).
 //!
 //! The keepalive timer lives here, in the connection task, rather than on
 //! the Perl loop: a tick costs no wake-up of the Perl thread, the timer dies
@@ -10,13 +11,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-
-use crate::exchange::Exchange;
-use crate::proto::h1::conn::Conn;
-use crate::proto::h1::encode::Writer;
-use crate::stream_io::Stop;
 
 /// Keepalive comments are written at most every 10 ms: a tiny interval must
 /// not become a busy loop.
@@ -71,48 +66,13 @@ impl Stream {
     }
 
     /// The comment to write now, if one is due; schedules the next one.
-    fn tick(&mut self, now: Instant) -> Option<Bytes> {
+    pub fn tick(&mut self, now: Instant) -> Option<Bytes> {
         let (every, frame) = self.keepalive.as_ref()?;
         if self.next.is_some_and(|t| t > now) {
             return None;
         }
         self.next = Some(now + *every);
         Some(frame.clone())
-    }
-}
-
-impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
-    /// Writes a due keepalive comment. It is the server's own traffic, so
-    /// it does not count against the app's watermarks.
-    pub(crate) async fn sse_keepalive(
-        &mut self,
-        writer: Option<&mut Writer>,
-        ex: &Exchange,
-    ) -> Result<(), Stop> {
-        let (Some(w), Some(st)) = (writer, self.sse.as_mut()) else {
-            return Ok(());
-        };
-        if let Some(frame) = st.tick(Instant::now()) {
-            w.data(&mut self.out, &frame);
-            self.flush(ex).await?;
-        }
-        Ok(())
-    }
-
-    /// The server is shutting down: the stream ends properly (terminating
-    /// chunk) and the app sees a disconnect with reason `server_shutdown`,
-    /// as a WebSocket gets close code 1001.
-    pub(crate) async fn sse_going_away(
-        &mut self,
-        writer: Option<&mut Writer>,
-        ex: &Exchange,
-    ) -> Stop {
-        self.sse = None;
-        if let Some(w) = writer {
-            w.end(&mut self.out);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(ex)).await;
-        Stop::Shutdown
     }
 }
 

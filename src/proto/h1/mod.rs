@@ -7,3 +7,4 @@ pub mod conn;
 pub mod encode;
 pub mod output;
 pub mod parse;
+pub mod sse;
