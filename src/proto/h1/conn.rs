@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::abi::level;
 use crate::exchange::{Exchange, Replies, Upgrade};
@@ -25,7 +26,7 @@ use crate::proto::h1::body::BodyIn;
 use crate::proto::h1::encode::{self, ReqInfo, Writer};
 use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::server::{Reply, ServerCore, FORCE, RUNNING};
-use crate::slow::BodyClock;
+use crate::slow::{BodyClock, HeadWait, EVICT_GRACE_PARTIAL};
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
 use crate::ws::session::{Session, Stream as WsStream};
 
@@ -96,7 +97,7 @@ pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
         out: Vec::with_capacity(8192),
         unwritten: 0,
         sse: None,
-        since: tokio::time::Instant::now(),
+        since: Instant::now(),
         eof: false,
         linger: false,
     };
@@ -118,7 +119,7 @@ pub(crate) struct Conn<R, W> {
     pub(crate) sse: Option<crate::sse::Stream>,
     /// When the wait for the next request head began (the connection
     /// opened, or the previous response ended).
-    since: tokio::time::Instant,
+    since: Instant,
     /// The client has ended its side: nothing more will be read.
     eof: bool,
     /// Close by lingering (we answered and close; the client may still send).
@@ -140,7 +141,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             if !keep || self.eof || self.core.phase() != RUNNING {
                 break;
             }
-            self.since = tokio::time::Instant::now();
+            self.since = Instant::now();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.wr.shutdown()).await;
         if self.linger && !self.eof {
@@ -150,7 +151,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
 
     /// Reads and drops what the client still sends after our close, briefly.
     async fn linger(&mut self) {
-        let end = tokio::time::Instant::now() + LINGER;
+        let end = Instant::now() + LINGER;
         let mut left = LINGER_BYTES;
         while left > 0 {
             self.buf.clear();
@@ -173,7 +174,11 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         // trickling in do not move this deadline.
         let since = self.since;
         let deadline = core.cfg.idle_timeout.map(|d| since + d);
-        let mut wait = None;
+        // Only a connection still waiting past the shortest eviction grace
+        // can be evicted, so it joins the registry then: a prompt keep-alive
+        // request never takes the registry's lock.
+        let register_at = since + EVICT_GRACE_PARTIAL;
+        let mut wait: Option<HeadWait<'_>> = None;
         loop {
             if !self.buf.is_empty() {
                 if let Some((h, n)) = parse::parse(&self.buf, &core.cfg.limits)? {
@@ -183,9 +188,11 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             } else if core.phase() != RUNNING {
                 return Ok(None);
             }
-            let waiting = wait.get_or_insert_with(|| core.head_waiters.enter(since));
-            if !self.buf.is_empty() {
-                waiting.partial();
+            if wait.is_none() && Instant::now() >= register_at {
+                wait = Some(core.head_waiters.enter(since));
+            }
+            if let (Some(w), false) = (wait.as_mut(), self.buf.is_empty()) {
+                w.partial();
             }
             tokio::select! {
                 r = fill(&mut self.rd, &mut self.buf) => match r {
@@ -195,7 +202,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 _ = sleep_opt(deadline) => {
                     return if self.buf.is_empty() { Ok(None) } else { Err(REQUEST_TIMEOUT) };
                 },
-                _ = &mut waiting.evicted => return Ok(None),
+                _ = tokio::time::sleep_until(register_at), if wait.is_none() => {}
+                _ = evicted(&mut wait) => return Ok(None),
                 r = self.sd.changed() => {
                     if r.is_err() || *self.sd.borrow() == FORCE {
                         return Ok(None);
@@ -242,7 +250,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         // when the app first asks for the body.
         let mut gated = head.expect_continue && !body.is_done();
         let stall = core.cfg.request_timeout;
-        let mut last_io = tokio::time::Instant::now();
+        let mut last_io = Instant::now();
         let mut clock = BodyClock::new(stall, core.cfg.min_body_rate, last_io);
         let mut writer: Option<Writer> = None;
         self.sse = None;
@@ -290,7 +298,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 };
             let deadline = stall.map(|d| last_io + d);
             let too_slow = clock.as_mut().and_then(|c| {
-                c.reading(want_read && !body.is_done(), tokio::time::Instant::now());
+                c.reading(want_read && !body.is_done(), Instant::now());
                 c.deadline()
             });
             tokio::select! {
@@ -302,7 +310,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         ex.eof();
                     }
                     Ok(0) | Err(_) => break Err(Stop::Closed),
-                    Ok(_) => last_io = tokio::time::Instant::now(),
+                    Ok(_) => last_io = Instant::now(),
                 },
                 _ = ex.wake(), if body_blocked => {}
                 h = &mut head_rx, if writer.is_none() => match h {
@@ -321,7 +329,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         // Frames already queued go out with the head.
                         match self.pump(&mut body_rx, writer.as_mut(), &ex).await {
                             Ok(true) => break Ok(()),
-                            Ok(false) => last_io = tokio::time::Instant::now(),
+                            Ok(false) => last_io = Instant::now(),
                             Err(s) => break Err(s),
                         }
                     }
@@ -337,13 +345,13 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     }
                     match self.pump(&mut body_rx, writer.as_mut(), &ex).await {
                         Ok(true) => break Ok(()),
-                        Ok(false) => last_io = tokio::time::Instant::now(),
+                        Ok(false) => last_io = Instant::now(),
                         Err(s) => break Err(s),
                     }
                 },
                 _ = sleep_opt(self.sse.as_ref().and_then(crate::sse::Stream::due)) => {
                     match self.sse_keepalive(writer.as_mut(), &ex).await {
-                        Ok(()) => last_io = tokio::time::Instant::now(),
+                        Ok(()) => last_io = Instant::now(),
                         Err(s) => break Err(s),
                     }
                 },
@@ -416,5 +424,16 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             .await;
         }
         Stop::Closed
+    }
+}
+
+/// Completes when the registered connection is chosen for eviction; never
+/// while it is not registered.
+async fn evicted(wait: &mut Option<HeadWait<'_>>) {
+    match wait {
+        Some(w) => {
+            let _ = (&mut w.evicted).await;
+        }
+        None => std::future::pending().await,
     }
 }
