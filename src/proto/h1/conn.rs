@@ -199,10 +199,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     Ok(0) | Err(_) => return Ok(None),
                     Ok(_) => {}
                 },
-                _ = sleep_opt(deadline) => {
-                    return if self.buf.is_empty() { Ok(None) } else { Err(REQUEST_TIMEOUT) };
+                // One timer: the registration time first, then the deadline.
+                _ = sleep_opt(next_wake(deadline, register_at, wait.is_none())) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return if self.buf.is_empty() { Ok(None) } else { Err(REQUEST_TIMEOUT) };
+                    }
                 },
-                _ = tokio::time::sleep_until(register_at), if wait.is_none() => {}
                 _ = evicted(&mut wait) => return Ok(None),
                 r = self.sd.changed() => {
                     if r.is_err() || *self.sd.borrow() == FORCE {
@@ -424,6 +426,20 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             .await;
         }
         Stop::Closed
+    }
+}
+
+/// When a connection waiting for its head next has something to do: join
+/// the eviction registry (while not in it), or give up at the deadline.
+fn next_wake(
+    deadline: Option<Instant>,
+    register_at: Instant,
+    unregistered: bool,
+) -> Option<Instant> {
+    match (deadline, unregistered) {
+        (Some(d), true) => Some(d.min(register_at)),
+        (None, true) => Some(register_at),
+        (d, false) => d,
     }
 }
 
