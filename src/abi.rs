@@ -59,6 +59,8 @@ pub mod req_flag {
         EXPECT = 16,
         /// A WebSocket upgrade: a websocket scope.
         WEBSOCKET = 32,
+        /// Over TLS: the record ends with the connection's TLS facts.
+        TLS = 64,
     }
 }
 
@@ -67,6 +69,8 @@ pub mod level {
     numbers! { u8, "PAGI_LOG_";
         ERROR = 1,
         WARN = 2,
+        /// What only `log_level => 'debug'` shows (failed TLS handshakes).
+        DEBUG = 3,
     }
 }
 

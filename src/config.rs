@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::access_log::Format;
+use crate::net::tls::{MinVersion, TlsSettings};
 use crate::proto::h1::parse::Limits;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +24,17 @@ pub enum ListenSpec {
     Fd(i32),
 }
 
+/// A listener and whether its TCP connections speak TLS first (a Unix
+/// socket stays plaintext, as in the reference).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    pub spec: ListenSpec,
+    pub tls: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<ListenSpec>,
+    pub listen: Vec<Listen>,
     pub backlog: i32,
     pub server_header: String,
     pub access_log: bool,
@@ -52,6 +61,8 @@ pub struct Config {
     pub ws_idle_timeout: Option<Duration>,
     /// Test hook: a request for exactly this path panics inside Rust.
     pub panic_path: Option<String>,
+    /// The `ssl` option, for listeners marked `tls+`.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for Config {
@@ -74,6 +85,7 @@ impl Default for Config {
             max_ws_frame_size: 65536,
             ws_idle_timeout: None,
             panic_path: None,
+            tls: None,
         }
     }
 }
@@ -94,7 +106,21 @@ fn seconds(key: &str, v: &str) -> Result<Option<Duration>, String> {
 }
 
 /// Parses `tcp:HOST:PORT` (HOST may be a bracketed IPv6 literal), `unix:PATH`
-/// or `fd:N`.
+/// or `fd:N`, each optionally prefixed with `tls+`.
+fn listen(v: &str) -> Result<Listen, String> {
+    let (tls, spec) = match v.strip_prefix("tls+") {
+        Some(rest) => (true, rest),
+        None => (false, v),
+    };
+    let spec = listen_spec(spec)?;
+    if tls && matches!(spec, ListenSpec::Unix { .. }) {
+        return Err(format!(
+            "listen: TLS on a Unix socket is not offered ('{v}')"
+        ));
+    }
+    Ok(Listen { spec, tls })
+}
+
 fn listen_spec(v: &str) -> Result<ListenSpec, String> {
     if let Some(fd) = v.strip_prefix("fd:") {
         return fd
@@ -134,7 +160,40 @@ type Setter = fn(&mut Config, &str, &str) -> Result<(), String>;
 /// behind each; t/18-option-table.t checks that the two sets are equal).
 const KEYS: &[(&str, Setter)] = &[
     ("listen", |c, _, v| {
-        c.listen.push(listen_spec(v)?);
+        c.listen.push(listen(v)?);
+        Ok(())
+    }),
+    ("tls_cert_file", |c, _, v| {
+        tls(c).cert_file = v.into();
+        Ok(())
+    }),
+    ("tls_key_file", |c, _, v| {
+        tls(c).key_file = v.into();
+        Ok(())
+    }),
+    ("tls_ca_file", |c, _, v| {
+        tls(c).ca_file = Some(v.into());
+        Ok(())
+    }),
+    ("tls_verify_client", |c, _, v| {
+        tls(c).verify_client = v != "0";
+        Ok(())
+    }),
+    ("tls_min_version", |c, k, v| {
+        tls(c).min_version = match v {
+            "1.2" => MinVersion::Tls12,
+            "1.3" => MinVersion::Tls13,
+            _ => return Err(format!("{k}: expected 1.2 or 1.3, got '{v}'")),
+        };
+        Ok(())
+    }),
+    ("tls_ciphers", |c, _, v| {
+        tls(c).ciphers = Some(
+            v.split(':')
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect(),
+        );
         Ok(())
     }),
     ("backlog", |c, k, v| {
@@ -207,6 +266,18 @@ const KEYS: &[(&str, Setter)] = &[
     }),
 ];
 
+/// The TLS settings, begun on the first `tls_*` line.
+fn tls(c: &mut Config) -> &mut TlsSettings {
+    c.tls.get_or_insert_with(|| TlsSettings {
+        cert_file: PathBuf::new(),
+        key_file: PathBuf::new(),
+        ca_file: None,
+        verify_client: false,
+        min_version: MinVersion::Tls12,
+        ciphers: None,
+    })
+}
+
 impl Config {
     /// Parses the lines PAGI::Server sends; an unknown key or a bad value is
     /// an error naming the key (an unknown one with the list of known keys).
@@ -225,6 +296,13 @@ impl Config {
         if c.listen.is_empty() {
             return Err("no listener configured".into());
         }
+        if let Some(t) = &c.tls {
+            if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
+                return Err("ssl: both cert_file and key_file are needed".into());
+            }
+        } else if c.listen.iter().any(|l| l.tls) {
+            return Err("listen: a tls+ listener needs the tls_* settings".into());
+        }
         if c.low_watermark > c.high_watermark {
             c.low_watermark = c.high_watermark;
         }
@@ -242,8 +320,10 @@ mod tests {
             "listen=tcp:127.0.0.1:0\nlisten=tcp:[::1]:8080\nlisten=unix:/tmp/s\nbacklog=16\naccess_log=0\n",
         )
         .expect("valid config");
+        let specs: Vec<ListenSpec> = c.listen.iter().map(|l| l.spec.clone()).collect();
+        assert!(c.listen.iter().all(|l| !l.tls));
         assert_eq!(
-            c.listen,
+            specs,
             vec![
                 ListenSpec::Tcp {
                     host: "127.0.0.1".into(),
@@ -280,5 +360,29 @@ mod tests {
             "{e}"
         );
         assert!(Config::parse("").is_err());
+    }
+
+    #[test]
+    fn tls_listeners_need_the_tls_settings() {
+        let e = Config::parse("listen=tls+tcp:h:1").unwrap_err();
+        assert!(e.contains("tls_"), "{e}");
+        let e = Config::parse("listen=tls+tcp:h:1\ntls_cert_file=/c").unwrap_err();
+        assert!(e.contains("key_file"), "{e}");
+        let e = Config::parse("listen=tls+unix:/s\ntls_cert_file=/c\ntls_key_file=/k").unwrap_err();
+        assert!(e.contains("Unix"), "{e}");
+        let e = Config::parse("listen=tcp:h:1\ntls_min_version=1.1").unwrap_err();
+        assert!(e.starts_with("tls_min_version"), "{e}");
+        let c = Config::parse(
+            "listen=tls+tcp:h:1\nlisten=tls+fd:4\nlisten=unix:/s\ntls_cert_file=/c\ntls_key_file=/k\n\
+             tls_min_version=1.3\ntls_ciphers=A:B\ntls_verify_client=1\ntls_ca_file=/ca",
+        )
+        .expect("valid config");
+        let tls: Vec<bool> = c.listen.iter().map(|l| l.tls).collect();
+        assert_eq!(tls, [true, true, false]);
+        let t = c.tls.expect("tls settings");
+        assert_eq!(t.min_version, MinVersion::Tls13);
+        assert_eq!(t.ciphers, Some(vec!["A".to_string(), "B".to_string()]));
+        assert!(t.verify_client);
+        assert_eq!(t.ca_file, Some("/ca".into()));
     }
 }

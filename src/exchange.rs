@@ -12,7 +12,6 @@ pub(crate) use handle::{Exchange, Replies};
 pub enum Scheme {
     Http,
     /// Over TLS.
-    #[allow(dead_code)] // the TLS layer (issue #9 part 2) sets it
     Https,
 }
 

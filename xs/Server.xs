@@ -140,13 +140,50 @@ static SV *pair_av(pTHX_ SV *a, SV *b) {
     return newRV_noinc((SV *)av);
 }
 
+/* The TLS facts that end a REQUEST record over TLS, as the spec's
+ * extensions.tls hash; NULL if the record is short. */
+static HV *build_tls(pTHX_ reader *r) {
+    uint16_t version, cipher; uint8_t has_name; uint64_t n, i;
+    SV *cert = NULL, *name = NULL; AV *chain; HV *tls;
+    if (!rd_u16(r, &version) || !rd_u16(r, &cipher) || !(cert = rd_sv(aTHX_ r))
+        || !rd_u8(r, &has_name) || !(name = rd_sv(aTHX_ r)) || !rd_count(r, &n, 8)) {
+        SvREFCNT_dec(cert); SvREFCNT_dec(name);
+        return NULL;
+    }
+    chain = newAV();
+    for (i = 0; i < n; i++) {
+        SV *c = rd_sv(aTHX_ r);
+        if (!c) {
+            SvREFCNT_dec(cert); SvREFCNT_dec(name); SvREFCNT_dec((SV *)chain);
+            return NULL;
+        }
+        av_push(chain, c);
+    }
+    if (has_name && !is_ascii_string((U8 *)SvPVX(name), SvCUR(name))) SvUTF8_on(name);
+    tls = newHV();
+    hv_stores(tls, "server_cert", cert);
+    hv_stores(tls, "client_cert_chain", newRV_noinc((SV *)chain));
+    if (has_name) {
+        hv_stores(tls, "client_cert_name", name);
+    } else {
+        SvREFCNT_dec(name);
+        hv_stores(tls, "client_cert_name", newSV(0));
+    }
+    /* A client certificate that fails verification ends the handshake, so
+     * a connection that got this far has no verification error. */
+    hv_stores(tls, "client_cert_error", newSV(0));
+    hv_stores(tls, "tls_version", version ? newSVuv(version) : newSV(0));
+    hv_stores(tls, "cipher_suite", cipher ? newSVuv(cipher) : newSV(0));
+    return tls;
+}
+
 /* Builds the HTTP scope of a REQUEST record; NULL if the record is short
  * (every SV made for it so far is freed). */
 static SV *build_scope(pTHX_ reader *r, int *req_flags) {
     uint8_t ver, flags; uint16_t cport, sport; uint64_t nh, i;
     SV *scheme = NULL, *method = NULL, *path = NULL, *raw_path = NULL, *query = NULL,
        *chost = NULL, *shost = NULL;
-    HV *scope, *pagi; AV *headers = NULL;
+    HV *scope, *pagi, *tls = NULL; AV *headers = NULL;
     if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
     if (!(scheme = rd_sv(aTHX_ r)) || !(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r))
         || !(raw_path = rd_sv(aTHX_ r)) || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r))
@@ -167,6 +204,8 @@ static SV *build_scope(pTHX_ reader *r, int *req_flags) {
         }
         av_push(headers, pair_av(aTHX_ n, v));
     }
+    if ((flags & PAGI_F_TLS) && !(tls = build_tls(aTHX_ r)))
+        goto short_record;
 
     pagi = newHV();
     hv_stores(pagi, "version", newSVpvs("0.3"));
@@ -199,6 +238,13 @@ static SV *build_scope(pTHX_ reader *r, int *req_flags) {
         hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
         hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
     }
+    if (tls) {
+        /* The connection's own extension; PAGI::Server::Request adds the
+         * server's extensions to this hash. */
+        HV *ext = newHV();
+        hv_stores(ext, "tls", newRV_noinc((SV *)tls));
+        hv_stores(scope, "extensions", newRV_noinc((SV *)ext));
+    }
     *req_flags = flags;
     return newRV_noinc((SV *)scope);
 
@@ -219,8 +265,8 @@ static const struct { const char *name; IV value; } pagi_numbers[] = {
     PAGI_NUMBER(REC_DRAIN), PAGI_NUMBER(REC_LOG), PAGI_NUMBER(REC_IDLE),
     PAGI_NUMBER(REC_WS_MESSAGE), PAGI_NUMBER(REC_EOF),
     PAGI_NUMBER(F_BODY_EMPTY), PAGI_NUMBER(F_PATH_UTF8), PAGI_NUMBER(F_UNIX),
-    PAGI_NUMBER(F_SSE), PAGI_NUMBER(F_EXPECT), PAGI_NUMBER(F_WEBSOCKET),
-    PAGI_NUMBER(LOG_ERROR), PAGI_NUMBER(LOG_WARN),
+    PAGI_NUMBER(F_SSE), PAGI_NUMBER(F_EXPECT), PAGI_NUMBER(F_WEBSOCKET), PAGI_NUMBER(F_TLS),
+    PAGI_NUMBER(LOG_ERROR), PAGI_NUMBER(LOG_WARN), PAGI_NUMBER(LOG_DEBUG),
     PAGI_NUMBER(SHUTDOWN_GRACEFUL), PAGI_NUMBER(SHUTDOWN_FORCE),
     PAGI_NUMBER(END_FORGET), PAGI_NUMBER(END_ABORT),
 };

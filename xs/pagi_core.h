@@ -30,10 +30,12 @@
 #define PAGI_F_SSE 8
 #define PAGI_F_EXPECT 16
 #define PAGI_F_WEBSOCKET 32
+#define PAGI_F_TLS 64
 
 /* LOG record levels. */
 #define PAGI_LOG_ERROR 1
 #define PAGI_LOG_WARN 2
+#define PAGI_LOG_DEBUG 3
 
 /* Flags of a head parsed by pagi_parse_head. */
 #define PAGI_HEAD_CHUNKED 1

@@ -33,12 +33,13 @@ BEGIN {
 }
 
 require PAGI::Server::Lifespan;
+require PAGI::Server::TLS;
 require PAGI::Server::Request;
 require PAGI::Server::WebSocket;
 
-# TLS and HTTP/2 are served by the Rust core once their issues land; until
-# then this build reports them as unavailable rather than pretending.
-sub has_tls   { 0 }
+# TLS is served by the Rust core (rustls). HTTP/2 comes with its issue;
+# until then this build reports it as unavailable rather than pretending.
+sub has_tls   { 1 }
 sub has_http2 { 0 }
 
 # Every option, its default, and where it goes: see PAGI::Server::Options.
@@ -67,7 +68,6 @@ sub _init {
     $self->{access_log} = exists $params->{access_log} ? delete $params->{access_log}
                         : PAGI::Server::Options::default_of('access_log');
 
-    $self->_check_ssl_files if $self->{ssl};
     $self->_normalise_listeners($params);
 
     for my $k (PAGI::Server::Options::names_with('values')) {
@@ -84,10 +84,11 @@ sub _init {
           . "Disable it with http2 => 0.\n";
     }
 
-    # Set by PAGI::Server::Workers in a worker: the parent's listening fds
-    # and this worker's number.
+    # Set by PAGI::Server::Workers in a worker: the parent's listening
+    # sockets ({ fd => N, tcp => 0|1 }) and this worker's number.
     $self->{_inherited} = delete $params->{_inherited};
     $self->{_worker}    = delete $params->{_worker};
+    $self->_check_tls;
 
     # Test hook: a request for this exact path panics inside the Rust core.
     $self->{_test_panic_path} = delete $params->{_test_panic_path};
@@ -124,19 +125,42 @@ sub _compile_access_log_format {
     };
 }
 
-sub _check_ssl_files {
+# The ssl option is checked at construction: the settings first (messages
+# name the key), then the files, by building the core's TLS configuration
+# once (messages name the file).
+sub _check_tls {
     my ($self) = @_;
-    my $ssl = $self->{ssl};
+    my $ssl = $self->{ssl} or return;
     if ($self->{disable_tls}) {
         warn "PAGI::Server: TLS disabled via disable_tls option, ssl config ignored\n";
         return;
     }
-    for my $f ([cert_file => 'certificate'], [key_file => 'key'], [ca_file => 'CA']) {
-        my ($key, $what) = @$f;
-        my $path = $ssl->{$key} // next;
-        die "SSL $what file not found: $path\n"    unless -e $path;
-        die "SSL $what file not readable: $path\n" unless -r $path;
+    PAGI::Server::TLS::check($ssl);
+    my $h = PAGI::Server::Native::new($self->_native_config);
+    PAGI::Server::Native::free($h);
+    return;
+}
+
+# TLS settings in effect (none when disable_tls is set).
+sub _tls { $_[0]{disable_tls} ? undef : $_[0]{ssl} }
+
+# The ssl option as IO::Socket::SSL parameters, as the reference server
+# builds them, with an OpenSSL context made from them in $self->{_ssl_ctx}
+# when IO::Socket::SSL is installed (it reads cipher_list strings). The
+# core serves TLS itself; this is the OpenSSL view of the same settings.
+sub _build_ssl_config {
+    my ($self) = @_;
+    my $ssl = $self->_tls or return;
+    my $params = PAGI::Server::TLS::openssl_params($ssl);
+    my ($ctx, $why) = PAGI::Server::TLS::openssl_context($params);
+    $self->_log(debug => "No OpenSSL view of the ssl settings: $why") unless $ctx;
+    if ($ctx) {
+        $self->{_ssl_ctx} = $ctx;
+        $params->{SSL_reuse_ctx} = $ctx;
     }
+    $self->{tls_enabled} = 1;
+    $self->{extensions}{tls} //= {};
+    return $params;
 }
 
 sub _normalise_listeners {
@@ -263,14 +287,18 @@ sub _pause_accepting {
 sub _native_config {
     my ($self) = @_;
     my @lines = ("server_header=PAGI::Server/$VERSION", PAGI::Server::Options::core_lines($self));
-    push @lines, map { "listen=fd:$_" } @{ $self->{_inherited} || [] };
+    # TLS applies to every TCP listener (`tls+`); Unix sockets stay plaintext.
+    my $tls = $self->_tls ? 'tls+' : '';
+    push @lines, PAGI::Server::TLS::core_lines($self->{ssl}, $self) if $tls;
+    push @lines, map { 'listen=' . ($_->{tcp} ? $tls : '') . "fd:$_->{fd}" }
+        @{ $self->{_inherited} || [] };
     for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
         if ($l->{type} eq 'unix') {
             push @lines, "listen=unix:$l->{path}";
         }
         else {
             my $h = $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
-            push @lines, "listen=tcp:$h:$l->{port}";
+            push @lines, "listen=${tls}tcp:$h:$l->{port}";
         }
     }
     push @lines, "panic_path=$self->{_test_panic_path}" if defined $self->{_test_panic_path};
@@ -291,10 +319,7 @@ sub listen {
         require PAGI::Server::Workers;
         return PAGI::Server::Workers::start($self);
     }
-    if ($self->{ssl} && !$self->{disable_tls}) {
-        return Future->fail("TLS support requested (ssl) but this build of PAGI::Server has no TLS yet.\n"
-            . "Remove the ssl option or set disable_tls => 1.\n");
-    }
+    $self->_build_ssl_config;
     $self->{lifespan} = PAGI::Server::Lifespan->new(
         app     => $self->{app},
         loop    => $loop,
@@ -373,15 +398,16 @@ sub _note_bound {
 
 sub _banner {
     my ($self) = @_;
+    my $scheme = $self->_tls ? 'https' : 'http';
     my @where = map {
         $_->{type} eq 'unix' ? "unix:$_->{path}"
-          : sprintf('http://%s:%s/', ($_->{host} =~ /:/ ? "[$_->{host}]" : $_->{host}), $_->{port})
+          : sprintf('%s://%s:%s/', $scheme, ($_->{host} =~ /:/ ? "[$_->{host}]" : $_->{host}), $_->{port})
     } @{ $self->{listeners} };
     my $loop_name = ref($self->loop) =~ s/^IO::Async::Loop:://r;
     return sprintf('PAGI Server listening on %s (loop: %s, max_conn: %d, http2: %s, tls: %s, core: rust)',
         join(', ', @where), $loop_name, $self->effective_max_connections,
         ($self->has_http2 ? 'available' : 'not available'),
-        ($self->{ssl} ? 'disabled' : 'not available'));
+        ($self->_tls ? 'on' : $self->{ssl} ? 'disabled' : 'off'));
 }
 
 # What an operator's signal does when this build does not act on it: the
@@ -489,7 +515,8 @@ sub _drain {
         }
         elsif ($kind == PAGI::Server::Native::REC_LOG) {
             $self->_log(($a == PAGI::Server::Native::LOG_ERROR ? 'error'
-                       : $a == PAGI::Server::Native::LOG_WARN  ? 'warn' : 'info'), $b);
+                       : $a == PAGI::Server::Native::LOG_WARN  ? 'warn'
+                       : $a == PAGI::Server::Native::LOG_DEBUG ? 'debug' : 'info'), $b);
         }
         elsif ($kind == PAGI::Server::Native::REC_IDLE) {
             my $f = $self->{idle_future};

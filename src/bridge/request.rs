@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::abi::kind;
-use crate::abi::req_flag::{BODY_EMPTY, EXPECT, PATH_UTF8, SSE, UNIX, WEBSOCKET};
+use crate::abi::req_flag::{BODY_EMPTY, EXPECT, PATH_UTF8, SSE, TLS, UNIX, WEBSOCKET};
 use crate::access_log::LogInfo;
 use crate::bridge::queue::RecordWriter;
 use crate::exchange::{BodyHint, RequestHead};
@@ -111,7 +111,7 @@ fn request_record<'a>(
         flags |= SSE;
     }
     let (client_host, client_port, server_host, server_port) = match peer {
-        Peer::Tcp { client, server } => (
+        Peer::Tcp { client, server, .. } => (
             client.ip().to_string(),
             client.port(),
             server.map(|s| s.ip().to_string()).unwrap_or_default(),
@@ -122,6 +122,10 @@ fn request_record<'a>(
             (String::new(), 0, path.to_string(), 0)
         }
     };
+    let tls = peer.tls().cloned();
+    if tls.is_some() {
+        flags |= TLS;
+    }
     let authority = head.authority.as_deref();
     let added_host = authority.is_some() && head.header(b"host").is_none();
     move |w| {
@@ -146,6 +150,17 @@ fn request_record<'a>(
         }
         if let (true, Some(a)) = (added_host, authority) {
             w.bytes(b"host").bytes(a);
+        }
+        if let Some(t) = &tls {
+            w.u16(t.version)
+                .u16(t.cipher)
+                .bytes(t.server_cert.as_bytes())
+                .u8(u8::from(t.client_name.is_some()))
+                .bytes(t.client_name.as_deref().unwrap_or("").as_bytes())
+                .len(t.client_chain.len());
+            for c in &t.client_chain {
+                w.bytes(c.as_bytes());
+            }
         }
     }
 }

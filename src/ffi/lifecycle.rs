@@ -8,6 +8,7 @@ use super::plumbing::{guard, hand_out, hand_out_local, slice, without_server, Pa
 use crate::abi::code::{ERR, OK};
 use crate::abi::phase::FORCE;
 use crate::config::Config;
+use crate::net::tls::Acceptor;
 use crate::net::{self, listener};
 use crate::runtime;
 use crate::server::{self, ServerCore};
@@ -32,8 +33,10 @@ pub unsafe extern "C" fn pagi_server_new(
             let text = std::str::from_utf8(slice(cfg, len))
                 .map_err(|_| "configuration is not UTF-8".to_string())?;
             let cfg = Config::parse(text)?;
+            let tls = cfg.tls.as_ref().map(Acceptor::new).transpose()?;
             let core = ServerCore::new(cfg).map_err(|e| format!("cannot create eventfd: {e}"))?;
             Ok::<_, String>(Box::new(PagiServer {
+                tls: tls.map(Arc::new),
                 core: Arc::new(core),
                 owner_pid: std::process::id(),
                 holds_runtime: false,
@@ -150,7 +153,7 @@ pub unsafe extern "C" fn pagi_server_listen(
             }
         };
         s.holds_runtime = true;
-        if let Err(e) = net::accept::start(&s.core, &rt, bound) {
+        if let Err(e) = net::accept::start(&s.core, &rt, bound, s.tls.as_ref()) {
             hand_out(
                 s,
                 Some(format!("cannot register listener: {e}")),

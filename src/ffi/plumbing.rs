@@ -20,6 +20,9 @@ pub struct PagiServer {
     pub(super) drained: Vec<u8>,
     /// The last message or access-log line handed to C.
     pub(super) text: String,
+    /// The TLS listeners' acceptor (the `ssl` option), built with the server
+    /// so that a bad certificate or key fails at once.
+    pub(super) tls: Option<Arc<crate::net::tls::Acceptor>>,
 }
 
 /// Runs `f` on the live server behind `srv`, turning a panic into

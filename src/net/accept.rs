@@ -9,25 +9,35 @@ use tokio::net::{TcpListener, UnixListener};
 use super::conn::{self, Transport};
 use super::listener::Bound;
 use super::peer::Peer;
+use super::tls::Acceptor;
 use crate::abi::level;
 use crate::server::{ServerCore, RUNNING};
 
-/// Serves every bound listener until the core shuts down.
+/// Serves every bound listener (in the order of `core.cfg.listen`, whose
+/// `tls` flags pick the transport) until the core shuts down.
 pub fn start(
     core: &Arc<ServerCore>,
     rt: &tokio::runtime::Handle,
     bound: Vec<Bound>,
+    tls: Option<&Arc<Acceptor>>,
 ) -> std::io::Result<()> {
     let _enter = rt.enter();
-    for b in bound {
+    for (b, l) in bound.into_iter().zip(&core.cfg.listen) {
+        let transport = match (l.tls, tls) {
+            (false, _) => Transport::Plain,
+            (true, Some(a)) => Transport::Tls(a.clone()),
+            (true, None) => {
+                return Err(std::io::Error::other("a TLS listener without TLS settings"))
+            }
+        };
         match b {
             Bound::Tcp(std, _) => {
                 let l = TcpListener::from_std(std)?;
-                rt.spawn(tcp_loop(core.clone(), l, Transport::Plain));
+                rt.spawn(tcp_loop(core.clone(), l, transport));
             }
             Bound::Unix(std, path) => {
                 let l = UnixListener::from_std(std)?;
-                rt.spawn(unix_loop(core.clone(), l, path, Transport::Plain));
+                rt.spawn(unix_loop(core.clone(), l, path, transport));
             }
         }
     }
@@ -56,8 +66,8 @@ async fn tcp_loop(core: Arc<ServerCore>, l: TcpListener, transport: Transport) {
                 Ok((s, peer)) => {
                     let _ = s.set_nodelay(true);
                     let local = s.local_addr().ok();
-                    let peer = Peer::Tcp { client: peer, server: local };
-                    conn::accept(&core, s, peer, transport);
+                    let peer = Peer::Tcp { client: peer, server: local, tls: None };
+                    conn::accept(&core, s, peer, transport.clone());
                 }
                 Err(e) => accept_failed(&core, e).await,
             },
@@ -74,7 +84,7 @@ async fn unix_loop(core: Arc<ServerCore>, l: UnixListener, path: String, transpo
             r = async { core.accept_allowed().await; l.accept().await } => match r {
                 Ok((s, _)) => {
                     let peer = Peer::Unix { path: path.clone() };
-                    conn::accept(&core, s, peer, transport);
+                    conn::accept(&core, s, peer, transport.clone());
                 }
                 Err(e) => accept_failed(&core, e).await,
             },

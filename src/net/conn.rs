@@ -9,18 +9,21 @@ use tokio::io::AsyncWriteExt;
 
 use super::peer::Peer;
 use super::stream::Split;
+use super::tls::Acceptor;
 use crate::abi::level;
 use crate::proto::h1::conn::{self, CatchUnwind};
 use crate::proto::h1::encode::AT_CAPACITY;
 use crate::server::ServerCore;
+use tokio_rustls::server::TlsStream;
 
-/// How a listener's connections carry their bytes. Every listener is plain
-/// today; TLS adds a variant holding the acceptor, and its handshake runs in
-/// `accept`'s task before the protocol is picked.
-#[derive(Clone, Copy)]
+/// How a listener's connections carry their bytes.
+#[derive(Clone)]
 pub enum Transport {
     /// The socket's bytes are the protocol's bytes.
     Plain,
+    /// A TLS handshake first (in `accept`'s task), then the protocol runs
+    /// over the TLS session.
+    Tls(Arc<Acceptor>),
 }
 
 /// The protocol spoken on a connection.
@@ -29,11 +32,14 @@ enum Protocol {
     Http1,
 }
 
-/// Only HTTP/1.x is spoken today; ALPN (after a TLS handshake) or the h2c
-/// preface is where a second protocol will be chosen.
+/// Only HTTP/1.x is spoken today (ALPN offers just `http/1.1`); ALPN or
+/// the h2c preface is where a second protocol will be chosen.
 fn pick_protocol() -> Protocol {
     Protocol::Http1
 }
+
+/// The longest a TLS handshake may take when `timeout` is off.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Takes one accepted connection: decides at once (on the accept task, so
 /// the connection count stays exact) whether it is admitted, then runs its
@@ -54,25 +60,89 @@ pub fn accept<S: Split>(core: &Arc<ServerCore>, sock: S, peer: Peer, transport: 
     }
     let core = core.clone();
     tokio::spawn(async move {
-        let stream = match transport {
-            Transport::Plain => sock,
-        };
-        if !admitted {
-            refuse(stream).await;
-            return;
+        match transport {
+            Transport::Plain => serve(&core, sock, peer, admitted).await,
+            Transport::Tls(acceptor) => {
+                if let Some((tls, peer)) = handshake(&core, &acceptor, sock, peer, admitted).await {
+                    serve(&core, tls, peer, admitted).await;
+                }
+            }
         }
-        let run = match pick_protocol() {
-            Protocol::Http1 => conn::serve(core.clone(), stream, peer),
-        };
-        if let Err(msg) = CatchUnwind(Box::pin(run)).await {
-            core.bridge.log(
-                level::ERROR,
-                &format!("PAGI::Server internal error (connection closed): {msg}"),
-            );
+        if admitted {
+            core.connection_closed();
         }
-        core.connection_closed();
     });
 }
+
+/// Runs the protocol on an admitted connection, or refuses it.
+async fn serve<S: Split>(core: &Arc<ServerCore>, stream: S, peer: Peer, admitted: bool) {
+    if !admitted {
+        refuse(stream).await;
+        return;
+    }
+    let run = match pick_protocol() {
+        Protocol::Http1 => conn::serve(core.clone(), stream, peer),
+    };
+    if let Err(msg) = CatchUnwind(Box::pin(run)).await {
+        core.bridge.log(
+            level::ERROR,
+            &format!("PAGI::Server internal error (connection closed): {msg}"),
+        );
+    }
+}
+
+/// The server side of a TLS handshake, bounded by `timeout` (or
+/// `HANDSHAKE_LIMIT`), and by `REFUSAL_LIMIT` for a connection that only
+/// gets a refusal. While it runs the connection can be evicted at capacity
+/// like one trickling its request head. A failure is logged at debug level
+/// only (it is the client's business) and closes the connection.
+async fn handshake<S: Split>(
+    core: &ServerCore,
+    acceptor: &Acceptor,
+    sock: S,
+    peer: Peer,
+    admitted: bool,
+) -> Option<(TlsStream<S>, Peer)> {
+    let limit = if admitted {
+        core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT)
+    } else {
+        REFUSAL_LIMIT
+    };
+    let mut wait = core.head_waiters.enter(tokio::time::Instant::now());
+    wait.partial();
+    let done = tokio::select! {
+        r = tokio::time::timeout(limit, acceptor.accept(sock)) => r,
+        _ = &mut wait.evicted => return None,
+    };
+    drop(wait);
+    match done {
+        Ok(Ok(tls)) => {
+            let facts = acceptor.facts(tls.get_ref().1);
+            Some((tls, peer.over_tls(facts)))
+        }
+        Ok(Err(e)) => {
+            core.bridge.log(
+                level::DEBUG,
+                &format!("SSL handshake failed: {e} (client {})", peer.log_host()),
+            );
+            None
+        }
+        Err(_) => {
+            core.bridge.log(
+                level::DEBUG,
+                &format!(
+                    "SSL handshake timed out after {:.1}s (client {})",
+                    limit.as_secs_f64(),
+                    peer.log_host()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// How long a refused connection may take to be told so.
+const REFUSAL_LIMIT: Duration = Duration::from_secs(5);
 
 /// Answers a connection over `max_connections` with a 503 and closes it,
 /// through the same stream a protocol would have been given (so over TLS
@@ -82,7 +152,7 @@ async fn refuse<S: Split>(mut stream: S) {
         let _ = stream.write_all(AT_CAPACITY).await;
         let _ = stream.shutdown().await;
     };
-    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+    let _ = tokio::time::timeout(REFUSAL_LIMIT, write).await;
 }
 
 /// At `max_connections`, a new connection is refused unless one that has

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener as StdUnixListener;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::ListenSpec;
+use crate::config::{Listen, ListenSpec};
 
 pub enum Bound {
     Tcp(std::net::TcpListener, SocketAddr),
@@ -102,10 +102,10 @@ fn adopt_fd(fd: i32) -> io::Result<Bound> {
 }
 
 /// Binds every listener or none: on error the ones already bound are closed.
-pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Bound>, String> {
-    specs
+pub fn bind_all(listen: &[Listen], backlog: i32) -> Result<Vec<Bound>, String> {
+    listen
         .iter()
-        .map(|s| match s {
+        .map(|l| match &l.spec {
             ListenSpec::Fd(fd) => {
                 adopt_fd(*fd).map_err(|e| format!("Cannot use inherited socket fd {fd}: {e}"))
             }
@@ -115,7 +115,20 @@ pub fn bind_all(specs: &[ListenSpec], backlog: i32) -> Result<Vec<Bound>, String
                 bind_unix(path).map_err(|e| format!("Cannot listen on {}: {e}", path.display()))
             }
         })
+        .zip(listen)
+        .map(|(b, l)| match b {
+            Ok(Bound::Unix(_, path)) if l.tls => Err(format!(
+                "Cannot serve TLS on the Unix socket {path}: Unix sockets stay plaintext"
+            )),
+            other => other,
+        })
         .collect()
+}
+
+/// A plaintext listener of `spec` (for tests).
+#[cfg(test)]
+fn plain(spec: ListenSpec) -> Listen {
+    Listen { spec, tls: false }
 }
 
 #[cfg(test)]
@@ -128,8 +141,8 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("s.sock");
         std::fs::write(&path, b"stale").expect("stale file");
-        let b =
-            bind_all(&[ListenSpec::Unix { path: path.clone() }], 16).expect("bind over stale file");
+        let b = bind_all(&[plain(ListenSpec::Unix { path: path.clone() })], 16)
+            .expect("bind over stale file");
         assert_eq!(b[0].describe(), format!("unix {}", path.display()));
         use std::os::unix::fs::FileTypeExt;
         assert!(std::fs::metadata(&path)
@@ -143,10 +156,10 @@ mod tests {
     #[test]
     fn port_zero_gets_a_real_port_and_conflicts_are_reported() {
         let b = bind_all(
-            &[ListenSpec::Tcp {
+            &[plain(ListenSpec::Tcp {
                 host: "127.0.0.1".into(),
                 port: 0,
-            }],
+            })],
             16,
         )
         .expect("bind");
@@ -156,10 +169,10 @@ mod tests {
         assert_ne!(addr.port(), 0);
         assert_eq!(b[0].describe(), format!("tcp 127.0.0.1 {}", addr.port()));
         let again = bind_all(
-            &[ListenSpec::Tcp {
+            &[plain(ListenSpec::Tcp {
                 host: "127.0.0.1".into(),
                 port: addr.port(),
-            }],
+            })],
             16,
         );
         let err = again.err().expect("second bind must fail");

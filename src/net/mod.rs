@@ -6,3 +6,4 @@ pub mod conn;
 pub mod listener;
 pub mod peer;
 pub mod stream;
+pub mod tls;

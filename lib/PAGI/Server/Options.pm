@@ -37,13 +37,14 @@ my @TABLE = (
       help => 'queue of connections waiting to be accepted' },
 
     # ---------------------------------------------------------- protocols
-    { name => 'ssl', kind => 'hash', default => undef, reconfigure => 1,
+    # Checked and sent to the core (as tls_* lines) by PAGI::Server::TLS.
+    { name => 'ssl', kind => 'hash', default => undef, reconfigure => 1, worker => 1,
       help => 'TLS: cert_file, key_file, ca_file, verify_client, min_version, cipher_list' },
     { name => 'ssl_cert', kind => 'path', cli_only => 1,
       flags => 'ssl-cert', arg => 'FILE', help => 'TLS certificate (needs --ssl-key)' },
     { name => 'ssl_key', kind => 'path', cli_only => 1,
       flags => 'ssl-key', arg => 'FILE', help => 'TLS private key (needs --ssl-cert)' },
-    { name => 'disable_tls', kind => 'bool', default => 0, help => 'ignore the ssl option' },
+    { name => 'disable_tls', kind => 'bool', default => 0, worker => 1, help => 'ignore the ssl option' },
     { name => 'http2', kind => 'bool', default => 0, reconfigure => 1,
       flags => 'http2', help => 'serve HTTP/2 (h2 over TLS, h2c otherwise)' },
     { name => 'h2_max_concurrent_streams', kind => 'count', default => 100,

@@ -98,8 +98,12 @@ sub _share_server_state {
     my $state = $server->{state};
     $scope->{state} = %$state ? {%$state} : {};
     my $ext = $server->{extensions};
+    # Over TLS the core has put the connection's own `tls` entry here; the
+    # server-wide `tls` entry (a marker) never reaches an app.
+    my $own = $scope->{extensions};
     $scope->{extensions} = %$ext ? {%$ext} : {};
     delete $scope->{extensions}{tls} if exists $ext->{tls};
+    $scope->{extensions}{tls} = $own->{tls} if $own;
 }
 
 # pagi.transport: watermarks and the bytes the core still holds for this

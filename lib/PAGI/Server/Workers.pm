@@ -27,7 +27,7 @@ sub start {
     my $text = eval { PAGI::Server::Native::bind_only($server->_native_config) };
     return Future->fail($@) unless defined $text;
 
-    my (@inherited, @bound);
+    my (@inherited, @bound, @tcp);
     for my $line (split /\n/, $text) {
         my ($where, $fd) = $line =~ /\A(.*) (\d+)\z/
             or return Future->fail("Unexpected listener line from the core: $line\n");
@@ -35,6 +35,7 @@ sub start {
         open(my $fh, '+<&=', $fd) or return Future->fail("Cannot hold listener fd $fd: $!\n");
         push @inherited, $fh;
         push @bound, $where;
+        push @tcp, $where =~ /\Atcp / ? 1 : 0;
     }
     $server->_note_bound(@bound);
     # Only this process holds the write end; each worker watches the read
@@ -44,6 +45,7 @@ sub start {
     $server->{_lifeline}       = [ $lifeline_r, $lifeline_w ];
     _watch_startup_reports($server) or return Future->fail("Cannot create the workers' report pipe: $!\n");
     $server->{_worker_sockets} = \@inherited;
+    $server->{_worker_socket_tcp} = \@tcp;
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
     _spawn($server, $_) for 1 .. $server->{workers};
@@ -142,7 +144,9 @@ sub _run_worker {
         %opt,
         app        => $parent->{app},
         quiet      => 1,    # workers report errors only, as in the reference
-        _inherited => [ map { fileno $_ } @{ $parent->{_worker_sockets} } ],
+        _inherited => [ map { { fd => fileno $parent->{_worker_sockets}[$_],
+                                tcp => $parent->{_worker_socket_tcp}[$_] } }
+                        0 .. $#{ $parent->{_worker_sockets} } ],
         _worker    => $num,
     );
     # The parent's handles stay open in this process only as inherited fds.

@@ -1,0 +1,214 @@
+//! TLS on a listener: the settings PAGI::Server's `ssl` option becomes, the
+//! rustls server configuration built from them (files read and checked
+//! once, each error naming its file), and the handshake a TLS listener's
+//! connections go through before a protocol is picked.
+
+mod facts;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
+
+pub use facts::TlsFacts;
+
+use super::stream::Split;
+
+/// The lowest TLS version offered (rustls speaks 1.2 and 1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinVersion {
+    Tls12,
+    Tls13,
+}
+
+/// What the `ssl` option asks for, as the core's config lines carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `ca_file`.
+    pub verify_client: bool,
+    pub min_version: MinVersion,
+    /// OpenSSL names of the cipher suites allowed, most preferred first (the
+    /// `cipher_list` expanded by OpenSSL on the Perl side); None: all.
+    pub ciphers: Option<Vec<String>>,
+}
+
+/// The IANA number and OpenSSL name of every suite the ring provider has.
+/// TLS 1.3 suites carry the same name in both worlds.
+const SUITE_NAMES: &[(u16, &str)] = &[
+    (0x1301, "TLS_AES_128_GCM_SHA256"),
+    (0x1302, "TLS_AES_256_GCM_SHA384"),
+    (0x1303, "TLS_CHACHA20_POLY1305_SHA256"),
+    (0xc02b, "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    (0xc02c, "ECDHE-ECDSA-AES256-GCM-SHA384"),
+    (0xcca9, "ECDHE-ECDSA-CHACHA20-POLY1305"),
+    (0xc02f, "ECDHE-RSA-AES128-GCM-SHA256"),
+    (0xc030, "ECDHE-RSA-AES256-GCM-SHA384"),
+    (0xcca8, "ECDHE-RSA-CHACHA20-POLY1305"),
+];
+
+fn suite_id(s: &SupportedCipherSuite) -> u16 {
+    u16::from(s.suite())
+}
+
+fn openssl_name(id: u16) -> Option<&'static str> {
+    SUITE_NAMES.iter().find(|(n, _)| *n == id).map(|(_, s)| *s)
+}
+
+/// A TLS listener's acceptor and the facts every connection on it shares.
+pub struct Acceptor {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The leaf certificate as PEM (`extensions.tls.server_cert`).
+    server_cert: Arc<str>,
+}
+
+impl Acceptor {
+    /// Builds the server configuration: reads and checks every file, picks
+    /// the versions and suites, and offers ALPN `http/1.1`.
+    pub fn new(s: &TlsSettings) -> Result<Acceptor, String> {
+        let certs = read_certs(&s.cert_file, "cert_file")?;
+        let leaf = certs.first().cloned().ok_or_else(|| {
+            format!(
+                "ssl.cert_file {}: no certificate in the file (expected PEM 'BEGIN CERTIFICATE')",
+                s.cert_file.display()
+            )
+        })?;
+        let key = PrivateKeyDer::from_pem_file(&s.key_file).map_err(|e| {
+            format!(
+                "ssl.key_file {}: no usable private key: {}",
+                s.key_file.display(),
+                pem_error(&e)
+            )
+        })?;
+        let provider = Arc::new(provider(s)?);
+        let versions: &[&rustls::SupportedProtocolVersion] = match s.min_version {
+            MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            MinVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| format!("ssl: {e}"))?;
+        let builder = match (&s.ca_file, s.verify_client) {
+            (Some(ca), true) => {
+                let mut roots = RootCertStore::empty();
+                for c in read_certs(ca, "ca_file")? {
+                    roots.add(c).map_err(|e| {
+                        format!("ssl.ca_file {}: unusable certificate: {e}", ca.display())
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| format!("ssl.ca_file {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            (None, true) => {
+                return Err(
+                    "ssl.verify_client needs ssl.ca_file (the CA that signs client certificates)"
+                        .into(),
+                )
+            }
+            (_, false) => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+            format!(
+                "ssl.key_file {} does not fit ssl.cert_file {}: {e}",
+                s.key_file.display(),
+                s.cert_file.display()
+            )
+        })?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Acceptor {
+            acceptor: Arc::new(config).into(),
+            server_cert: facts::pem(&leaf).into(),
+        })
+    }
+
+    /// Runs the server side of a handshake on `io`.
+    pub fn accept<IO>(&self, io: IO) -> tokio_rustls::Accept<IO>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        self.acceptor.accept(io)
+    }
+
+    /// The facts of a finished handshake (`extensions.tls`).
+    pub fn facts(&self, conn: &rustls::ServerConnection) -> TlsFacts {
+        TlsFacts::of(conn, self.server_cert.clone())
+    }
+}
+
+/// A TLS session cannot be split into owned halves: its two directions share
+/// one rustls state, so the halves share it through a lock.
+impl<S: Split> Split for tokio_rustls::server::TlsStream<S> {
+    type R = tokio::io::ReadHalf<Self>;
+    type W = tokio::io::WriteHalf<Self>;
+    fn halves(self) -> (Self::R, Self::W) {
+        tokio::io::split(self)
+    }
+}
+
+/// The ring provider, its TLS 1.2 suites narrowed to `ciphers` (in that
+/// order). TLS 1.3 suites stay on unless the list names some of them, as in
+/// OpenSSL, where `cipher_list` does not reach TLS 1.3.
+fn provider(s: &TlsSettings) -> Result<CryptoProvider, String> {
+    let mut p = rustls::crypto::ring::default_provider();
+    let Some(names) = &s.ciphers else {
+        return Ok(p);
+    };
+    let all = std::mem::take(&mut p.cipher_suites);
+    let wanted: Vec<u16> = names
+        .iter()
+        .filter_map(|n| SUITE_NAMES.iter().find(|(_, s)| s == n).map(|(id, _)| *id))
+        .collect();
+    let is13 = |s: &SupportedCipherSuite| matches!(s, SupportedCipherSuite::Tls13(_));
+    let named13 = all.iter().any(|s| is13(s) && wanted.contains(&suite_id(s)));
+    p.cipher_suites = all
+        .iter()
+        .filter(|s| is13(s) && !named13)
+        .chain(
+            wanted
+                .iter()
+                .filter_map(|id| all.iter().find(|s| suite_id(s) == *id)),
+        )
+        .copied()
+        .collect();
+    let has12 = p.cipher_suites.iter().any(|s| !is13(s));
+    if s.min_version == MinVersion::Tls12 && !has12 {
+        let supported: Vec<&str> = all
+            .iter()
+            .filter(|s| !is13(s))
+            .filter_map(|s| openssl_name(suite_id(s)))
+            .collect();
+        return Err(format!(
+            "ssl.cipher_list selects no TLS 1.2 cipher suite this server has (it has {}); \
+             widen it, or set ssl.min_version to TLSv1_3",
+            supported.join(":")
+        ));
+    }
+    Ok(p)
+}
+
+fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let fail = |e: &rustls::pki_types::pem::Error| {
+        format!("ssl.{key} {}: {}", path.display(), pem_error(e))
+    };
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(&e))
+}
+
+fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    match e {
+        Error::Io(io) => io.to_string(),
+        Error::NoItemsFound => "no PEM section of the expected kind".into(),
+        other => format!("not valid PEM ({other:?})"),
+    }
+}
