@@ -3,6 +3,7 @@
 //! once, each error naming its file), and the handshake a TLS listener's
 //! connections go through before a protocol is picked.
 
+mod client_auth;
 mod facts;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
+use client_auth::ClientAuth;
 pub use facts::TlsFacts;
 
 use super::stream::Split;
@@ -96,16 +98,18 @@ impl Acceptor {
             .map_err(|e| format!("ssl: {e}"))?;
         let builder = match (&s.ca_file, s.verify_client) {
             (Some(ca), true) => {
+                let cas = read_certs(ca, "ca_file")?;
                 let mut roots = RootCertStore::empty();
-                for c in read_certs(ca, "ca_file")? {
-                    roots.add(c).map_err(|e| {
+                for c in &cas {
+                    roots.add(c.clone()).map_err(|e| {
                         format!("ssl.ca_file {}: unusable certificate: {e}", ca.display())
                     })?;
                 }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                let algs = provider.signature_verification_algorithms;
+                let webpki = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                     .build()
                     .map_err(|e| format!("ssl.ca_file {}: {e}", ca.display()))?;
-                builder.with_client_cert_verifier(verifier)
+                builder.with_client_cert_verifier(Arc::new(ClientAuth::new(webpki, cas, algs)))
             }
             (None, true) => {
                 return Err(
@@ -209,6 +213,9 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
     match e {
         Error::Io(io) => io.to_string(),
         Error::NoItemsFound => "no PEM section of the expected kind".into(),
+        Error::MissingSectionEnd { .. } => "a PEM section has no END line".into(),
+        Error::IllegalSectionStart { .. } => "a malformed PEM BEGIN line".into(),
+        Error::Base64Decode(_) => "a PEM section is not valid base64".into(),
         other => format!("not valid PEM ({other:?})"),
     }
 }
