@@ -219,3 +219,6 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
         other => format!("not valid PEM ({other:?})"),
     }
 }
+
+#[cfg(test)]
+mod tests;
