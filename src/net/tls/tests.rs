@@ -71,7 +71,7 @@ impl Drop for Pki {
     }
 }
 
-fn load(path: &PathBuf) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+fn load(path: &std::path::Path) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
     let certs = read_certs(path, "test").expect("certs");
     let key = PrivateKeyDer::from_pem_file(path.with_extension("key")).expect("key");
     (certs, key)
