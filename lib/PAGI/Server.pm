@@ -706,13 +706,71 @@ An array of listener specs, each C<< { host => ..., port => ... } >> or
 C<< { socket => ..., socket_mode => ... } >>, to serve several addresses at
 once. Cannot be combined with C<host>, C<port>, C<socket> or C<socket_mode>.
 
-=item ssl, disable_tls
+=item ssl
 
-TLS settings (C<cert_file>, C<key_file>, C<ca_file>, C<verify_client>,
-C<min_version>, C<cipher_list>). The files are checked at construction.
-This build has no TLS yet: C<listen> fails with a clear message when C<ssl>
-is set, unless C<disable_tls> is true, which keeps the settings but serves
-plain HTTP.
+Serve HTTPS (and C<wss://>) on every TCP listener; Unix-socket listeners
+stay plaintext. The Rust core runs TLS 1.3 and 1.2 with rustls; handshakes
+run on the core's threads, never on the Perl thread. A hash of:
+
+=over 4
+
+=item cert_file, key_file
+
+The certificate (PEM; the server's certificate first, then any
+intermediates, which are sent to clients) and its private key (PEM: PKCS#8,
+PKCS#1 RSA or SEC1 EC). RSA and ECDSA keys work. Both are required.
+
+=item ca_file, verify_client
+
+With C<verify_client> true, every client must present a certificate that
+chains to a CA certificate in C<ca_file> (PEM, one or more); the handshake
+fails otherwise. X.509 version 1 client certificates, which older OpenSSL
+tools make by default, are accepted as OpenSSL accepts them. Without
+C<verify_client>, no client certificate is asked for.
+
+=item min_version
+
+The lowest TLS version offered, a floor: C<TLSv1_2> (the default; TLS 1.3
+is still used with clients that have it) or C<TLSv1_3>. C<TLSv1> and
+C<TLSv1_1> are accepted with a warning: this server does not speak versions
+below 1.2. Anything else is an error.
+
+=item cipher_list
+
+An OpenSSL cipher string restricting the TLS 1.2 suites, e.g.
+C<ECDHE+AESGCM>. OpenSSL (through L<IO::Socket::SSL>, needed only for this
+setting) expands it; the server keeps, in that order, the suites it has:
+ECDHE with AES-GCM or ChaCha20-Poly1305. As in OpenSSL, it does not
+restrict TLS 1.3. A string OpenSSL cannot read, or one that leaves no TLS
+1.2 suite while C<min_version> allows TLS 1.2, is an error. The default is
+every suite the server has (the reference's default list selects the
+same ones).
+
+=back
+
+Everything is checked when the server is constructed: a missing or
+unreadable file, a file with no certificate or no key, a key that does not
+belong to the certificate, or a bad setting dies with a message naming the
+setting and the file. Unknown keys are warned about and ignored.
+
+Requests over TLS have C<scheme> C<https> (C<wss> for WebSocket) and the
+PAGI TLS extension in C<< $scope->{extensions}{tls} >>: C<server_cert>
+(PEM), C<client_cert_chain> (PEM strings, the client's certificate first;
+empty without one), C<client_cert_name> (its subject as an RFC 4514
+string, or undef), C<client_cert_error> (always undef: a certificate that
+fails verification ends the handshake), C<tls_version> (e.g. C<0x0304>)
+and C<cipher_suite> (the IANA number, e.g. C<0x1301>).
+
+A handshake must finish within C<timeout> seconds (60 when C<timeout> is
+0); a failed or timed-out handshake is logged at C<debug> level and closes
+the connection. While it runs, a connection counts toward
+C<max_connections> and may be closed to admit others, like one that is
+slow to send its request head. Over capacity, the 503 answer is sent over
+TLS. ALPN offers C<http/1.1>.
+
+=item disable_tls
+
+Keep the C<ssl> settings but serve plain HTTP (the files are not read).
 
 =item extensions
 
@@ -1043,7 +1101,8 @@ refused.
 
 =head2 has_tls, has_http2
 
-Class methods: whether this build can serve TLS and HTTP/2 (both 0 for now).
+Class methods: whether this build can serve TLS (1) and HTTP/2 (0 for
+now).
 
 =head1 SIGNALS
 
