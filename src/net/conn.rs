@@ -93,9 +93,11 @@ async fn serve<S: Split>(core: &Arc<ServerCore>, stream: S, peer: Peer, admitted
 
 /// The server side of a TLS handshake, bounded by `timeout` (or
 /// `HANDSHAKE_LIMIT`), and by `REFUSAL_LIMIT` for a connection that only
-/// gets a refusal. While it runs the connection can be evicted at capacity
-/// like one trickling its request head. A failure is logged at debug level
-/// only (it is the client's business) and closes the connection.
+/// gets a refusal. While it runs an admitted connection can be evicted at
+/// capacity like one trickling its request head (a refused one is not
+/// counted, so evicting it would admit one too many). A failure is logged
+/// at debug level only (it is the client's business) and closes the
+/// connection.
 async fn handshake<S: Split>(
     core: &ServerCore,
     acceptor: &Acceptor,
@@ -108,11 +110,21 @@ async fn handshake<S: Split>(
     } else {
         REFUSAL_LIMIT
     };
-    let mut wait = core.head_waiters.enter(tokio::time::Instant::now());
-    wait.partial();
+    let mut wait = admitted.then(|| core.head_waiters.enter(tokio::time::Instant::now()));
+    if let Some(w) = wait.as_mut() {
+        w.partial();
+    }
+    let evicted = async {
+        match wait.as_mut() {
+            Some(w) => {
+                let _ = (&mut w.evicted).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     let done = tokio::select! {
         r = tokio::time::timeout(limit, acceptor.accept(sock)) => r,
-        _ = &mut wait.evicted => return None,
+        () = evicted => return None,
     };
     drop(wait);
     match done {
