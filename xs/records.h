@@ -1,0 +1,168 @@
+/* Reading the Rust core's bridge records (layout: src/bridge/queue.rs and
+ * src/bridge/request.rs) and building PAGI scopes from REQUEST records.
+ * Included once, by Server.xs, after the Perl headers. */
+#ifndef PAGI_RECORDS_H
+#define PAGI_RECORDS_H
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} reader;
+
+static int rd_u8(reader *r, uint8_t *v) {
+    if (r->end - r->p < 1) return 0;
+    *v = *r->p++;
+    return 1;
+}
+static int rd_u16(reader *r, uint16_t *v) {
+    if (r->end - r->p < 2) return 0;
+    memcpy(v, r->p, 2); r->p += 2;
+    return 1;
+}
+static int rd_u64(reader *r, uint64_t *v) {
+    if (r->end - r->p < 8) return 0;
+    memcpy(v, r->p, 8); r->p += 8;
+    return 1;
+}
+/* A u64 length, then that many bytes (src/bridge/queue.rs). */
+static int rd_bytes(reader *r, const char **s, STRLEN *len) {
+    uint64_t n;
+    if (!rd_u64(r, &n) || n > (uint64_t)(r->end - r->p)) return 0;
+    *s = (const char *)r->p; *len = (STRLEN)n; r->p += n;
+    return 1;
+}
+/* A u64 count of items that each take at least `min` more bytes: a count
+ * the rest of the record cannot hold is a short record. */
+static int rd_count(reader *r, uint64_t *n, size_t min) {
+    return rd_u64(r, n) && *n <= (uint64_t)(r->end - r->p) / min;
+}
+static SV *rd_sv(pTHX_ reader *r) {
+    const char *s; STRLEN n;
+    if (!rd_bytes(r, &s, &n)) return NULL;
+    return newSVpvn(s, n);
+}
+
+static SV *pair_av(pTHX_ SV *a, SV *b) {
+    AV *av = newAV();
+    av_extend(av, 1);
+    av_push(av, a);
+    av_push(av, b);
+    return newRV_noinc((SV *)av);
+}
+
+/* The TLS facts that end a REQUEST record over TLS, as the spec's
+ * extensions.tls hash; NULL if the record is short. */
+static HV *build_tls(pTHX_ reader *r) {
+    uint16_t version, cipher; uint8_t has_name; uint64_t n, i;
+    SV *cert = NULL, *name = NULL; AV *chain; HV *tls;
+    if (!rd_u16(r, &version) || !rd_u16(r, &cipher) || !(cert = rd_sv(aTHX_ r))
+        || !rd_u8(r, &has_name) || !(name = rd_sv(aTHX_ r)) || !rd_count(r, &n, 8)) {
+        SvREFCNT_dec(cert); SvREFCNT_dec(name);
+        return NULL;
+    }
+    chain = newAV();
+    for (i = 0; i < n; i++) {
+        SV *c = rd_sv(aTHX_ r);
+        if (!c) {
+            SvREFCNT_dec(cert); SvREFCNT_dec(name); SvREFCNT_dec((SV *)chain);
+            return NULL;
+        }
+        av_push(chain, c);
+    }
+    if (has_name && !is_ascii_string((U8 *)SvPVX(name), SvCUR(name))) SvUTF8_on(name);
+    tls = newHV();
+    hv_stores(tls, "server_cert", cert);
+    hv_stores(tls, "client_cert_chain", newRV_noinc((SV *)chain));
+    if (has_name) {
+        hv_stores(tls, "client_cert_name", name);
+    } else {
+        SvREFCNT_dec(name);
+        hv_stores(tls, "client_cert_name", newSV(0));
+    }
+    /* A client certificate that fails verification ends the handshake, so
+     * a connection that got this far has no verification error. */
+    hv_stores(tls, "client_cert_error", newSV(0));
+    hv_stores(tls, "tls_version", version ? newSVuv(version) : newSV(0));
+    hv_stores(tls, "cipher_suite", cipher ? newSVuv(cipher) : newSV(0));
+    return tls;
+}
+
+/* Builds the HTTP scope of a REQUEST record; NULL if the record is short
+ * (every SV made for it so far is freed). */
+static SV *build_scope(pTHX_ reader *r, int *req_flags) {
+    uint8_t ver, flags; uint16_t cport, sport; uint64_t nh, i;
+    SV *scheme = NULL, *method = NULL, *path = NULL, *raw_path = NULL, *query = NULL,
+       *chost = NULL, *shost = NULL;
+    HV *scope, *pagi, *tls = NULL; AV *headers = NULL;
+    if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
+    if (!(scheme = rd_sv(aTHX_ r)) || !(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r))
+        || !(raw_path = rd_sv(aTHX_ r)) || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r))
+        || !rd_u16(r, &cport) || !(shost = rd_sv(aTHX_ r)) || !rd_u16(r, &sport)
+        || !rd_count(r, &nh, 16))  /* a header: two u64 lengths at least */
+        goto short_record;
+
+    if ((flags & PAGI_F_PATH_UTF8) && !is_ascii_string((U8 *)SvPVX(path), SvCUR(path)))
+        SvUTF8_on(path);
+
+    headers = newAV();
+    if (nh) av_extend(headers, (SSize_t)(nh - 1));
+    for (i = 0; i < nh; i++) {
+        SV *n = rd_sv(aTHX_ r), *v = n ? rd_sv(aTHX_ r) : NULL;
+        if (!v) {
+            SvREFCNT_dec(n);
+            goto short_record;
+        }
+        av_push(headers, pair_av(aTHX_ n, v));
+    }
+    if ((flags & PAGI_F_TLS) && !(tls = build_tls(aTHX_ r)))
+        goto short_record;
+
+    pagi = newHV();
+    hv_stores(pagi, "version", newSVpvs("0.3"));
+    hv_stores(pagi, "spec_version", newSVpvs("0.3"));
+
+    scope = newHV();
+    hv_stores(scope, "pagi", newRV_noinc((SV *)pagi));
+    hv_stores(scope, "http_version",
+              ver == 10 ? newSVpvs("1.0") : ver == 20 ? newSVpvs("2") : newSVpvs("1.1"));
+    /* The core spells the scheme as the scope has it (ws/wss for a
+     * WebSocket). */
+    hv_stores(scope, "scheme", scheme);
+    if (flags & PAGI_F_WEBSOCKET) {
+        /* A WebSocket scope has no method. */
+        hv_stores(scope, "type", newSVpvs("websocket"));
+        SvREFCNT_dec(method);
+    } else {
+        hv_stores(scope, "type", (flags & PAGI_F_SSE) ? newSVpvs("sse") : newSVpvs("http"));
+        hv_stores(scope, "method", method);
+    }
+    hv_stores(scope, "path", path);
+    hv_stores(scope, "raw_path", raw_path);
+    hv_stores(scope, "query_string", query);
+    hv_stores(scope, "root_path", newSVpvs(""));
+    hv_stores(scope, "headers", newRV_noinc((SV *)headers));
+    if (flags & PAGI_F_UNIX) {
+        SvREFCNT_dec(chost);
+        hv_stores(scope, "server", pair_av(aTHX_ shost, newSV(0)));
+    } else {
+        hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
+        hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
+    }
+    if (tls) {
+        /* The connection's own extension; PAGI::Server::Request adds the
+         * server's extensions to this hash. */
+        HV *ext = newHV();
+        hv_stores(ext, "tls", newRV_noinc((SV *)tls));
+        hv_stores(scope, "extensions", newRV_noinc((SV *)ext));
+    }
+    *req_flags = flags;
+    return newRV_noinc((SV *)scope);
+
+short_record:
+    SvREFCNT_dec(scheme); SvREFCNT_dec(method); SvREFCNT_dec(path); SvREFCNT_dec(raw_path);
+    SvREFCNT_dec(query); SvREFCNT_dec(chost); SvREFCNT_dec(shost);
+    SvREFCNT_dec((SV *)headers);
+    return NULL;
+}
+
+#endif
