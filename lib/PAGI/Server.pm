@@ -766,7 +766,8 @@ A handshake must finish within C<timeout> seconds (60 when C<timeout> is
 the connection. While it runs, a connection counts toward
 C<max_connections> and may be closed to admit others, like one that is
 slow to send its request head. Over capacity, the 503 answer is sent over
-TLS. ALPN offers C<http/1.1>.
+TLS. A plain HTTP request sent to a TLS listener is answered with a
+plaintext 400 saying so, as nginx does. ALPN offers C<http/1.1>.
 
 =item disable_tls
 

@@ -12,7 +12,7 @@ use super::stream::Split;
 use super::tls::Acceptor;
 use crate::abi::level;
 use crate::proto::h1::conn::{self, CatchUnwind};
-use crate::proto::h1::encode::AT_CAPACITY;
+use crate::proto::h1::encode::{AT_CAPACITY, PLAIN_TO_TLS};
 use crate::server::ServerCore;
 use tokio_rustls::server::TlsStream;
 
@@ -77,7 +77,7 @@ pub fn accept<S: Split>(core: &Arc<ServerCore>, sock: S, peer: Peer, transport: 
 /// Runs the protocol on an admitted connection, or refuses it.
 async fn serve<S: Split>(core: &Arc<ServerCore>, stream: S, peer: Peer, admitted: bool) {
     if !admitted {
-        refuse(stream).await;
+        refuse(stream, AT_CAPACITY).await;
         return;
     }
     let run = match pick_protocol() {
@@ -122,17 +122,39 @@ async fn handshake<S: Split>(
             None => std::future::pending().await,
         }
     };
+    let attempt = async {
+        // A ClientHello starts with 22; a request line with a capital.
+        if sock
+            .peek_first()
+            .await
+            .is_some_and(|b| b.is_ascii_uppercase())
+        {
+            return Err(sock);
+        }
+        Ok(acceptor.accept(sock).await)
+    };
     let done = tokio::select! {
-        r = tokio::time::timeout(limit, acceptor.accept(sock)) => r,
+        r = tokio::time::timeout(limit, attempt) => r,
         () = evicted => return None,
     };
     drop(wait);
     match done {
-        Ok(Ok(tls)) => {
+        Ok(Err(plain)) => {
+            core.bridge.log(
+                level::DEBUG,
+                &format!(
+                    "Plain HTTP on a TLS listener (client {}): answered 400",
+                    peer.log_host()
+                ),
+            );
+            refuse(plain, PLAIN_TO_TLS).await;
+            None
+        }
+        Ok(Ok(Ok(tls))) => {
             let facts = acceptor.facts(tls.get_ref().1);
             Some((tls, peer.over_tls(facts)))
         }
-        Ok(Err(e)) => {
+        Ok(Ok(Err(e))) => {
             core.bridge.log(
                 level::DEBUG,
                 &format!("SSL handshake failed: {e} (client {})", peer.log_host()),
@@ -156,12 +178,13 @@ async fn handshake<S: Split>(
 /// How long a refused connection may take to be told so.
 const REFUSAL_LIMIT: Duration = Duration::from_secs(5);
 
-/// Answers a connection over `max_connections` with a 503 and closes it,
-/// through the same stream a protocol would have been given (so over TLS
-/// on a TLS listener, never in plaintext).
-async fn refuse<S: Split>(mut stream: S) {
+/// Writes a canned answer and closes the connection: the 503 over
+/// `max_connections`, through the same stream a protocol would have been
+/// given (so over TLS on a TLS listener, never in plaintext), or the 400
+/// to plain HTTP on a TLS listener.
+async fn refuse<S: Split>(mut stream: S, answer: &[u8]) {
     let write = async {
-        let _ = stream.write_all(AT_CAPACITY).await;
+        let _ = stream.write_all(answer).await;
         let _ = stream.shutdown().await;
     };
     let _ = tokio::time::timeout(REFUSAL_LIMIT, write).await;
@@ -220,7 +243,7 @@ mod tests {
             .expect("runtime");
         rt.block_on(async {
             let (server, mut client) = tokio::io::duplex(4096);
-            refuse(server).await;
+            refuse(server, AT_CAPACITY).await;
             let mut got = Vec::new();
             client.read_to_end(&mut got).await.expect("read");
             assert_eq!(got, AT_CAPACITY);

@@ -15,6 +15,13 @@ pub trait Split: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type W: AsyncWrite + Unpin + Send + 'static;
     /// Splits the stream.
     fn halves(self) -> (Self::R, Self::W);
+
+    /// The first byte the peer sent, left unread; None when the stream
+    /// cannot tell or closed first. A TLS listener tells plain HTTP from a
+    /// ClientHello by it.
+    fn peek_first(&self) -> impl std::future::Future<Output = Option<u8>> + Send + '_ {
+        std::future::ready(None)
+    }
 }
 
 impl Split for TcpStream {
@@ -22,6 +29,13 @@ impl Split for TcpStream {
     type W = tokio::net::tcp::OwnedWriteHalf;
     fn halves(self) -> (Self::R, Self::W) {
         self.into_split()
+    }
+    async fn peek_first(&self) -> Option<u8> {
+        let mut b = [0u8; 1];
+        match self.peek(&mut b).await {
+            Ok(1) => Some(b[0]),
+            _ => None,
+        }
     }
 }
 

@@ -209,11 +209,29 @@ pub fn error_response(status: u16, message: &str, server_header: &str) -> Vec<u8
 }
 
 /// Sent, then closed, when `max_connections` is reached.
+/// The answer to plain HTTP sent to a TLS listener (nginx answers the same
+/// way): the client learns it has the wrong scheme instead of seeing the
+/// connection drop.
+pub const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 56\r\nConnection: close\r\n\r\n400 Bad Request - plain HTTP was sent to an HTTPS port\r\n";
+
 pub const AT_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 46\r\nConnection: close\r\nRetry-After: 5\r\n\r\n503 Service Unavailable - Server at capacity\r\n";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canned_answers_announce_their_length() {
+        for answer in [AT_CAPACITY, PLAIN_TO_TLS] {
+            let text = std::str::from_utf8(answer).expect("ASCII");
+            let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .expect("Content-Length");
+            assert_eq!(len.parse::<usize>().ok(), Some(body.len()), "{head}");
+        }
+    }
 
     fn head(status: u16, h: &[(&str, &str)]) -> Head {
         Head {
