@@ -207,6 +207,7 @@ sub _normalise_listeners {
 
 sub configure {
     my ($self, %params) = @_;
+    my $tls_changed;
     for my $k (keys %params) {
         my $o = PAGI::Server::Options::get($k) or next;    # IO::Async::Notifier's
         my $when = $o->{reconfigure} or next;    # construction only: refused below
@@ -217,7 +218,9 @@ sub configure {
         $self->{_access_log_formatter} = $self->_compile_access_log_format($v)
             if $k eq 'access_log_format';
         $self->{$k} = $v;
+        $tls_changed ||= $k eq 'ssl';
     }
+    $self->_check_tls if $tls_changed;
     $self->SUPER::configure(%params);
 }
 
