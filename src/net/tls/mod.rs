@@ -81,6 +81,12 @@ impl Acceptor {
                 s.cert_file.display()
             )
         })?;
+        if x509_parser::parse_x509_certificate(leaf.as_ref()).is_err() {
+            return Err(format!(
+                "ssl.cert_file {}: the first certificate is not valid X.509",
+                s.cert_file.display()
+            ));
+        }
         let key = PrivateKeyDer::from_pem_file(&s.key_file).map_err(|e| {
             format!(
                 "ssl.key_file {}: no usable private key: {}",
@@ -89,6 +95,21 @@ impl Acceptor {
             )
         })?;
         let provider = Arc::new(provider(s)?);
+        let signer = provider
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| format!("ssl.key_file {}: unusable key: {e}", s.key_file.display()))?;
+        let sig = signer.algorithm();
+        let tls12_for_key = provider.cipher_suites.iter().any(|c| {
+            matches!(c, SupportedCipherSuite::Tls12(_)) && c.usable_for_signature_algorithm(sig)
+        });
+        if s.min_version == MinVersion::Tls12 && !tls12_for_key {
+            return Err(format!(
+                "ssl.cipher_list leaves no TLS 1.2 cipher suite for the {sig:?} key of \
+                 ssl.key_file {}; widen it, or set ssl.min_version to TLSv1_3",
+                s.key_file.display()
+            ));
+        }
         let versions: &[&rustls::SupportedProtocolVersion] = match s.min_version {
             MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             MinVersion::Tls13 => &[&rustls::version::TLS13],

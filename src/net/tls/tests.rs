@@ -206,6 +206,13 @@ fn cipher_list_narrows_tls12_and_min_version_is_a_floor() {
     .expect("tls 1.2");
     assert_eq!(f.cipher, 0xcca9);
 
+    // The key is ECDSA: RSA-only suites leave TLS 1.2 clients nothing.
+    s.ciphers = Some(vec!["ECDHE-RSA-AES128-GCM-SHA256".into()]);
+    let e = Acceptor::new(&s)
+        .err()
+        .expect("no TLS 1.2 suite for the key");
+    assert!(e.contains("ssl.cipher_list") && e.contains("ECDSA"), "{e}");
+
     s.ciphers = Some(vec!["DHE-RSA-AES128-GCM-SHA256".into()]);
     let e = Acceptor::new(&s).err().expect("no TLS 1.2 suite left");
     assert!(e.contains("ssl.cipher_list"), "{e}");
@@ -303,6 +310,20 @@ fn bad_files_are_named() {
     let e = Acceptor::new(&s).err().expect("no certificate");
     assert!(
         e.contains("junk.pem") && e.contains("no certificate"),
+        "{e}"
+    );
+
+    let fake = pki.dir.join("fake.pem");
+    std::fs::write(
+        &fake,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    let mut s = good.clone();
+    s.cert_file = fake;
+    let e = Acceptor::new(&s).err().expect("not X.509");
+    assert!(
+        e.contains("fake.pem") && e.contains("not valid X.509"),
         "{e}"
     );
 
