@@ -6,12 +6,15 @@ use warnings;
 # banner to see that configure() really changed the logging settings.
 
 use Test2::V0;
+use FindBin;
+use lib "$FindBin::Bin/lib";
 use File::Temp qw(tempdir);
 use File::Spec;
 use IO::Async::Loop;
 use Time::HiRes ();
 
 use PAGI::Server;
+use TestCerts;
 
 my $app = sub { Future->done };
 
@@ -139,13 +142,25 @@ subtest 'every documented option is accepted' => sub {
         is($multi->socket_path, "$sock_dir/m.sock", 'socket_path finds the unix listener');
     }
 
-    my $with_ssl = eval {
-        PAGI::Server->new(app => $app, port => 0, quiet => 1, access_log => undef,
-            ssl => { cert_file => $cert, key_file => $key });
-    };
-    ok($with_ssl, 'ssl with existing readable files is accepted at construction') or diag($@);
-    is($with_ssl->listeners->[0]{ssl}{cert_file}, $cert, 'the tcp listener carries the ssl config')
-        if $with_ssl;
+    SKIP: {
+        # The files are parsed at construction: they must be a real
+        # certificate and its key (made here with openssl).
+        my $why = TestCerts::skip_reason();
+        skip $why, 3 if $why;
+        my $real = TestCerts::make($dir, 'rsa');
+        my $with_ssl = eval {
+            PAGI::Server->new(app => $app, port => 0, quiet => 1, access_log => undef,
+                ssl => { cert_file => $real->{rsa_cert}, key_file => $real->{rsa_key} });
+        };
+        ok($with_ssl, 'ssl with a readable certificate and key is accepted at construction') or diag($@);
+        is($with_ssl && $with_ssl->listeners->[0]{ssl}{cert_file}, $real->{rsa_cert},
+            'the tcp listener carries the ssl config');
+        like(error_of {
+                PAGI::Server->new(app => $app, port => 0, quiet => 1, access_log => undef,
+                    ssl => { cert_file => $cert, key_file => $key });
+            }, qr/^PAGI::Server: ssl\.cert_file \Q$cert\E: /,
+            'existing files that hold no certificate are refused at construction, naming the file');
+    }
 
     my $mode_only = eval {
         PAGI::Server->new(app => $app, port => 0, socket_mode => 0600, quiet => 1, access_log => undef);

@@ -12,7 +12,8 @@ use lib "$Bin/lib";
 
 use PAGI::Server;
 use PAGI::Server::Options;
-use ProcTest qw(spawn_cli reap slurp);
+use ProcTest qw(spawn_cli reap slurp tmpdir);
+use TestCerts;
 
 my $app = sub { Future->done };
 my %base = (app => $app, port => 0, quiet => 1, access_log => undef);
@@ -53,13 +54,29 @@ subtest 'the core refuses an unknown key, naming it and the keys it knows' => su
 };
 
 subtest 'Perl sends exactly the keys the core knows' => sub {
+    # ssl with every setting that has a core line (tls_*); its files are
+    # read at construction, so they are a real CA, certificate and key.
+    my $why = TestCerts::skip_reason();
+    skip_all($why) if $why;
+    my $certs = TestCerts::make(tmpdir(), 'rsa');
     my $n = 0;
     my %every = map { $_->{name} => other_value($_, $n++) }
         grep { !$_->{own_init} && !$_->{cli_only} && $_->{name} ne 'http2' } @table;
-    delete $every{ssl};    # checked for files; no core line either way
+    $every{ssl} = { cert_file => $certs->{rsa_cert}, key_file => $certs->{rsa_key},
+                    ca_file => $certs->{ca_cert}, verify_client => 1,
+                    min_version => 'TLSv1_3', cipher_list => 'ECDHE+AESGCM' };
+    $every{disable_tls} = 0;    # other_value would turn TLS off
     my $s = PAGI::Server->new(%base, %every, _test_panic_path => '/boom');
     my $cfg = $s->_native_config;
     is(keys_of($cfg), $known, 'the keys sent are the keys the core knows') or diag $cfg;
+    like($cfg, qr/^tls_verify_client=1$/m, 'verify_client reaches the core');
+    like($cfg, qr/^tls_min_version=1\.3$/m, 'min_version reaches the core as 1.3');
+    my ($ciphers) = $cfg =~ /^tls_ciphers=(.*)$/m;
+    my @tls12 = grep { !/^TLS_/ } split /:/, $ciphers // '';    # OpenSSL lists TLS 1.3 suites too
+    ok(@tls12 && !grep({ !/^ECDHE-(?:RSA|ECDSA)-AES(?:128|256)-GCM-SHA(?:256|384)$/ } @tls12),
+        'cipher_list reaches the core expanded into OpenSSL names (ECDHE AES-GCM only)')
+        or diag($ciphers);
+    like($cfg, qr/^listen=tls\+tcp:/m, 'the TCP listener is a TLS one');
 
     my $h;
     is(error_of { $h = PAGI::Server::Native::new($cfg) }, '', 'the core takes every line');

@@ -195,12 +195,13 @@ sub workers_busy {
 # Remembers pids to kill at the end.
 sub watch { $SEEN{$_} = 1 for @_; return @_ }
 
-# The port from a server's "listening on http://HOST:PORT/" banner.
+# The port from a server's "listening on http://HOST:PORT/" banner
+# (https:// for a TLS server).
 sub listening_port {
     my ($errfile, $secs) = @_;
     my $port;
     wait_until($secs // 10, sub {
-        ($port) = slurp($errfile) =~ m{listening on http://[^ ]*:([0-9]+)/};
+        ($port) = slurp($errfile) =~ m{listening on https?://[^ ]*:([0-9]+)/};
         defined $port;
     });
     return $port;
