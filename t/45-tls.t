@@ -32,7 +32,7 @@ $SIG{ALRM} = sub { die "45-tls.t: overall time limit reached\n" };
 alarm 60;
 
 my $dir   = tempdir(CLEANUP => 1);
-my $certs = TestCerts::make($dir, qw(rsa ecdsa chain client stranger));
+my $certs = TestCerts::make($dir, qw(rsa ecdsa chain client stranger client_v1 stranger_v1));
 my %trust = (SSL_ca_file => $certs->{ca_cert});
 my @TLS_KEYS = sort qw(server_cert client_cert_chain client_cert_name client_cert_error tls_version cipher_suite);
 
@@ -253,6 +253,21 @@ subtest 'verify_client' => sub {
     my $c = curl_get($port, '--cert', $certs->{client_cert}, '--key', $certs->{client_key});
     is($c->{status}, 0, 'curl with the client certificate succeeds') or diag($c->{err});
     like($c->{body}, qr/"client_cert_name":"CN=Test Client,O=PAGI Test,C=US"/, '... and the app sees its name');
+
+    # Version 1 certificates have no extensions; OpenSSL takes them as client
+    # certificates, and so does this server (rustls alone would not).
+    for my $cap (undef, 'TLSv1_2') {
+        my $name = 'an X.509 v1 client certificate' . ($cap ? ' (TLS 1.2)' : ' (TLS 1.3)');
+        my $r = tls_get($port, '/', %trust, $cap ? (SSL_version => $cap) : (),
+            SSL_cert_file => $certs->{client_v1_cert}, SSL_key_file => $certs->{client_v1_key});
+        is($r->{response} && $r->{response}{status}, 200, "$name signed by the CA: 200")
+            or diag($r->{error} // $r->{raw});
+        is($r->{facts} && $r->{facts}{tls}{client_cert_name}, 'CN=Version One,O=PAGI Test,C=US',
+            "$name: its name");
+        $r = tls_get($port, '/', %trust, $cap ? (SSL_version => $cap) : (),
+            SSL_cert_file => $certs->{stranger_v1_cert}, SSL_key_file => $certs->{stranger_v1_key});
+        ok(!$r->{response}, "$name from another CA: no HTTP response") or diag($r->{raw});
+    }
     stopped_ok($srv, 'verify_client');
 };
 

@@ -115,6 +115,15 @@ subtest 'settings' => sub {
     my ($err, $w) = build(%rsa, verify_depth => 3);
     is($err, '', 'an unknown ssl key is not fatal');
     like($w, [qr/ssl: unknown key 'verify_depth' ignored/], '... but warned about, by name');
+
+    my (undef, undef, $s) = build(%rsa);
+    ok(!eval { $s->configure(ssl => { %rsa, min_version => 'bogus' }); 1 },
+        'configure(ssl => ...) checks the new settings');
+    like($@, qr/ssl\.min_version 'bogus'/, '... with the same message');
+    ok(!eval { $s->configure(ssl => { %rsa, key_file => "$dir/nowhere.key" }); 1 },
+        'configure(ssl => ...) reads the new files');
+    like($@, qr{nowhere\.key}, '... naming the file');
+    ok(eval { $s->configure(ssl => { %rsa }); 1 }, 'good settings are taken') or diag $@;
 };
 
 subtest 'cipher_list' => sub {

@@ -38,6 +38,9 @@ my %NEEDS = (
     chain    => ['inter'],
     client   => ['ca'],
     stranger => ['other_ca'],
+    # X.509 version 1 (no extensions), as `openssl x509 -req` makes them.
+    client_v1   => ['ca'],
+    stranger_v1 => ['other_ca'],
 );
 
 my $CONFIG = <<'CNF';
@@ -143,6 +146,8 @@ sub make {
             chain    => [ 'ec',  'inter',    '/O=PAGI Test/CN=localhost',            'server_ext' ],
             client   => [ 'ec',  'ca',       $CLIENT_SUBJECT,                        'client_ext' ],
             stranger => [ 'ec',  'other_ca', '/C=US/O=Elsewhere/CN=Test Client',     'client_ext' ],
+            client_v1   => [ 'rsa', 'ca',       '/C=US/O=PAGI Test/CN=Version One',  undef ],
+            stranger_v1 => [ 'rsa', 'other_ca', '/C=US/O=Elsewhere/CN=Version One',  undef ],
         );
         my ($type, $issuer, $subject, $ext) = @{ $how{$name} };
         my $tmp = "$cert.tmp";
@@ -160,8 +165,8 @@ sub make {
                 '-out', $csr);
             _openssl($dir, 'x509', '-req', '-in', $csr,
                 '-CA', $path->("$issuer.crt"), '-CAkey', $path->("$issuer.key"),
-                '-set_serial', $serial++, '-days', 30, '-extfile', $cnf, '-extensions', $ext,
-                '-out', $tmp);
+                '-set_serial', $serial++, '-days', 30,
+                ($ext ? ('-extfile', $cnf, '-extensions', $ext) : ()), '-out', $tmp);
         }
         if ($name eq 'chain') {
             rename $tmp, $paths{chain_leaf} or die "rename: $!";

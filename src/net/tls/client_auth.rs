@@ -190,3 +190,34 @@ fn is_pkcs1(s: SignatureScheme) -> bool {
             | SignatureScheme::RSA_PKCS1_SHA512
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{date_time_ymd, CertificateParams, KeyPair};
+
+    #[test]
+    fn validity_is_checked_at_the_handshake_time() {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(Vec::new()).expect("params");
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(2021, 1, 1);
+        let cert = p.self_signed(&key).expect("cert");
+        let parsed = parse(cert.der()).expect("parses");
+        // Mid-year of year `y` (leap days cannot move it across a boundary).
+        let at = |y: i64| {
+            ASN1Time::from_timestamp((y - 1970) * 365 * 86_400 + 180 * 86_400).expect("time")
+        };
+        assert!(valid_at(&parsed, at(2020)).is_ok());
+        assert!(matches!(
+            valid_at(&parsed, at(2019)),
+            Err(Error::InvalidCertificate(CertificateError::NotValidYet))
+        ));
+        assert!(matches!(
+            valid_at(&parsed, at(2022)),
+            Err(Error::InvalidCertificate(CertificateError::Expired))
+        ));
+        // rcgen makes v3 certificates: they go to the WebPKI verifier.
+        assert!(v1(cert.der()).is_none());
+    }
+}
