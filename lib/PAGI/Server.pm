@@ -292,7 +292,7 @@ sub _native_config {
     my @lines = ("server_header=PAGI::Server/$VERSION", PAGI::Server::Options::core_lines($self));
     # TLS applies to every TCP listener (`tls+`); Unix sockets stay plaintext.
     my $tls = $self->_tls ? 'tls+' : '';
-    push @lines, PAGI::Server::TLS::core_lines($self->{ssl}, $self) if $tls;
+    push @lines, PAGI::Server::TLS::core_lines($self->{ssl}) if $tls;
     push @lines, map { 'listen=' . ($_->{tcp} ? $tls : '') . "fd:$_->{fd}" }
         @{ $self->{_inherited} || [] };
     for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {

@@ -56,19 +56,19 @@ sub check {
 }
 
 sub core_lines {
-    my ($ssl, $server) = @_;
+    my ($ssl) = @_;
     my @lines = ("tls_cert_file=$ssl->{cert_file}", "tls_key_file=$ssl->{key_file}");
     push @lines, "tls_ca_file=$ssl->{ca_file}" if defined $ssl->{ca_file};
     push @lines, 'tls_verify_client=' . ($ssl->{verify_client} ? 1 : 0);
     push @lines, 'tls_min_version=' . ($FLOOR{ $ssl->{min_version} // 'TLSv1_2' } // '1.2');
     if (defined $ssl->{cipher_list}) {
-        push @lines, 'tls_ciphers=' . join(':', expand_cipher_list($ssl, $server));
+        push @lines, 'tls_ciphers=' . join(':', expand_cipher_list($ssl->{cipher_list}));
     }
     return @lines;
 }
 
 sub openssl_params {
-    my ($ssl, $alpn) = @_;
+    my ($ssl) = @_;
     my %p = (SSL_server => 1);
     $p{SSL_cert_file} = $ssl->{cert_file} if $ssl->{cert_file};
     $p{SSL_key_file}  = $ssl->{key_file}  if $ssl->{key_file};
@@ -94,7 +94,6 @@ sub openssl_params {
     else {
         $p{SSL_verify_mode} = 0x00;
     }
-    $p{SSL_alpn_protocols} = $alpn if $alpn;
     return \%p;
 }
 
@@ -107,14 +106,10 @@ sub openssl_context {
 }
 
 sub expand_cipher_list {
-    my ($ssl, $server) = @_;
-    my $list = $ssl->{cipher_list};
-    my $ctx  = $server && $server->{_ssl_ctx};
-    my $err;
-    unless ($ctx) {
-        ($ctx, $err) = openssl_context({ SSL_server => 0, SSL_verify_mode => 0,
-                                         SSL_cipher_list => $list });
-    }
+    my ($list) = @_;
+    # A context of its own, without files: only the cipher string matters.
+    my ($ctx, $err) = openssl_context({ SSL_server => 0, SSL_verify_mode => 0,
+                                        SSL_cipher_list => $list });
     die "ssl.cipher_list '$list' cannot be read: $err\n" unless $ctx;
     require Net::SSLeay;
     my $s = Net::SSLeay::new($ctx->{context})
@@ -137,7 +132,7 @@ PAGI::Server::TLS - the ssl option of PAGI::Server, checked and translated
 =head1 SYNOPSIS
 
     PAGI::Server::TLS::check($ssl);                  # dies naming the key
-    my @lines  = PAGI::Server::TLS::core_lines($ssl, $server);
+    my @lines  = PAGI::Server::TLS::core_lines($ssl);
     my $params = PAGI::Server::TLS::openssl_params($ssl);
 
 =head1 DESCRIPTION
@@ -167,12 +162,12 @@ or unreadable file, C<verify_client> without C<ca_file>, an unknown
 C<min_version>. Warns about unknown keys and about a C<min_version> below
 TLS 1.2.
 
-=item core_lines($ssl, $server)
+=item core_lines($ssl)
 
 The C<tls_*> configuration lines for the core. A C<cipher_list> is
-expanded by OpenSSL here (with C<< $server->{_ssl_ctx} >> when it exists).
+expanded by OpenSSL here.
 
-=item openssl_params($ssl, \@alpn)
+=item openssl_params($ssl)
 
 The settings as IO::Socket::SSL server parameters (C<SSL_cert_file>,
 C<SSL_version> as a floor, C<SSL_cipher_list>, C<SSL_verify_mode>, ...).
@@ -182,7 +177,7 @@ C<SSL_version> as a floor, C<SSL_cipher_list>, C<SSL_verify_mode>, ...).
 An C<IO::Socket::SSL::SSL_Context> made from such parameters, or C<undef>
 and the reason.
 
-=item expand_cipher_list($ssl, $server)
+=item expand_cipher_list($cipher_list)
 
 The OpenSSL names of the ciphers C<cipher_list> selects, most preferred
 first; dies naming C<ssl.cipher_list> when OpenSSL matches none.
