@@ -5,6 +5,11 @@
 # serves until TERM.
 #
 #   perl bench/serve.pl [APP]
+#   PAGI_BENCH_CERT=cert.pem PAGI_BENCH_KEY=key.pem perl bench/serve.pl [APP]
+#
+# With PAGI_BENCH_CERT and PAGI_BENCH_KEY set (PEM files) the server is given
+# ssl => { cert_file, key_file } and serves HTTPS; both servers take the same
+# option.
 #
 # APP is one of:
 #   hello   (default) 13-byte "Hello, World!" with content-length
@@ -70,6 +75,13 @@ my %apps = (
 my $app = $apps{$name}
     or die "usage: $0 [" . join('|', sort keys %apps) . "]\n";
 
+my %tls;
+if ($ENV{PAGI_BENCH_CERT} || $ENV{PAGI_BENCH_KEY}) {
+    die "PAGI_BENCH_CERT and PAGI_BENCH_KEY go together\n"
+        unless $ENV{PAGI_BENCH_CERT} && $ENV{PAGI_BENCH_KEY};
+    %tls = (ssl => { cert_file => $ENV{PAGI_BENCH_CERT}, key_file => $ENV{PAGI_BENCH_KEY} });
+}
+
 my $loop   = IO::Async::Loop->new;
 my $server = PAGI::Server->new(
     app        => $app,
@@ -77,6 +89,7 @@ my $server = PAGI::Server->new(
     port       => 0,
     quiet      => 1,
     access_log => undef,
+    %tls,
 );
 $loop->add($server);
 $server->listen->get;
