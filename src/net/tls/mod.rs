@@ -41,7 +41,7 @@ pub struct TlsSettings {
     pub ciphers: Option<Vec<String>>,
 }
 
-/// The IANA number and OpenSSL name of every suite the ring provider has.
+/// The IANA number and OpenSSL name of every suite the provider has.
 /// TLS 1.3 suites carry the same name in both worlds.
 const SUITE_NAMES: &[(u16, &str)] = &[
     (0x1301, "TLS_AES_128_GCM_SHA256"),
@@ -148,6 +148,12 @@ impl Acceptor {
             )
         })?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Stateless session tickets: any number of clients can resume (the
+        // default in-memory cache holds 256 sessions; past ~128 clients a
+        // reconnect was a full handshake again). The key lives in this
+        // process only and rotates every 6 hours.
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| format!("ssl: cannot make a session ticket key: {e}"))?;
         Ok(Acceptor {
             acceptor: Arc::new(config).into(),
             server_cert: facts::pem(&leaf).into(),
@@ -178,11 +184,11 @@ impl<S: Split> Split for tokio_rustls::server::TlsStream<S> {
     }
 }
 
-/// The ring provider, its TLS 1.2 suites narrowed to `ciphers` (in that
+/// The aws-lc-rs provider, its TLS 1.2 suites narrowed to `ciphers` (in that
 /// order). TLS 1.3 suites stay on unless the list names some of them, as in
 /// OpenSSL, where `cipher_list` does not reach TLS 1.3.
 fn provider(s: &TlsSettings) -> Result<CryptoProvider, String> {
-    let mut p = rustls::crypto::ring::default_provider();
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
     let Some(names) = &s.ciphers else {
         return Ok(p);
     };

@@ -95,7 +95,7 @@ fn handshake(a: &Acceptor, pki: &Pki, client: Client) -> Result<TlsFacts, String
         &[&rustls::version::TLS13, &rustls::version::TLS12]
     };
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(versions)
     .expect("versions")
