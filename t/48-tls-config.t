@@ -97,6 +97,13 @@ subtest 'settings' => sub {
         'verify_client without ca_file');
     dies_naming({ key_file => $certs->{rsa_key} }, qr/ssl\.cert_file is required/, 'no cert_file');
     dies_naming({ cert_file => $certs->{rsa_cert} }, qr/ssl\.key_file is required/, 'no key_file');
+    # A named file that is missing is reported first, as the reference does.
+    dies_naming({ cert_file => "$dir/none.crt" }, qr{^SSL certificate file not found: \Q$dir\E/none\.crt$},
+        'a missing cert_file without key_file');
+    dies_naming({ key_file => "$dir/none.key" }, qr{^SSL key file not found: \Q$dir\E/none\.key$},
+        'a missing key_file without cert_file');
+    dies_naming({ ca_file => "$dir/none.ca" }, qr{^SSL CA file not found: \Q$dir\E/none\.ca$},
+        'a missing ca_file alone');
 
     for my $v (qw(TLSv1_2 TLSv1_3 TLSv1.2 TLSv1.3)) {
         my ($err, $w) = build(%rsa, min_version => $v);

@@ -33,15 +33,17 @@ sub check {
         warn "PAGI::Server: ssl: unknown key '$k' ignored (known: "
             . join(', ', sort keys %KNOWN) . ")\n" unless $KNOWN{$k};
     }
-    for my $k (qw(cert_file key_file)) {
-        die "ssl.$k is required to serve TLS\n" unless defined $ssl->{$k} && length $ssl->{$k};
-    }
+    # Files that are named must exist (the reference's messages), then
+    # both of cert_file and key_file must be named.
     my %what = (cert_file => 'certificate', key_file => 'key', ca_file => 'CA');
     for my $k (qw(cert_file key_file ca_file)) {
         my $path = $ssl->{$k} // next;
         die "SSL $what{$k} file not found: $path\n"    unless -e $path;
         die "SSL $what{$k} file not readable: $path\n" unless -r $path;
         die "ssl.$k must not contain a newline\n" if $path =~ /\n/;
+    }
+    for my $k (qw(cert_file key_file)) {
+        die "ssl.$k is required to serve TLS\n" unless defined $ssl->{$k} && length $ssl->{$k};
     }
     die "ssl.verify_client needs ssl.ca_file (the CA that signs client certificates)\n"
         if $ssl->{verify_client} && !defined $ssl->{ca_file};
