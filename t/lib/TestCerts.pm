@@ -26,6 +26,7 @@ use warnings;
 
 use File::Spec;
 use POSIX ();
+use ProcTest qw(slurp);
 
 our $CLIENT_SUBJECT = '/C=US/O=PAGI Test/CN=Test Client';
 
@@ -86,13 +87,6 @@ sub skip_reason {
     return '';
 }
 
-sub _slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or return '';
-    local $/;
-    return scalar <$fh>;
-}
-
 # Runs openssl with @args; dies with its output when it fails.
 sub _openssl {
     my ($dir, @args) = @_;
@@ -107,7 +101,7 @@ sub _openssl {
         POSIX::_exit(127);
     }
     waitpid $pid, 0;
-    die "openssl @args failed (status $?):\n" . _slurp($log) if $?;
+    die "openssl @args failed (status $?):\n" . slurp($log) if $?;
     return;
 }
 
@@ -171,7 +165,7 @@ sub make {
         if ($name eq 'chain') {
             rename $tmp, $paths{chain_leaf} or die "rename: $!";
             open my $out, '>', $tmp or die "write $tmp: $!";
-            print {$out} _slurp($paths{chain_leaf}), _slurp($path->('inter.crt'));
+            print {$out} slurp($paths{chain_leaf}), slurp($path->('inter.crt'));
             close $out or die "close $tmp: $!";
         }
         rename $tmp, $cert or die "rename $tmp: $!";
@@ -183,7 +177,7 @@ sub make {
 # The certificates (PEM blocks) in a file, in order.
 sub pem_blocks {
     my ($file) = @_;
-    return _slurp($file) =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/sg;
+    return slurp($file) =~ /(-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----)/sg;
 }
 
 # PEM text with all whitespace taken out, for comparisons.

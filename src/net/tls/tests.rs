@@ -84,6 +84,22 @@ struct Client {
     cert: Option<PathBuf>,
 }
 
+/// A client offering TLS 1.3 and 1.2, or 1.2 only, with no certificate.
+fn client(tls12_only: bool) -> Client {
+    Client {
+        tls12_only,
+        cert: None,
+    }
+}
+
+/// The same, presenting the certificate at `cert` (its key beside it).
+fn client_with(tls12_only: bool, cert: &std::path::Path) -> Client {
+    Client {
+        tls12_only,
+        cert: Some(cert.to_path_buf()),
+    }
+}
+
 /// Handshakes a client with the acceptor over an in-memory stream and
 /// sends one byte each way; the server's facts, or the error of either side.
 fn handshake(a: &Acceptor, pki: &Pki, client: Client) -> Result<TlsFacts, String> {
@@ -159,15 +175,7 @@ fn a_handshake_yields_the_spec_facts() {
     let pki = Pki::new("facts");
     let s = pki.settings();
     let a = Acceptor::new(&s).expect("acceptor");
-    let f = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: false,
-            cert: None,
-        },
-    )
-    .expect("handshake");
+    let f = handshake(&a, &pki, client(false)).expect("handshake");
     assert_eq!(f.version, 0x0304);
     assert!((0x1301..=0x1303).contains(&f.cipher), "{:#x}", f.cipher);
     assert!(f.client_chain.is_empty());
@@ -176,15 +184,7 @@ fn a_handshake_yields_the_spec_facts() {
     let strip = |t: &str| t.split_whitespace().collect::<String>();
     assert_eq!(strip(&f.server_cert), strip(&want));
 
-    let f = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: true,
-            cert: None,
-        },
-    )
-    .expect("tls 1.2");
+    let f = handshake(&a, &pki, client(true)).expect("tls 1.2");
     assert_eq!(f.version, 0x0303);
     assert!(openssl_name(f.cipher).is_some_and(|n| n.starts_with("ECDHE-ECDSA")));
 }
@@ -195,15 +195,7 @@ fn cipher_list_narrows_tls12_and_min_version_is_a_floor() {
     let mut s = pki.settings();
     s.ciphers = Some(vec!["ECDHE-ECDSA-CHACHA20-POLY1305".into()]);
     let a = Acceptor::new(&s).expect("acceptor");
-    let f = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: true,
-            cert: None,
-        },
-    )
-    .expect("tls 1.2");
+    let f = handshake(&a, &pki, client(true)).expect("tls 1.2");
     assert_eq!(f.cipher, 0xcca9);
 
     // The key is ECDSA: RSA-only suites leave TLS 1.2 clients nothing.
@@ -218,25 +210,9 @@ fn cipher_list_narrows_tls12_and_min_version_is_a_floor() {
     assert!(e.contains("ssl.cipher_list"), "{e}");
     s.min_version = MinVersion::Tls13;
     let a = Acceptor::new(&s).expect("TLS 1.3 only needs no TLS 1.2 suite");
-    let e = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: true,
-            cert: None,
-        },
-    )
-    .unwrap_err();
+    let e = handshake(&a, &pki, client(true)).unwrap_err();
     assert!(e.contains("ProtocolVersion"), "{e}");
-    let f = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: false,
-            cert: None,
-        },
-    )
-    .expect("tls 1.3");
+    let f = handshake(&a, &pki, client(false)).expect("tls 1.3");
     assert_eq!(f.version, 0x0304);
 }
 
@@ -247,49 +223,19 @@ fn client_certificates_are_required_and_named() {
     s.ca_file = Some(pki.ca_file());
     s.verify_client = true;
     let a = Acceptor::new(&s).expect("acceptor");
-    let (client, _) = pki.issue("client", "Test Client", &[]);
-    let f = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: false,
-            cert: Some(client.clone()),
-        },
-    )
-    .expect("handshake with a client certificate");
+    let (client_cert, _) = pki.issue("client", "Test Client", &[]);
+    let f = handshake(&a, &pki, client_with(false, &client_cert))
+        .expect("handshake with a client certificate");
     assert_eq!(f.client_name.as_deref(), Some("CN=Test Client"));
     assert_eq!(f.client_chain.len(), 1);
-    let f = handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: true,
-            cert: Some(client),
-        },
-    )
-    .expect("TLS 1.2 with a client certificate");
+    let f = handshake(&a, &pki, client_with(true, &client_cert))
+        .expect("TLS 1.2 with a client certificate");
     assert_eq!(f.client_chain.len(), 1);
 
-    assert!(handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: false,
-            cert: None
-        }
-    )
-    .is_err());
+    assert!(handshake(&a, &pki, client(false)).is_err());
     let other = Pki::new("clients-other");
     let (stranger, _) = other.issue("client", "Stranger", &[]);
-    assert!(handshake(
-        &a,
-        &pki,
-        Client {
-            tls12_only: false,
-            cert: Some(stranger)
-        }
-    )
-    .is_err());
+    assert!(handshake(&a, &pki, client_with(false, &stranger)).is_err());
 }
 
 #[test]
