@@ -39,6 +39,13 @@ sub new {
     return $self;
 }
 
+# The server's constructor, run once per request: only the state and the
+# loop are set; the reason, the Future and the callback lists appear when
+# something needs them (most requests end with none of them).
+sub _for_request {
+    return bless { state => OPEN, loop => $_[1] }, $_[0];
+}
+
 # ------------------------------------------------------------- readers
 
 sub is_connected { return $_[0]{state} == OPEN ? 1 : 0 }
@@ -111,9 +118,8 @@ sub _mark_disconnected {
     $self->{reason} = defined $reason && length $reason ? "$reason" : 'client_closed';
     $self->_settle_future if $self->{future};
 
-    my @cbs = @{ $self->{on_gone} };
-    $self->{on_gone} = [];
-    $self->{on_done} = [];
+    my @cbs = @{ $self->{on_gone} || [] };
+    delete @$self{qw(on_gone on_done)};
     _run('on_disconnect', $_, $self->{reason}) for @cbs;
     return;
 }
@@ -126,9 +132,8 @@ sub _mark_complete {
     # No reason, and the disconnect Future stays pending for good.
     $self->{state} = DONE;
 
-    my @cbs = @{ $self->{on_done} };
-    $self->{on_gone} = [];
-    $self->{on_done} = [];
+    my @cbs = @{ $self->{on_done} || [] };
+    delete @$self{qw(on_gone on_done)};
     _run('on_complete', $_) for @cbs;
     return;
 }

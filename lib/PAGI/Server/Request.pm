@@ -33,27 +33,26 @@ sub start {
 
     my $h    = $server->{native};
     my $reqs = $server->{requests};
+    # Also set later: started (response head sent), done (final frame
+    # sent), gone (disconnect reason), queue (events not yet received;
+    # made on first use: a request without a body that the app never
+    # reads needs none).
     my $self = bless {
         id      => $id,
         server  => $server,
         native  => $h,
         loop    => $server->{loop_cache},
-        sse     => $is_sse,
-        queue   => ($body_empty
-            ? [{ type => ($is_sse ? 'sse.request' : 'http.request'), body => '', more => 0 }]
-            : []),
-        started => 0,     # response head sent
-        done    => 0,     # final frame sent
-        gone    => undef, # disconnect reason
-        expect  => $flags & PAGI::Server::Native::F_EXPECT,
     }, __PACKAGE__;
+    $self->{sse}    = 1 if $is_sse;
+    $self->{empty}  = 1 if $body_empty;    # the one http.request is implied
+    $self->{expect} = 1 if $flags & PAGI::Server::Native::F_EXPECT;
     weaken($self->{server});
     $reqs->{$id} = $self;
 
     # Connection state (http scopes only, per the spec) and transport state.
     unless ($is_sse) {
         $self->{cstate} = $scope->{'pagi.connection'}
-            = PAGI::Server::ConnectionState->new(loop => $self->{loop});
+            = PAGI::Server::ConnectionState->_for_request($self->{loop});
     }
     $self->_attach_transport($scope);
 
@@ -145,7 +144,10 @@ sub _disconnect_event {
 
 sub _receive {
     my ($self) = @_;
-    my $q = $self->{queue};
+    if (delete $self->{empty}) {
+        return Future->done({ type => ($self->{sse} ? 'sse.request' : 'http.request'), body => '', more => 0 });
+    }
+    my $q = $self->{queue} ||= [];
     if (@$q) {
         my $ev = shift @$q;
         $self->_ack($ev);

@@ -28,20 +28,15 @@ sub new {
 }
 
 # The server's per-request constructor: its arguments are known good, and
-# it runs once per request.
+# it runs once per request. Other fields appear when first needed:
+# on_high/on_drain (callback lists), high_now (crossed the high mark, not
+# yet drained), cycle (counts high crossings; stale drain hooks compare
+# it), detached.
 sub _new_unchecked {
     my ($class, $measure, $high, $low, $arm) = @_;
-    return bless {
-        measure  => $measure,
-        high     => $high,
-        low      => $low,
-        arm      => $arm,
-        on_high  => [],
-        on_drain => [],
-        high_now => 0,    # crossed the high mark, not yet drained
-        cycle    => 0,    # counts high crossings; stale drain hooks compare it
-        detached => 0,
-    }, $class;
+    my $self = bless { measure => $measure, high => $high, low => $low }, $class;
+    $self->{arm} = $arm if $arm;
+    return $self;
 }
 
 # ------------------------------------------------------------- readers
@@ -114,7 +109,7 @@ sub _check_watermarks {
 
     $self->{high_now} = 1;
     my $cycle = ++$self->{cycle};
-    _fire('on_high_water', $self->{on_high});
+    _fire('on_high_water', $self->{on_high} || []);
 
     # Ask the source to call us back once the backlog is under the low mark.
     # The hook may be late or called twice; only the first call for the
@@ -138,7 +133,7 @@ sub _drained {
     my ($self) = @_;
     return unless $self->{high_now};
     $self->{high_now} = 0;
-    _fire('on_drain', $self->{on_drain});
+    _fire('on_drain', $self->{on_drain} || []);
     return;
 }
 
@@ -151,9 +146,8 @@ sub _detach {
     # Freeze computed marks; plain numbers (the server's case) stay as they are.
     $self->{high} = $self->high_water_mark if ref $self->{high};
     $self->{low}  = $self->low_water_mark  if ref $self->{low};
-    @$self{qw(detached measure arm high_now)} = (1, undef, undef, 0);
-    $self->{on_high}  = [];
-    $self->{on_drain} = [];
+    $self->{detached} = 1;
+    delete @$self{qw(measure arm high_now on_high on_drain)};
     return;
 }
 
