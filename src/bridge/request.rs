@@ -92,7 +92,7 @@ pub fn push_request(core: &ServerCore, shared: &ReqShared, head: &RequestHead, p
 /// reads), prepared before the bridge's lock is taken to write them.
 fn request_record<'a>(
     head: &'a RequestHead,
-    peer: &Peer,
+    peer: &'a Peer,
 ) -> impl FnOnce(&mut RecordWriter<'_>) + 'a {
     let path = percent_decode(&head.path);
     let websocket = head.is_websocket();
@@ -122,7 +122,8 @@ fn request_record<'a>(
             (String::new(), 0, path.to_string(), 0)
         }
     };
-    let tls = peer.tls().cloned();
+    // Borrowed: the connection's facts are read, never copied, per request.
+    let tls = peer.tls();
     if tls.is_some() {
         flags |= TLS;
     }
@@ -151,7 +152,7 @@ fn request_record<'a>(
         if let (true, Some(a)) = (added_host, authority) {
             w.bytes(b"host").bytes(a);
         }
-        if let Some(t) = &tls {
+        if let Some(t) = tls {
             w.u16(t.version)
                 .u16(t.cipher)
                 .bytes(t.server_cert.as_bytes())

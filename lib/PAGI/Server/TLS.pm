@@ -107,7 +107,16 @@ sub openssl_context {
     return $ctx ? ($ctx) : (undef, 'OpenSSL: ' . IO::Socket::SSL::errstr());
 }
 
+# OpenSSL's expansion of each cipher_list seen: the core's config is made
+# several times (construction, listen, each worker), the answer never changes.
+my %EXPANDED;
+
 sub expand_cipher_list {
+    my ($list) = @_;
+    return @{ $EXPANDED{$list} //= [ _expand($list) ] };
+}
+
+sub _expand {
     my ($list) = @_;
     # A context of its own, without files: only the cipher string matters.
     my ($ctx, $err) = openssl_context({ SSL_server => 0, SSL_verify_mode => 0,

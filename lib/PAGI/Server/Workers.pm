@@ -27,7 +27,8 @@ sub start {
     my $text = eval { PAGI::Server::Native::bind_only($server->_native_config) };
     return Future->fail($@) unless defined $text;
 
-    my (@inherited, @bound, @tcp);
+    # The held handles, what was bound, and what each worker is given.
+    my (@inherited, @bound, @for_workers);
     for my $line (split /\n/, $text) {
         my ($where, $fd) = $line =~ /\A(.*) (\d+)\z/
             or return Future->fail("Unexpected listener line from the core: $line\n");
@@ -35,7 +36,7 @@ sub start {
         open(my $fh, '+<&=', $fd) or return Future->fail("Cannot hold listener fd $fd: $!\n");
         push @inherited, $fh;
         push @bound, $where;
-        push @tcp, $where =~ /\Atcp / ? 1 : 0;
+        push @for_workers, { fd => $fd, tcp => ($where =~ /\Atcp / ? 1 : 0) };
     }
     $server->_note_bound(@bound);
     # Only this process holds the write end; each worker watches the read
@@ -45,7 +46,7 @@ sub start {
     $server->{_lifeline}       = [ $lifeline_r, $lifeline_w ];
     _watch_startup_reports($server) or return Future->fail("Cannot create the workers' report pipe: $!\n");
     $server->{_worker_sockets} = \@inherited;
-    $server->{_worker_socket_tcp} = \@tcp;
+    $server->{_worker_inherit} = \@for_workers;
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
     _spawn($server, $_) for 1 .. $server->{workers};
@@ -144,9 +145,7 @@ sub _run_worker {
         %opt,
         app        => $parent->{app},
         quiet      => 1,    # workers report errors only, as in the reference
-        _inherited => [ map { { fd => fileno $parent->{_worker_sockets}[$_],
-                                tcp => $parent->{_worker_socket_tcp}[$_] } }
-                        0 .. $#{ $parent->{_worker_sockets} } ],
+        _inherited => $parent->{_worker_inherit},
         _worker    => $num,
     );
     # The parent's handles stay open in this process only as inherited fds.

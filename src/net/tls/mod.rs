@@ -13,6 +13,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
 
 use client_auth::ClientAuth;
@@ -75,7 +76,7 @@ impl Acceptor {
     /// the versions and suites, and offers ALPN `http/1.1`.
     pub fn new(s: &TlsSettings) -> Result<Acceptor, String> {
         let certs = read_certs(&s.cert_file, "cert_file")?;
-        let leaf = certs.first().cloned().ok_or_else(|| {
+        let leaf = certs.first().ok_or_else(|| {
             format!(
                 "ssl.cert_file {}: no certificate in the file (expected PEM 'BEGIN CERTIFICATE')",
                 s.cert_file.display()
@@ -94,22 +95,19 @@ impl Acceptor {
                 pem_error(&e)
             )
         })?;
-        let provider = Arc::new(provider(s)?);
-        let signer = provider
-            .key_provider
-            .load_private_key(key.clone_key())
-            .map_err(|e| format!("ssl.key_file {}: unusable key: {e}", s.key_file.display()))?;
-        let sig = signer.algorithm();
-        let tls12_for_key = provider.cipher_suites.iter().any(|c| {
-            matches!(c, SupportedCipherSuite::Tls12(_)) && c.usable_for_signature_algorithm(sig)
-        });
-        if s.min_version == MinVersion::Tls12 && !tls12_for_key {
-            return Err(format!(
-                "ssl.cipher_list leaves no TLS 1.2 cipher suite for the {sig:?} key of \
-                 ssl.key_file {}; widen it, or set ssl.min_version to TLSv1_3",
-                s.key_file.display()
-            ));
-        }
+        let server_cert: Arc<str> = facts::pem(leaf).into();
+        let provider = Arc::new(provider(s));
+        // The key is loaded once, checked against the certificate, and
+        // served as it is.
+        let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) | rustls::Error::InvalidCertificate(_) => format!(
+                "ssl.key_file {} does not fit ssl.cert_file {}: {e}",
+                s.key_file.display(),
+                s.cert_file.display()
+            ),
+            e => format!("ssl.key_file {}: unusable key: {e}", s.key_file.display()),
+        })?;
+        check_tls12(s, &provider, certified.key.algorithm())?;
         let versions: &[&rustls::SupportedProtocolVersion] = match s.min_version {
             MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             MinVersion::Tls13 => &[&rustls::version::TLS13],
@@ -140,13 +138,7 @@ impl Acceptor {
             }
             (_, false) => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-            format!(
-                "ssl.key_file {} does not fit ssl.cert_file {}: {e}",
-                s.key_file.display(),
-                s.cert_file.display()
-            )
-        })?;
+        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Stateless session tickets: any number of clients can resume (the
         // default in-memory cache holds 256 sessions; past ~128 clients a
@@ -156,7 +148,7 @@ impl Acceptor {
             .map_err(|e| format!("ssl: cannot make a session ticket key: {e}"))?;
         Ok(Acceptor {
             acceptor: Arc::new(config).into(),
-            server_cert: facts::pem(&leaf).into(),
+            server_cert,
         })
     }
 
@@ -184,20 +176,23 @@ impl<S: Split> Split for tokio_rustls::server::TlsStream<S> {
     }
 }
 
+fn is13(s: &SupportedCipherSuite) -> bool {
+    matches!(s, SupportedCipherSuite::Tls13(_))
+}
+
 /// The aws-lc-rs provider, its TLS 1.2 suites narrowed to `ciphers` (in that
 /// order). TLS 1.3 suites stay on unless the list names some of them, as in
 /// OpenSSL, where `cipher_list` does not reach TLS 1.3.
-fn provider(s: &TlsSettings) -> Result<CryptoProvider, String> {
+fn provider(s: &TlsSettings) -> CryptoProvider {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     let Some(names) = &s.ciphers else {
-        return Ok(p);
+        return p;
     };
     let all = std::mem::take(&mut p.cipher_suites);
     let wanted: Vec<u16> = names
         .iter()
         .filter_map(|n| SUITE_NAMES.iter().find(|(_, s)| s == n).map(|(id, _)| *id))
         .collect();
-    let is13 = |s: &SupportedCipherSuite| matches!(s, SupportedCipherSuite::Tls13(_));
     let named13 = all.iter().any(|s| is13(s) && wanted.contains(&suite_id(s)));
     p.cipher_suites = all
         .iter()
@@ -209,20 +204,33 @@ fn provider(s: &TlsSettings) -> Result<CryptoProvider, String> {
         )
         .copied()
         .collect();
-    let has12 = p.cipher_suites.iter().any(|s| !is13(s));
-    if s.min_version == MinVersion::Tls12 && !has12 {
-        let supported: Vec<&str> = all
-            .iter()
-            .filter(|s| !is13(s))
-            .filter_map(|s| openssl_name(suite_id(s)))
-            .collect();
-        return Err(format!(
-            "ssl.cipher_list selects no TLS 1.2 cipher suite this server has (it has {}); \
-             widen it, or set ssl.min_version to TLSv1_3",
-            supported.join(":")
-        ));
+    p
+}
+
+/// While TLS 1.2 is offered, `cipher_list` must leave a TLS 1.2 suite that
+/// the key can sign for (none at all, or only suites for the other key
+/// type, would shut every TLS 1.2 client out).
+fn check_tls12(
+    s: &TlsSettings,
+    p: &CryptoProvider,
+    sig: rustls::SignatureAlgorithm,
+) -> Result<(), String> {
+    let fits = |c: &SupportedCipherSuite| !is13(c) && c.usable_for_signature_algorithm(sig);
+    if s.min_version == MinVersion::Tls13 || p.cipher_suites.iter().any(fits) {
+        return Ok(());
     }
-    Ok(p)
+    let has: Vec<&str> = rustls::crypto::aws_lc_rs::default_provider()
+        .cipher_suites
+        .iter()
+        .filter(|c| fits(c))
+        .filter_map(|c| openssl_name(suite_id(c)))
+        .collect();
+    Err(format!(
+        "ssl.cipher_list selects no TLS 1.2 cipher suite for the {sig:?} key of ssl.key_file {} \
+         (this server has {} for it); widen it, or set ssl.min_version to TLSv1_3",
+        s.key_file.display(),
+        has.join(":")
+    ))
 }
 
 fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
