@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::access_log::Format;
 use crate::net::tls::{MinVersion, TlsSettings};
 use crate::proto::h1::parse::Limits;
+use crate::proto::h2::settings::H2Settings;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ListenSpec {
@@ -63,6 +64,11 @@ pub struct Config {
     pub panic_path: Option<String>,
     /// The `ssl` option, for listeners marked `tls+`.
     pub tls: Option<TlsSettings>,
+    /// HTTP/2 (`http2`): h2 by ALPN on TLS listeners, h2c by its preface
+    /// on the others. Off: HTTP/1.x only.
+    pub http2: bool,
+    /// The `h2_*` options.
+    pub h2: H2Settings,
 }
 
 impl Default for Config {
@@ -86,6 +92,8 @@ impl Default for Config {
             ws_idle_timeout: None,
             panic_path: None,
             tls: None,
+            http2: false,
+            h2: H2Settings::default(),
         }
     }
 }
@@ -260,6 +268,38 @@ const KEYS: &[(&str, Setter)] = &[
         c.ws_idle_timeout = seconds(k, v)?;
         Ok(())
     }),
+    ("http2", |c, _, v| {
+        c.http2 = v != "0";
+        Ok(())
+    }),
+    ("h2_max_concurrent_streams", |c, k, v| {
+        c.h2.max_concurrent_streams = number(k, v)?;
+        Ok(())
+    }),
+    ("h2_initial_window_size", |c, k, v| {
+        c.h2.initial_window_size = number(k, v)?;
+        Ok(())
+    }),
+    ("h2_max_frame_size", |c, k, v| {
+        c.h2.max_frame_size = number(k, v)?;
+        Ok(())
+    }),
+    ("h2_enable_connect_protocol", |c, _, v| {
+        c.h2.enable_connect_protocol = v != "0";
+        Ok(())
+    }),
+    ("h2_max_header_list_size", |c, k, v| {
+        c.h2.max_header_list_size = number(k, v)?;
+        Ok(())
+    }),
+    ("h2_rst_rate_limit", |c, k, v| {
+        let (burst, rate) = v
+            .split_once('/')
+            .ok_or_else(|| format!("{k}: expected BURST/RATE, got '{v}'"))?;
+        c.h2.rst_burst = number(k, burst)?;
+        c.h2.rst_rate = number(k, rate)?;
+        Ok(())
+    }),
     ("panic_path", |c, _, v| {
         c.panic_path = Some(v.to_string());
         Ok(())
@@ -275,6 +315,7 @@ fn tls(c: &mut Config) -> &mut TlsSettings {
         verify_client: false,
         min_version: MinVersion::Tls12,
         ciphers: None,
+        h2: false,
     })
 }
 
@@ -296,13 +337,15 @@ impl Config {
         if c.listen.is_empty() {
             return Err("no listener configured".into());
         }
-        if let Some(t) = &c.tls {
+        if let Some(t) = &mut c.tls {
+            t.h2 = c.http2;
             if t.cert_file.as_os_str().is_empty() || t.key_file.as_os_str().is_empty() {
                 return Err("ssl: both cert_file and key_file are needed".into());
             }
         } else if c.listen.iter().any(|l| l.tls) {
             return Err("listen: a tls+ listener needs the tls_* settings".into());
         }
+        c.h2.check()?;
         if c.low_watermark > c.high_watermark {
             c.low_watermark = c.high_watermark;
         }
@@ -384,5 +427,26 @@ mod tests {
         assert_eq!(t.ciphers, Some(vec!["A".to_string(), "B".to_string()]));
         assert!(t.verify_client);
         assert_eq!(t.ca_file, Some("/ca".into()));
+    }
+
+    #[test]
+    fn h2_settings() {
+        let c = Config::parse(
+            "listen=tcp:h:1\nh2_max_concurrent_streams=7\nhttp2=1\nh2_rst_rate_limit=50/5\n\
+             h2_enable_connect_protocol=0\nh2_max_frame_size=32768",
+        )
+        .expect("valid config");
+        assert!(c.http2);
+        assert_eq!(c.h2.max_concurrent_streams, 7);
+        assert_eq!((c.h2.rst_burst, c.h2.rst_rate), (50, 5));
+        assert!(!c.h2.enable_connect_protocol);
+        assert_eq!(c.h2.max_frame_size, 32768);
+        assert!(!Config::parse("listen=tcp:h:1").expect("valid").http2);
+        let e = Config::parse("listen=tcp:h:1\nh2_max_frame_size=100").unwrap_err();
+        assert!(e.starts_with("h2_max_frame_size: must be between"), "{e}");
+        let e = Config::parse("listen=tcp:h:1\nh2_rst_rate_limit=5").unwrap_err();
+        assert!(e.starts_with("h2_rst_rate_limit"), "{e}");
+        let e = Config::parse("listen=tcp:h:1\nh2_initial_window_size=2147483648").unwrap_err();
+        assert!(e.starts_with("h2_initial_window_size"), "{e}");
     }
 }

@@ -40,7 +40,7 @@ require PAGI::Server::WebSocket;
 # TLS is served by the Rust core (rustls). HTTP/2 comes with its issue;
 # until then this build reports it as unavailable rather than pretending.
 sub has_tls   { 1 }
-sub has_http2 { 0 }
+sub has_http2 { 1 }
 
 # Every option, its default, and where it goes: see PAGI::Server::Options.
 use PAGI::Server::Options ();
@@ -79,10 +79,7 @@ sub _init {
     }
     # Checked (a bad atom dies here) and kept as a renderer, as the reference does.
     $self->{_access_log_formatter} = $self->_compile_access_log_format($self->{access_log_format});
-    if ($self->{http2} && !$self->has_http2) {
-        die "HTTP/2 support requested (http2 => 1) but this build of PAGI::Server has no HTTP/2 yet.\n"
-          . "Disable it with http2 => 0.\n";
-    }
+    $self->_check_http2;
 
     # Set by PAGI::Server::Workers in a worker: the parent's listening
     # sockets ({ fd => N, tcp => 0|1 }) and this worker's number.
@@ -128,6 +125,36 @@ sub _compile_access_log_format {
 # The ssl option is checked at construction: the settings first (messages
 # name the key), then the files, by building the core's TLS configuration
 # once (messages name the file).
+# The h2_* values HTTP/2 bounds, checked at construction with the option
+# named (the core checks them again).
+sub _check_http2 {
+    my ($self) = @_;
+    my $fs = $self->{h2_max_frame_size};
+    die "h2_max_frame_size must be between 16384 and 16777215 (got $fs)\n"
+        unless $fs =~ /\A[0-9]+\z/ && $fs >= 16384 && $fs <= 16777215;
+    my $w = $self->{h2_initial_window_size};
+    die "h2_initial_window_size must be between 0 and 2147483647 (got $w)\n"
+        unless $w =~ /\A[0-9]+\z/ && $w <= 2147483647;
+    for my $k (qw(h2_max_concurrent_streams h2_max_header_list_size)) {
+        my $v = $self->{$k};
+        die "$k must be a positive integer (got $v)\n"
+            unless $v =~ /\A[0-9]+\z/ && $v >= 1 && $v <= 4294967295;
+    }
+    my $rl = $self->{h2_rst_rate_limit};
+    die "h2_rst_rate_limit must be a hash reference { burst => N, rate => N }\n"
+        unless ref $rl eq 'HASH';
+    for my $k (sort keys %$rl) {
+        die "h2_rst_rate_limit: unknown key '$k' (expected burst and rate)\n"
+            unless $k eq 'burst' || $k eq 'rate';
+    }
+    for my $k (qw(burst rate)) {
+        my $v = $rl->{$k} // die "h2_rst_rate_limit: $k is required\n";
+        die "h2_rst_rate_limit: $k must be a positive integer (got $v)\n"
+            unless $v =~ /\A[0-9]+\z/ && $v >= 1 && $v <= 4294967295;
+    }
+    return;
+}
+
 sub _check_tls {
     my ($self) = @_;
     my $ssl = $self->{ssl} or return;
@@ -409,7 +436,7 @@ sub _banner {
     my $loop_name = ref($self->loop) =~ s/^IO::Async::Loop:://r;
     return sprintf('PAGI Server listening on %s (loop: %s, max_conn: %d, http2: %s, tls: %s, core: rust)',
         join(', ', @where), $loop_name, $self->effective_max_connections,
-        ($self->has_http2 ? 'available' : 'not available'),
+        (!$self->{http2} ? 'available' : $self->_tls ? 'on' : 'on (h2c)'),
         ($self->_tls ? 'on' : $self->{ssl} ? 'disabled' : 'off'));
 }
 

@@ -111,6 +111,12 @@ impl Exchange {
         self.shared.unacked.load(Ordering::SeqCst) < BODY_WINDOW
     }
 
+    /// Input bytes delivered to Perl and not yet taken by the app.
+    #[inline]
+    pub(crate) fn unconsumed(&self) -> usize {
+        self.shared.unacked.load(Ordering::SeqCst)
+    }
+
     /// Wakes when the app consumed input, asked for the body, or the
     /// request finished.
     #[inline]

@@ -2,12 +2,17 @@
 //! admitted or refused at `max_connections`, carried by the listener's
 //! transport, then handed to the protocol that speaks on it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::BytesMut;
 
 use tokio::io::AsyncWriteExt;
 
 use super::peer::Peer;
+use super::sniff::{self, Prefixed};
 use super::stream::Split;
 use super::tls::Acceptor;
 use crate::abi::level;
@@ -24,18 +29,6 @@ pub enum Transport {
     /// A TLS handshake first (in `accept`'s task), then the protocol runs
     /// over the TLS session.
     Tls(Arc<Acceptor>),
-}
-
-/// The protocol spoken on a connection.
-enum Protocol {
-    /// HTTP/1.0 and HTTP/1.1 (`proto::h1`).
-    Http1,
-}
-
-/// Only HTTP/1.x is spoken today (ALPN offers just `http/1.1`); ALPN or
-/// the h2c preface is where a second protocol will be chosen.
-fn pick_protocol() -> Protocol {
-    Protocol::Http1
 }
 
 /// The longest a TLS handshake may take when `timeout` is off.
@@ -61,10 +54,11 @@ pub fn accept<S: Split>(core: &Arc<ServerCore>, sock: S, peer: Peer, transport: 
     let core = core.clone();
     tokio::spawn(async move {
         match transport {
-            Transport::Plain => serve(&core, sock, peer, admitted).await,
+            Transport::Plain => serve(&core, sock, peer, admitted, None).await,
             Transport::Tls(acceptor) => {
                 if let Some((tls, peer)) = handshake(&core, &acceptor, sock, peer, admitted).await {
-                    serve(&core, tls, peer, admitted).await;
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve(&core, tls, peer, admitted, Some(h2)).await;
                 }
             }
         }
@@ -74,16 +68,39 @@ pub fn accept<S: Split>(core: &Arc<ServerCore>, sock: S, peer: Peer, transport: 
     });
 }
 
-/// Runs the protocol on an admitted connection, or refuses it.
-async fn serve<S: Split>(core: &Arc<ServerCore>, stream: S, peer: Peer, admitted: bool) {
+/// Runs the protocol on an admitted connection, or refuses it. `alpn_h2`:
+/// over TLS, whether ALPN chose h2; in cleartext (None) with `http2` on,
+/// the client preface decides.
+async fn serve<S: Split>(
+    core: &Arc<ServerCore>,
+    mut stream: S,
+    peer: Peer,
+    admitted: bool,
+    alpn_h2: Option<bool>,
+) {
     if !admitted {
         refuse(stream, AT_CAPACITY).await;
         return;
     }
-    let run = match pick_protocol() {
-        Protocol::Http1 => conn::serve(core.clone(), stream, peer),
+    let mut pre = BytesMut::new();
+    let h2 = match alpn_h2 {
+        Some(h2) => h2,
+        None if core.cfg.http2 => {
+            let limit = core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT);
+            sniff::is_h2c(&mut stream, &mut pre, limit).await
+        }
+        None => false,
     };
-    if let Err(msg) = CatchUnwind(Box::pin(run)).await {
+    let run: Pin<Box<dyn Future<Output = ()> + Send>> = if h2 {
+        Box::pin(crate::proto::h2::serve(
+            core.clone(),
+            Prefixed::new(pre, stream),
+            peer,
+        ))
+    } else {
+        Box::pin(conn::serve(core.clone(), stream, peer, pre))
+    };
+    if let Err(msg) = CatchUnwind(run).await {
         core.bridge.log(
             level::ERROR,
             &format!("PAGI::Server internal error (connection closed): {msg}"),

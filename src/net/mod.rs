@@ -5,5 +5,6 @@ pub mod accept;
 pub mod conn;
 pub mod listener;
 pub mod peer;
+pub mod sniff;
 pub mod stream;
 pub mod tls;

@@ -40,6 +40,8 @@ pub struct TlsSettings {
     /// OpenSSL names of the cipher suites allowed, most preferred first (the
     /// `cipher_list` expanded by OpenSSL on the Perl side); None: all.
     pub ciphers: Option<Vec<String>>,
+    /// ALPN offers `h2` before `http/1.1` (the `http2` option).
+    pub h2: bool,
 }
 
 /// The IANA number and OpenSSL name of every suite the provider has.
@@ -73,7 +75,7 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// Builds the server configuration: reads and checks every file, picks
-    /// the versions and suites, and offers ALPN `http/1.1`.
+    /// the versions and suites, and offers ALPN `http/1.1` (after `h2` with `http2` on).
     pub fn new(s: &TlsSettings) -> Result<Acceptor, String> {
         let certs = read_certs(&s.cert_file, "cert_file")?;
         let leaf = certs.first().ok_or_else(|| {
@@ -139,7 +141,11 @@ impl Acceptor {
             (_, false) => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = if s.h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         // Stateless session tickets: any number of clients can resume (the
         // default in-memory cache holds 256 sessions; past ~128 clients a
         // reconnect was a full handshake again). The key lives in this

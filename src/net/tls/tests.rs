@@ -61,6 +61,7 @@ impl Pki {
             verify_client: false,
             min_version: MinVersion::Tls12,
             ciphers: None,
+            h2: false,
         }
     }
 }

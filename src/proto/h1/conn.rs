@@ -84,8 +84,9 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("{msg}{at}")
 }
 
-/// Runs HTTP/1.x on an admitted connection until it closes.
-pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
+/// Runs HTTP/1.x on an admitted connection until it closes. `pre`: bytes
+/// already read from it (while telling h2c from HTTP/1.x).
+pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer, mut pre: BytesMut) {
     let (rd, wr) = stream.halves();
     let conn = Conn {
         sd: core.shutdown_watch(),
@@ -93,7 +94,10 @@ pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer) {
         peer,
         rd,
         wr,
-        buf: BytesMut::with_capacity(8192),
+        buf: {
+            pre.reserve(8192);
+            pre
+        },
         out: Vec::with_capacity(8192),
         unwritten: 0,
         sse: None,

@@ -1,0 +1,138 @@
+//! HTTP/2 (h2 by ALPN over TLS, h2c by its preface in cleartext) on the
+//! `h2` crate, behind the same seam as HTTP/1.x: every stream is one
+//! exchange (`stream.rs`). This file drives the connection: the settings
+//! from the `h2_*` options, the flood limits (`guard.rs`), an idle
+//! connection's end, and a graceful shutdown (GOAWAY, open streams finish
+//! until the shutdown's force phase).
+
+pub mod guard;
+mod response;
+pub mod settings;
+mod stream;
+mod tunnel;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::abi::level;
+use crate::net::peer::Peer;
+use crate::proto::h1::conn::CatchUnwind;
+use crate::server::{ServerCore, FORCE, RUNNING};
+use crate::stream_io::sleep_opt;
+use guard::{Tripped, Watched};
+
+/// The longest the client preface and SETTINGS may take when `timeout` is off.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
+/// The connection-level receive window: several streams may upload at once
+/// without one filling the whole connection's window.
+const CONNECTION_WINDOW: u32 = 1 << 20;
+/// After a flood, how long the GOAWAY may take to be written.
+const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/2 on an admitted connection until it closes. `io` starts
+/// with the client preface.
+pub async fn serve<T>(core: Arc<ServerCore>, io: T, peer: Peer)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let s = &core.cfg.h2;
+    let tripped = Arc::new(Tripped::default());
+    let io = Watched::new(io, s, tripped.clone());
+    let mut b = h2::server::Builder::new();
+    b.max_concurrent_streams(s.max_concurrent_streams)
+        .initial_window_size(s.initial_window_size)
+        .initial_connection_window_size(CONNECTION_WINDOW.max(s.initial_window_size))
+        .max_frame_size(s.max_frame_size)
+        .max_header_list_size(s.max_header_list_size);
+    if s.enable_connect_protocol {
+        b.enable_connect_protocol();
+    }
+    let limit = core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT);
+    let mut conn = match tokio::time::timeout(limit, b.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            core.bridge.log(
+                level::DEBUG,
+                &format!("HTTP/2 handshake failed: {e} (client {})", peer.log_host()),
+            );
+            return;
+        }
+        Err(_) => return,
+    };
+    let ctx = Arc::new(stream::Ctx {
+        core: core.clone(),
+        peer,
+    });
+    let mut sd = core.shutdown_watch();
+    let mut going_away = core.phase() != RUNNING;
+    if going_away {
+        conn.graceful_shutdown();
+    }
+    // An idle connection (no stream open) is closed after `timeout`.
+    let idle = core.cfg.idle_timeout;
+    let mut since = Instant::now();
+    loop {
+        let idle_at = idle.map(|d| since + d).filter(|_| !going_away);
+        tokio::select! {
+            r = conn.accept() => match r {
+                Some(Ok((req, respond))) => {
+                    since = Instant::now();
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        let core = ctx.core.clone();
+                        let run = stream::serve(ctx, req, respond);
+                        if let Err(msg) = CatchUnwind(Box::pin(run)).await {
+                            core.bridge.log(
+                                level::ERROR,
+                                &format!("PAGI::Server internal error (HTTP/2 stream reset): {msg}"),
+                            );
+                        }
+                    });
+                }
+                Some(Err(e)) => {
+                    core.bridge.log(
+                        level::DEBUG,
+                        &format!("HTTP/2 connection error: {e} (client {})", ctx.peer.log_host()),
+                    );
+                    break;
+                }
+                None => break,
+            },
+            what = tripped.wait() => {
+                core.bridge.log(
+                    level::WARN,
+                    &format!(
+                        "HTTP/2 {} flood from {}: GOAWAY (ENHANCE_YOUR_CALM)",
+                        what.name(),
+                        ctx.peer.log_host()
+                    ),
+                );
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
+                let _ = tokio::time::timeout(GOAWAY_LIMIT, flush).await;
+                break;
+            },
+            _ = sleep_opt(idle_at) => {
+                if conn.has_streams() {
+                    since = Instant::now();
+                } else {
+                    going_away = true;
+                    conn.graceful_shutdown();
+                }
+            },
+            r = sd.changed() => {
+                if r.is_err() || *sd.borrow() == FORCE {
+                    break;
+                }
+                if !going_away {
+                    going_away = true;
+                    conn.graceful_shutdown();
+                }
+            },
+        }
+    }
+}
