@@ -64,10 +64,13 @@ sub grpc_call {
 
 sub call_ok {
     my ($name, $port, @extra) = @_;
+    my $shown = length $name > 20 ? sprintf('%s... (%d bytes)', substr($name, 0, 3), length $name) : "'$name'";
     my $r = grpc_call($port, $name, @extra);
-    is($r->{exit}, 0, "SayHello('$name') succeeds") or diag("out: $r->{out}\nerr: $r->{err}");
+    is($r->{exit}, 0, "SayHello($shown) succeeds")
+        or diag('out: ' . substr($r->{out}, 0, 300) . "\nerr: " . substr($r->{err}, 0, 2000));
     is($r->{status}, 'OK', 'status OK');
-    is($r->{reply}, "Hello, $name", "the reply is 'Hello, $name'");
+    ok(defined $r->{reply} && $r->{reply} eq "Hello, $name", "the reply is 'Hello, ' and the name")
+        or diag('reply: ' . substr($r->{reply} // '(none)', 0, 100));
     return $r;
 }
 

@@ -9,10 +9,11 @@ use warnings;
 # every one of them as HTTP/2, and the proxy must multiplex them over a few
 # upstream connections (the app reports the client port it saw; distinct
 # ports = distinct upstream connections). Then a WebSocket echo through
-# each proxy: Caddy 2.6 forwards WebSockets over HTTP/1.1 (its h2c
-# transport cannot carry an Upgrade), so its WebSocket route points at the
-# same listener over HTTP/1.1; HAProxy carries the WebSocket over its h2
-# connection as an extended CONNECT (RFC 8441).
+# each proxy. Caddy 2.6's h2c transport refuses an Upgrade request (it
+# answers 502, logging "http2: invalid Upgrade request header") and has no
+# extended CONNECT, so its WebSocket route reaches the same http2-enabled
+# listener over HTTP/1.1; HAProxy carries the WebSocket over its h2
+# connection as an extended CONNECT (RFC 8441), close handshake included.
 #
 # Caddy and HAProxy cannot listen on port 0 and report it, so their ports
 # are found free just before they start. Every process is stopped by PID,
@@ -207,7 +208,7 @@ subtest 'Caddy, reverse_proxy h2c://' => sub {
 
 :$port {
 	bind 127.0.0.1
-	# Go's HTTP/2 transport (h2c) refuses Upgrade requests, so WebSockets
+	# The h2c transport refuses Upgrade requests (502), so WebSockets
 	# reach the same listener over HTTP/1.1.
 	handle /ws/* {
 		reverse_proxy 127.0.0.1:$up
