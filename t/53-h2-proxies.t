@@ -179,6 +179,25 @@ sub ws_echo_ok {
     is(ws_close($ws, 10), 1000, 'close handshake: the app closed with 1000');
 }
 
+# One keep-alive client, $n requests one after the other: how many took
+# longer than $slow seconds. A response whose END_STREAM comes in a frame
+# of its own after the last DATA frame is held back by HAProxy (it sends
+# with MSG_MORE while the stream is open) until the kernel's 200 ms cork
+# timer, so each such response costs 200 ms here.
+sub serial_slow {
+    my ($port, $n, $slow) = @_;
+    my $http = HTTP::Tiny->new(keep_alive => 1, timeout => 15);
+    my ($bad, @slow) = (0);
+    for my $i (1 .. $n) {
+        my $t0 = time;
+        my $res = $http->get("http://127.0.0.1:$port/s/$i");
+        my $took = time - $t0;
+        $bad++ unless $res->{status} == 200 && $res->{content} eq "pong GET /s/$i ";
+        push @slow, sprintf('/s/%d %.0f ms', $i, 1000 * $took) if $took > $slow;
+    }
+    return ($bad, @slow);
+}
+
 sub stopped_ok {
     my ($p, $what) = @_;
     my $st = stop_cmd($p, 10);
@@ -282,6 +301,12 @@ HAPROXY
     };
 
     load_ok($port, 'haproxy');
+    subtest 'one client, 200 requests in a row: none held back' => sub {
+        my ($bad, @slow) = serial_slow($port, 200, 0.15);
+        is($bad, 0, 'all 200 answered 200 with their body');
+        ok(@slow <= 2, sprintf('at most 2 of 200 took over 150 ms (%d did)', scalar @slow))
+            or diag(join ', ', @slow[0 .. ($#slow < 9 ? $#slow : 9)]);
+    };
     if ($HAVE_WS) {
         subtest 'WebSocket through HAProxy (extended CONNECT on the h2 upstream)' => sub {
             ws_echo_ok($port, '/ws/echo', '2');
