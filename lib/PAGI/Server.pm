@@ -79,13 +79,13 @@ sub _init {
     }
     # Checked (a bad atom dies here) and kept as a renderer, as the reference does.
     $self->{_access_log_formatter} = $self->_compile_access_log_format($self->{access_log_format});
-    $self->_check_http2;
 
     # Set by PAGI::Server::Workers in a worker: the parent's listening
     # sockets ({ fd => N, tcp => 0|1 }) and this worker's number.
     $self->{_inherited} = delete $params->{_inherited};
     $self->{_worker}    = delete $params->{_worker};
     $self->_check_tls;
+    $self->_check_http2;
 
     # Test hook: a request for this exact path panics inside the Rust core.
     $self->{_test_panic_path} = delete $params->{_test_panic_path};
@@ -126,9 +126,12 @@ sub _compile_access_log_format {
 # name the key), then the files, by building the core's TLS configuration
 # once (messages name the file).
 # The h2_* values HTTP/2 bounds, checked at construction with the option
-# named (the core checks them again).
+# named (the core checks them again); and the reference's flags saying how
+# HTTP/2 is offered (h2c: on cleartext listeners, by the client preface).
 sub _check_http2 {
     my ($self) = @_;
+    $self->{http2_enabled} = $self->{http2} ? 1 : 0;
+    $self->{h2c_enabled}   = $self->{http2} && !$self->_tls ? 1 : 0;
     my $fs = $self->{h2_max_frame_size};
     die "h2_max_frame_size must be between 16384 and 16777215 (got $fs)\n"
         unless $fs =~ /\A[0-9]+\z/ && $fs >= 16384 && $fs <= 16777215;
@@ -185,6 +188,7 @@ sub _build_ssl_config {
         $self->{_ssl_ctx} = $ctx;
         $params->{SSL_reuse_ctx} = $ctx;
     }
+    $params->{SSL_alpn_protocols} = ['h2', 'http/1.1'] if $self->{http2};
     $self->{tls_enabled} = 1;
     $self->{extensions}{tls} //= {};
     return $params;
@@ -248,6 +252,7 @@ sub configure {
         $tls_changed ||= $k eq 'ssl';
     }
     $self->_check_tls if $tls_changed;
+    $self->_check_http2;
     $self->SUPER::configure(%params);
 }
 
