@@ -140,3 +140,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else pri
 
 # mbs RPS SIZE: megabytes per second for RPS requests of SIZE bytes each.
 mbs() { awk -v r="$1" -v s="$2" 'BEGIN { printf "%.0f", r * s / 1e6 }'; }
+
+# notes NAME TOOL ERRORS: " [NAME: TOOL ERRORS]", or nothing if ERRORS is
+# empty.
+notes() { if [ -n "$3" ]; then echo " [$1: $2 $3]"; fi; }

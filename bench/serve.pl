@@ -6,13 +6,17 @@
 #
 #   perl bench/serve.pl [APP]
 #   PAGI_BENCH_CERT=cert.pem PAGI_BENCH_KEY=key.pem perl bench/serve.pl [APP]
+#   PAGI_BENCH_HTTP2=1 perl bench/serve.pl [APP]
 #
 # With PAGI_BENCH_CERT and PAGI_BENCH_KEY set (PEM files) the server is given
 # ssl => { cert_file, key_file } and serves HTTPS; both servers take the same
-# option.
+# option. With PAGI_BENCH_HTTP2=1 the server is given http2 => 1, and
+# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections.
 #
 # APP is one of:
 #   hello   (default) 13-byte "Hello, World!" with content-length
+#   hold    answers after PAGI_BENCH_HOLD seconds (default 30): streams
+#           that stay open, for bench/h2-memory.pl
 #   stream  1 MiB body as 16 http.response.body events of 64 KiB each
 #           (no content-length, so chunked), awaiting every $send
 #   echo    reads the whole request body (looping on $receive until more is
@@ -38,6 +42,16 @@ my %apps = (
             headers => [['content-type', 'text/plain'], ['content-length', length $hello_body]],
         });
         await $send->({ type => 'http.response.body', body => $hello_body, more => 0 });
+    },
+
+    # Holds the response open for PAGI_BENCH_HOLD seconds (default 30)
+    # before answering: open streams for the memory bench.
+    hold => async sub {
+        my ($scope, $receive, $send) = @_;
+        die "no lifespan\n" if $scope->{type} ne 'http';
+        await IO::Async::Loop->new->delay_future(after => $ENV{PAGI_BENCH_HOLD} // 30);
+        await $send->({ type => 'http.response.start', status => 200, headers => [] });
+        await $send->({ type => 'http.response.body', body => 'done', more => 0 });
     },
 
     stream => async sub {
@@ -90,6 +104,8 @@ my $server = PAGI::Server->new(
     quiet      => 1,
     access_log => undef,
     %tls,
+    ($ENV{PAGI_BENCH_HTTP2} ? (http2 => 1) : ()),
+    ($ENV{PAGI_BENCH_MAX_CONNECTIONS} ? (max_connections => $ENV{PAGI_BENCH_MAX_CONNECTIONS}) : ()),
 );
 $loop->add($server);
 $server->listen->get;

@@ -111,10 +111,6 @@ measure() {
     stop_server
 }
 
-# notes NAME TOOL ERRORS: " [NAME: TOOL ERRORS]", or nothing if ERRORS is
-# empty.
-notes() { if [ -n "$3" ]; then echo " [$1: $2 $3]"; fi; }
-
 # conns_for NAME RUN REQUESTS: "N connections for M requests" for NAME-RUN;
 # warns on stderr if fewer connections than requests were accepted, i.e.
 # connections were reused.

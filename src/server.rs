@@ -311,12 +311,16 @@ impl ServerCore {
         if !data.is_empty() {
             state = self.queue_data(slot, data.len(), Out::Data(data), fin);
         }
-        // Any body call, even an empty one (a flush), lets a held head go.
-        release(slot);
         if !fin {
+            // Any body call, even an empty one (a flush), lets a held head go.
+            release(slot);
             return (state, None);
         }
+        // The end is queued before the head goes: a protocol woken by the
+        // head sees the whole response (HTTP/2 then ends the stream on its
+        // last DATA frame instead of an empty one after it).
         let _ = slot.body.send(Out::End);
+        release(slot);
         let slot = reqs.remove(&id);
         drop(reqs);
         let line = slot.and_then(|s| {

@@ -35,6 +35,8 @@ sub keys_of {
 sub other_value {
     my ($o, $n) = @_;
     return $o->{values}[-1]     if $o->{kind} eq 'enum';
+    return 32768                if $o->{name} eq 'h2_max_frame_size';
+    return { burst => 50, rate => 5 } if $o->{name} eq 'h2_rst_rate_limit';
     return 1000 + $n            if $o->{kind} eq 'count';
     return 2.5 + $n             if $o->{kind} eq 'seconds';
     return 'combined'           if $o->{name} eq 'access_log_format';
@@ -47,9 +49,9 @@ subtest 'the core refuses an unknown key, naming it and the keys it knows' => su
     my $h;
     my $err = error_of { $h = PAGI::Server::Native::new("listen=tcp:127.0.0.1:0\nno_such_key=1\n") };
     PAGI::Server::Native::free($h) if $h;
-    like($err, qr/unknown config key 'no_such_key' \(known: [a-z_, ]+\)/, 'refused with the key named')
+    like($err, qr/unknown config key 'no_such_key' \(known: [a-z0-9_, ]+\)/, 'refused with the key named')
         or diag $err;
-    ($known) = $err =~ /\(known: ([a-z_, ]+)\)/;
+    ($known) = $err =~ /\(known: ([a-z0-9_, ]+)\)/;
     $known = [ sort split /, /, $known // '' ];
 };
 
@@ -61,7 +63,7 @@ subtest 'Perl sends exactly the keys the core knows' => sub {
     my $certs = TestCerts::make(tmpdir(), 'rsa');
     my $n = 0;
     my %every = map { $_->{name} => other_value($_, $n++) }
-        grep { !$_->{own_init} && !$_->{cli_only} && $_->{name} ne 'http2' } @table;
+        grep { !$_->{own_init} && !$_->{cli_only} } @table;
     $every{ssl} = { cert_file => $certs->{rsa_cert}, key_file => $certs->{rsa_key},
                     ca_file => $certs->{ca_cert}, verify_client => 1,
                     min_version => 'TLSv1_3', cipher_list => 'ECDHE+AESGCM' };
@@ -92,6 +94,9 @@ subtest 'each core line carries its option' => sub {
         }
         elsif ($o->{name} eq 'max_connections') {
             ($given, $want) = (7, 7);
+        }
+        elsif ($o->{name} eq 'h2_rst_rate_limit') {
+            ($given, $want) = (other_value($o, $n++), '50/5');
         }
         else {
             $given = $want = other_value($o, $n++);

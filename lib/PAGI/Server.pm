@@ -79,13 +79,13 @@ sub _init {
     }
     # Checked (a bad atom dies here) and kept as a renderer, as the reference does.
     $self->{_access_log_formatter} = $self->_compile_access_log_format($self->{access_log_format});
-    $self->_check_http2;
 
     # Set by PAGI::Server::Workers in a worker: the parent's listening
     # sockets ({ fd => N, tcp => 0|1 }) and this worker's number.
     $self->{_inherited} = delete $params->{_inherited};
     $self->{_worker}    = delete $params->{_worker};
     $self->_check_tls;
+    $self->_check_http2;
 
     # Test hook: a request for this exact path panics inside the Rust core.
     $self->{_test_panic_path} = delete $params->{_test_panic_path};
@@ -126,9 +126,12 @@ sub _compile_access_log_format {
 # name the key), then the files, by building the core's TLS configuration
 # once (messages name the file).
 # The h2_* values HTTP/2 bounds, checked at construction with the option
-# named (the core checks them again).
+# named (the core checks them again); and the reference's flags saying how
+# HTTP/2 is offered (h2c: on cleartext listeners, by the client preface).
 sub _check_http2 {
     my ($self) = @_;
+    $self->{http2_enabled} = $self->{http2} ? 1 : 0;
+    $self->{h2c_enabled}   = $self->{http2} && !$self->_tls ? 1 : 0;
     my $fs = $self->{h2_max_frame_size};
     die "h2_max_frame_size must be between 16384 and 16777215 (got $fs)\n"
         unless $fs =~ /\A[0-9]+\z/ && $fs >= 16384 && $fs <= 16777215;
@@ -185,6 +188,7 @@ sub _build_ssl_config {
         $self->{_ssl_ctx} = $ctx;
         $params->{SSL_reuse_ctx} = $ctx;
     }
+    $params->{SSL_alpn_protocols} = ['h2', 'http/1.1'] if $self->{http2};
     $self->{tls_enabled} = 1;
     $self->{extensions}{tls} //= {};
     return $params;
@@ -248,6 +252,7 @@ sub configure {
         $tls_changed ||= $k eq 'ssl';
     }
     $self->_check_tls if $tls_changed;
+    $self->_check_http2;
     $self->SUPER::configure(%params);
 }
 
@@ -964,10 +969,73 @@ C<development>. Stored for the event validator.
 
 Name of an C<IO::Async::Loop::*> backend for C<run> (e.g. C<EPoll>).
 
-=item http2, h2_max_concurrent_streams, h2_initial_window_size, h2_max_frame_size, h2_enable_push, h2_enable_connect_protocol, h2_max_header_list_size, h2_rst_rate_limit
+=item http2 => $bool
 
-HTTP/2 settings. This build has no HTTP/2 yet, so C<< http2 => 1 >> dies at
-construction; the C<h2_*> values are stored.
+Serve HTTP/2 as well as HTTP/1.1 (default 0: HTTP/1.1 only). On a TLS
+listener ALPN offers C<h2> before C<http/1.1> and the client picks. On a
+cleartext listener a connection that opens with the HTTP/2 client preface
+speaks h2c ("prior knowledge", as gRPC clients and h2c proxies do) and any
+other connection is served as HTTP/1.1 on the same port. (The HTTP/1.1
+C<Upgrade: h2c> dance is not offered; such a request is answered over
+HTTP/1.1.) A Unix socket behaves like a cleartext listener.
+
+Every stream is one PAGI request whose scope has C<http_version> C<2>;
+C<:authority> arrives as the C<host> header (once), and cookies the client
+split across several fields arrive as one C<cookie> header joined with
+C<; >. Request bodies are flow-controlled per stream: the client's window is
+given back only as the app reads, so a slow app holds back its own upload
+and no other stream. Responses stream with per-stream backpressure, may
+carry trailers, get C<date> and C<server> headers when the app sets none,
+and never carry C<connection>, C<keep-alive>, C<transfer-encoding> or
+C<upgrade> (HTTP/2 forbids them; they are dropped). WebSocket runs over
+HTTP/2 streams (RFC 8441 extended CONNECT) with the same events as over
+HTTP/1.1, and so do SSE streams. A graceful shutdown sends GOAWAY, lets
+open streams finish within C<shutdown_timeout>, then closes.
+
+=item h2_max_concurrent_streams => $count
+
+SETTINGS_MAX_CONCURRENT_STREAMS: streams one connection may have open at
+once (default 100). Streams a client resets do not count against it; see
+C<h2_rst_rate_limit>.
+
+=item h2_initial_window_size => $bytes
+
+SETTINGS_INITIAL_WINDOW_SIZE: how much of a request body a client may send
+on a stream before the app has read it (default 65535, at most
+2147483647). The connection's own window is 1 MiB or this, whichever is
+larger.
+
+=item h2_max_frame_size => $bytes
+
+SETTINGS_MAX_FRAME_SIZE: the largest frame payload the server accepts
+(default 16384; 16384 to 16777215).
+
+=item h2_enable_push => $bool
+
+Accepted for compatibility (default 0). PAGI has no event that pushes a
+response, so this server never sends PUSH_PROMISE whatever the value.
+
+=item h2_enable_connect_protocol => $bool
+
+SETTINGS_ENABLE_CONNECT_PROTOCOL: offer WebSocket over HTTP/2 (RFC 8441;
+default 1). With 0, an extended CONNECT is refused and clients use
+WebSocket over HTTP/1.1.
+
+=item h2_max_header_list_size => $bytes
+
+SETTINGS_MAX_HEADER_LIST_SIZE: the largest request header block, counted
+as RFC 9113 does (names, values and 32 bytes per field; default 65536).
+Larger blocks, however many CONTINUATION frames carry them, are refused.
+
+=item h2_rst_rate_limit => { burst => $n, rate => $per_second }
+
+The defence against Rapid Reset (CVE-2023-44487): a token bucket on the
+RST_STREAM frames a client sends, C<burst> at once and C<rate> per second
+after (default C<< { burst => 1000, rate => 33 } >>). A client that runs it
+dry gets GOAWAY (ENHANCE_YOUR_CALM) and the connection closes. PING and
+SETTINGS floods (beyond 1000 PINGs at once and 100 per second after, or
+100 SETTINGS at once and 10 per second) end the same way; CONTINUATION
+floods end at C<h2_max_header_list_size>.
 
 =item on_error
 
@@ -1132,8 +1200,7 @@ refused.
 
 =head2 has_tls, has_http2
 
-Class methods: whether this build can serve TLS (1) and HTTP/2 (0 for
-now).
+Class methods: whether this build can serve TLS and HTTP/2 (both 1).
 
 =head1 SIGNALS
 

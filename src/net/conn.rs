@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::peer::Peer;
-use super::sniff::{self, Prefixed};
+use super::sniff::{self, Heard, Prefixed};
 use super::stream::Split;
 use super::tls::Acceptor;
 use crate::abi::level;
@@ -87,7 +87,14 @@ async fn serve<S: Split>(
         Some(h2) => h2,
         None if core.cfg.http2 => {
             let limit = core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT);
-            sniff::is_h2c(&mut stream, &mut pre, limit).await
+            match sniff::hear(&mut stream, &mut pre, limit).await {
+                Heard::H2c => true,
+                Heard::Http1 => false,
+                Heard::Neither => {
+                    refuse(stream, sniff::BAD_PREFACE).await;
+                    return;
+                }
+            }
         }
         None => false,
     };

@@ -1,7 +1,9 @@
 //! Telling h2c from HTTP/1.x on a cleartext listener with `http2` on: a
 //! connection that opens with the 24-byte HTTP/2 client preface speaks
-//! h2c; anything else is HTTP/1.x on the same port. The bytes read to
-//! decide are handed on, never lost.
+//! h2c; an HTTP/1.x request is served on the same port. The bytes read to
+//! decide are handed on, never lost. A first line that is neither (no
+//! `HTTP/` version in it) is a failed HTTP/2 preface: an HTTP/1.1 `400`
+//! would be noise to such a client, so it gets GOAWAY (PROTOCOL_ERROR).
 
 use std::io;
 use std::pin::Pin;
@@ -13,28 +15,54 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use crate::proto::h2::guard::PREFACE;
 
-/// Reads until the first bytes either match the preface or cannot. `true`:
-/// the preface is there. The bytes read are in `buf` either way. A client
-/// that sends nothing within `limit` (or closes) is left to HTTP/1.x,
-/// which times it out or sees the end.
-pub async fn is_h2c<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, limit: Duration) -> bool {
+/// What a cleartext connection with `http2` on opens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    H2c,
+    Http1,
+    /// Neither: answered with `BAD_PREFACE` and closed.
+    Neither,
+}
+
+/// GOAWAY (last stream 0, PROTOCOL_ERROR): the answer to a bad preface.
+pub const BAD_PREFACE: &[u8] = &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// A first line already read that has no HTTP version in it.
+fn not_http1(buf: &[u8]) -> bool {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return false;
+    };
+    !buf[..end].windows(5).any(|w| w == b"HTTP/")
+}
+
+/// Reads until the first bytes either match the preface or cannot. The
+/// bytes read are in `buf` either way. A client that sends nothing within
+/// `limit` (or closes) is left to HTTP/1.x, which times it out or sees the
+/// end.
+pub async fn hear<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, limit: Duration) -> Heard {
     let read = async {
         loop {
             let n = buf.len().min(PREFACE.len());
             if buf[..n] != PREFACE[..n] {
-                return false;
+                return if not_http1(buf) {
+                    Heard::Neither
+                } else {
+                    Heard::Http1
+                };
             }
             if n == PREFACE.len() {
-                return true;
+                return Heard::H2c;
             }
             buf.reserve(8192);
             match io.read_buf(buf).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) | Err(_) => return Heard::Http1,
                 Ok(_) => {}
             }
         }
     };
-    tokio::time::timeout(limit, read).await.unwrap_or(false)
+    tokio::time::timeout(limit, read)
+        .await
+        .unwrap_or(Heard::Http1)
 }
 
 /// A stream whose first bytes were already read: they are read again first.
@@ -99,7 +127,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 mod tests {
     use super::*;
 
-    fn sniff(input: &[u8]) -> (bool, Vec<u8>) {
+    fn sniff(input: &[u8]) -> (Heard, Vec<u8>) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -111,7 +139,7 @@ mod tests {
                 .expect("write");
             drop(client);
             let mut buf = BytesMut::new();
-            let h2 = is_h2c(&mut server, &mut buf, Duration::from_secs(5)).await;
+            let h2 = hear(&mut server, &mut buf, Duration::from_secs(5)).await;
             let mut again = Vec::new();
             Prefixed::new(buf, server)
                 .read_to_end(&mut again)
@@ -125,14 +153,17 @@ mod tests {
     fn tells_the_preface_from_http1_and_loses_no_byte() {
         let mut h2 = PREFACE.to_vec();
         h2.extend_from_slice(b"\0\0\0\x04\0\0\0\0\0");
-        assert_eq!(sniff(&h2), (true, h2.clone()));
+        assert_eq!(sniff(&h2), (Heard::H2c, h2.clone()));
         for http1 in [
             &b"GET / HTTP/1.1\r\n\r\n"[..],
             b"PRI * HTTP/1.1\r\n\r\n",
             b"P",
             b"",
+            b"GET",
         ] {
-            assert_eq!(sniff(http1), (false, http1.to_vec()));
+            assert_eq!(sniff(http1), (Heard::Http1, http1.to_vec()));
         }
+        let bad = b"INVALID CONNECTION PREFACE\r\n\r\n";
+        assert_eq!(sniff(bad), (Heard::Neither, bad.to_vec()));
     }
 }

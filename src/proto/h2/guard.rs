@@ -117,6 +117,7 @@ impl Scan {
     /// Reads the frame headers in `bytes` (the next bytes of the stream);
     /// the first limit broken, if any.
     fn feed(&mut self, mut bytes: &[u8], now: Instant) -> Option<Flood> {
+        let mut first = None;
         while !bytes.is_empty() {
             if self.preface > 0 {
                 let n = self.preface.min(bytes.len());
@@ -147,11 +148,9 @@ impl Scan {
                 SETTINGS if !ack && !self.settings.take(now) => Some(Flood::Settings),
                 _ => None,
             };
-            if broken.is_some() {
-                return broken;
-            }
+            first = first.or(broken);
         }
-        None
+        first
     }
 }
 

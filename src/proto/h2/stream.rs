@@ -291,7 +291,9 @@ impl Task {
                     }
                     Some(Err(_)) => break Err(Stop::Closed),
                 },
-                _ = self.ex.wake(), if !want_body && (!self.body_done || gated || self.held > 0) => {}
+                // The app read some body (its window goes back to the
+                // client at the top of the loop), or asked for it.
+                _ = self.ex.wake(), if !self.body_done || self.held > 0 => {}
                 h = &mut head_rx, if waiting => match h {
                     Ok(Reply::Response(h)) => match self.start(h, &mut out_rx).await {
                         Ok(true) => break Ok(()),
