@@ -291,7 +291,11 @@ impl Task {
                     }
                     Some(Err(_)) => break Err(Stop::Closed),
                 },
-                _ = self.ex.wake(), if !want_body && (!self.body_done || gated || self.held > 0) => {}
+                // The app taking what it was handed frees window to give
+                // back: wait for that even while more body is wanted, or a
+                // stream whose window is all held waits for DATA that the
+                // client cannot send.
+                _ = self.ex.wake(), if self.held > 0 || (!want_body && (!self.body_done || gated)) => {}
                 h = &mut head_rx, if waiting => match h {
                     Ok(Reply::Response(h)) => match self.start(h, &mut out_rx).await {
                         Ok(true) => break Ok(()),
