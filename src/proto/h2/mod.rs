@@ -27,8 +27,9 @@ use guard::{Tripped, Watched};
 
 /// The longest the client preface and SETTINGS may take when `timeout` is off.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
-/// The connection-level receive window: several streams may upload at once
-/// without one filling the whole connection's window.
+/// The connection-level receive window beyond one stream's window: several
+/// streams may upload at once, and a stream whose app holds its whole
+/// window unread still leaves this much to the others.
 const CONNECTION_WINDOW: u32 = 1 << 20;
 /// After a flood, how long the GOAWAY may take to be written.
 const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
@@ -45,7 +46,11 @@ where
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
         .initial_window_size(s.initial_window_size)
-        .initial_connection_window_size(CONNECTION_WINDOW.max(s.initial_window_size))
+        .initial_connection_window_size(
+            CONNECTION_WINDOW
+                .saturating_add(s.initial_window_size)
+                .min(settings::MAX_WINDOW),
+        )
         .max_frame_size(s.max_frame_size)
         .max_header_list_size(s.max_header_list_size);
     if s.enable_connect_protocol {
