@@ -33,6 +33,11 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 const CONNECTION_WINDOW: u32 = 1 << 20;
 /// After a flood, how long the GOAWAY may take to be written.
 const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
+/// Going away, how long the client has to answer the PING that `h2` sends
+/// with its first GOAWAY: a client that never answers would otherwise keep
+/// a connection with no stream open (after `timeout`, or through a
+/// shutdown) until it closes it.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/2 on an admitted connection until it closes. `io` starts
 /// with the client preface.
@@ -77,11 +82,16 @@ where
     if going_away {
         conn.graceful_shutdown();
     }
-    // An idle connection (no stream open) is closed after `timeout`.
+    // An idle connection (no stream open) is closed after `timeout`; one
+    // going away with no stream open, after GOAWAY_GRACE.
     let idle = core.cfg.idle_timeout;
     let mut since = Instant::now();
     loop {
-        let idle_at = idle.map(|d| since + d).filter(|_| !going_away);
+        let idle_at = if going_away {
+            Some(since + GOAWAY_GRACE)
+        } else {
+            idle.map(|d| since + d)
+        };
         tokio::select! {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
@@ -122,12 +132,20 @@ where
                 break;
             },
             _ = sleep_opt(idle_at) => {
+                since = Instant::now();
                 if conn.has_streams() {
-                    since = Instant::now();
-                } else {
-                    going_away = true;
-                    conn.graceful_shutdown();
+                    continue;
                 }
+                if going_away {
+                    // The PING went unanswered: the final GOAWAY (with the
+                    // last stream taken) goes out now, and the end.
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
+                    let _ = tokio::time::timeout(GOAWAY_LIMIT, flush).await;
+                    break;
+                }
+                going_away = true;
+                conn.graceful_shutdown();
             },
             r = sd.changed() => {
                 if r.is_err() || *sd.borrow() == FORCE {
@@ -135,6 +153,7 @@ where
                 }
                 if !going_away {
                     going_away = true;
+                    since = Instant::now();
                     conn.graceful_shutdown();
                 }
             },
