@@ -35,6 +35,7 @@ sub keys_of {
 sub other_value {
     my ($o, $n) = @_;
     return $o->{values}[-1]     if $o->{kind} eq 'enum';
+    return 20000 + $n           if $o->{name} eq 'h2_max_frame_size';    # at least 16384
     return 1000 + $n            if $o->{kind} eq 'count';
     return 2.5 + $n             if $o->{kind} eq 'seconds';
     return 'combined'           if $o->{name} eq 'access_log_format';
@@ -47,9 +48,9 @@ subtest 'the core refuses an unknown key, naming it and the keys it knows' => su
     my $h;
     my $err = error_of { $h = PAGI::Server::Native::new("listen=tcp:127.0.0.1:0\nno_such_key=1\n") };
     PAGI::Server::Native::free($h) if $h;
-    like($err, qr/unknown config key 'no_such_key' \(known: [a-z_, ]+\)/, 'refused with the key named')
+    like($err, qr/unknown config key 'no_such_key' \(known: [a-z0-9_, ]+\)/, 'refused with the key named')
         or diag $err;
-    ($known) = $err =~ /\(known: ([a-z_, ]+)\)/;
+    ($known) = $err =~ /\(known: ([a-z0-9_, ]+)\)/;
     $known = [ sort split /, /, $known // '' ];
 };
 
@@ -92,6 +93,9 @@ subtest 'each core line carries its option' => sub {
         }
         elsif ($o->{name} eq 'max_connections') {
             ($given, $want) = (7, 7);
+        }
+        elsif ($o->{name} eq 'h2_rst_rate_limit') {
+            ($given, $want) = ({ burst => 50, rate => 5 }, '50/5');
         }
         else {
             $given = $want = other_value($o, $n++);

@@ -771,11 +771,32 @@ subtest 'pagi-server serves on 127.0.0.1' => sub {
     kill_hard($pid);
 };
 
-subtest 'pagi-server refuses what this build cannot do' => sub {
+subtest 'pagi-server --http2 serves h2c' => sub {
     skip_all 'PAGI::Server is not built (run make)' unless eval { require PAGI::Server; 1 };
-    my ($code, undef, $err) = run_cli('--http2', '-p', '0', $HELLO);
-    is($code, 1, '--http2: exit 1');
-    like($err, qr/HTTP\/2/, '--http2: says why');
+    my ($pid, $out, $err) = spawn_cli(
+        env  => { PAGI_ENV => 'production' },
+        args => ['--http2', '-o', '127.0.0.1', '-p', '0', $HELLO],
+    );
+    my $port;
+    my $deadline = time + 20;
+    until (defined $port || time > $deadline) {
+        ($port) = slurp($err) =~ m{listening on http://127\.0\.0\.1:(\d+)/};
+        last if defined $port;
+        if (waitpid($pid, WNOHANG) == $pid) {    # exited before listening
+            delete $SPAWNED{$pid};
+            last;
+        }
+        sleep 0.1;
+    }
+    ok($port, 'banner names the chosen port') or diag slurp($err);
+    like(slurp($err), qr/http2: on \(h2c\)/, 'banner says http2: on (h2c)');
+    if ($port && grep { -x "$_/curl" } split /:/, $ENV{PATH} // '') {
+        my $got = `curl -sS --max-time 10 --http2-prior-knowledge -w ' %{http_version}' http://127.0.0.1:$port/h2`;
+        like($got, qr/ 2\z/, 'curl --http2-prior-knowledge is answered over HTTP/2');
+    }
+    kill TERM => $pid;
+    reap($pid, 5);
+    kill_hard($pid);
 };
 
 done_testing;
