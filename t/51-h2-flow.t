@@ -204,6 +204,19 @@ subtest 'a 1 MB request body arrives whole' => sub {
     ($st, $out, $err) = run_cmd(20, 'nghttp', '-t', 15, '-d', $file, "http://127.0.0.1:$srv->{port}/upload");
     is($st, 0, 'nghttp succeeds') or diag($err);
     like($out, qr/^\Q$want\E [0-9]+$/, 'nghttp: the same');
+    SKIP: {
+        skip 'h2load is not installed', 3 if H2Test::tools_missing('h2load');
+        # 200 uploads of 200 KB, 20 at a time on each of two connections.
+        my $up = data_file('200k', substr($MB, 0, 200_000));
+        ($st, $out, $err) = run_cmd(30, 'h2load', '-n', 200, '-c', 2, '-m', 20, '-N', 10, '-d', $up,
+            "http://127.0.0.1:$srv->{port}/upload");
+        like($out, qr/^requests: 200 total, 200 started, 200 done, 200 succeeded, 0 failed, 0 errored, 0 timeout$/m,
+            'h2load: 200 concurrent uploads of 200 KB all succeed') or diag($out . $err);
+        like($out, qr/^status codes: 200 2xx/m, 'h2load: 200 2xx');
+        my $line = '200000 ' . md5_hex(substr($MB, 0, 200_000));
+        my ($resp) = $out =~ /^traffic: .* \(([0-9]+)\) data$/m;
+        ok(($resp // 0) >= 200 * (length($line) + 2), 'h2load: ' . ($resp // 0) . " bytes of answers (each '$line N')");
+    }
     stopped_ok($srv, 'body');
 };
 
