@@ -27,11 +27,17 @@ use guard::{Tripped, Watched};
 
 /// The longest the client preface and SETTINGS may take when `timeout` is off.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
-/// The connection-level receive window: several streams may upload at once
-/// without one filling the whole connection's window.
+/// The connection-level receive window beyond one stream's window: several
+/// streams may upload at once, and a stream whose app holds its whole
+/// window unread still leaves this much to the others.
 const CONNECTION_WINDOW: u32 = 1 << 20;
 /// After a flood, how long the GOAWAY may take to be written.
 const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
+/// Going away, how long the client has to answer the PING that `h2` sends
+/// with its first GOAWAY: a client that never answers would otherwise keep
+/// a connection with no stream open (after `timeout`, or through a
+/// shutdown) until it closes it.
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves HTTP/2 on an admitted connection until it closes. `io` starts
 /// with the client preface.
@@ -45,7 +51,11 @@ where
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
         .initial_window_size(s.initial_window_size)
-        .initial_connection_window_size(CONNECTION_WINDOW.max(s.initial_window_size))
+        .initial_connection_window_size(
+            CONNECTION_WINDOW
+                .saturating_add(s.initial_window_size)
+                .min(settings::MAX_WINDOW),
+        )
         .max_frame_size(s.max_frame_size)
         .max_header_list_size(s.max_header_list_size);
     if s.enable_connect_protocol {
@@ -72,11 +82,16 @@ where
     if going_away {
         conn.graceful_shutdown();
     }
-    // An idle connection (no stream open) is closed after `timeout`.
+    // An idle connection (no stream open) is closed after `timeout`; one
+    // going away with no stream open, after GOAWAY_GRACE.
     let idle = core.cfg.idle_timeout;
     let mut since = Instant::now();
     loop {
-        let idle_at = idle.map(|d| since + d).filter(|_| !going_away);
+        let idle_at = if going_away {
+            Some(since + GOAWAY_GRACE)
+        } else {
+            idle.map(|d| since + d)
+        };
         tokio::select! {
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
@@ -117,12 +132,20 @@ where
                 break;
             },
             _ = sleep_opt(idle_at) => {
+                since = Instant::now();
                 if conn.has_streams() {
-                    since = Instant::now();
-                } else {
-                    going_away = true;
-                    conn.graceful_shutdown();
+                    continue;
                 }
+                if going_away {
+                    // The PING went unanswered: the final GOAWAY (with the
+                    // last stream taken) goes out now, and the end.
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
+                    let _ = tokio::time::timeout(GOAWAY_LIMIT, flush).await;
+                    break;
+                }
+                going_away = true;
+                conn.graceful_shutdown();
             },
             r = sd.changed() => {
                 if r.is_err() || *sd.borrow() == FORCE {
@@ -130,6 +153,7 @@ where
                 }
                 if !going_away {
                     going_away = true;
+                    since = Instant::now();
                     conn.graceful_shutdown();
                 }
             },
