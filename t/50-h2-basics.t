@@ -281,6 +281,26 @@ subtest 'the scope of a stream' => sub {
     stopped_ok($srv, 'scope');
 };
 
+subtest 'a whole response ends its stream on its last DATA frame' => sub {
+    # An END_STREAM in an empty DATA frame of its own is legal, but HAProxy
+    # (proto h2) then holds the response back ~200 ms: a body sent at once
+    # must end the stream with its data.
+    my $srv = serve_ok('end-stream', http2 => 1);
+    return unless $srv->{port};
+    my $c = H2Test::Conn->new($srv->{port});
+    my @trailing;
+    for my $n (1 .. 20) {
+        my $sid = 2 * $n - 1;
+        $c->request($sid, GET => "/one/$n", end => 1);
+        is($c->read_until(5, sub { $c->ended($sid) }), 'match', "stream $sid answered") or last;
+        my ($last) = grep { $_->{sid} == $sid && $_->{type} == 0x0 && $_->{flags} & 0x1 } $c->frames;
+        push @trailing, $sid unless $last && length $last->{payload};
+    }
+    is(\@trailing, [], 'no stream ended with an empty DATA frame after its body');
+    $c->close;
+    stopped_ok($srv, 'end-stream');
+};
+
 subtest 'pagi.connection and the access log per stream' => sub {
     my $log = File::Spec->catfile($dir, 'access.log');
     open my $fh, '>>', $log or die "open $log: $!";
