@@ -105,11 +105,12 @@ my $certs = $tls_why ? undef : TestCerts::make(tempdir(CLEANUP => 1), 'rsa');
 my %server = (h2c => start_server($loop, app => $app, http2 => 1));
 $server{tls} = start_server($loop, app => $app, http2 => 1,
     ssl => { cert_file => $certs->{rsa_cert}, key_file => $certs->{rsa_key} }) if $certs;
+my %is_tls = $certs ? ($server{tls}->port => 1) : ();
 
 # The client's arguments for a server: common options, then the mode's.
 sub args_for {
     my ($srv, @rest) = @_;
-    return [ '--port', $srv->port, ($srv->{ssl} ? '--tls' : ()), '--timeout', 8, @rest ];
+    return [ '--port', $srv->port, ($is_tls{ $srv->port } ? '--tls' : ()), '--timeout', 8, @rest ];
 }
 
 # Runs the ws mode: one WebSocket per path, each running @steps.

@@ -18,6 +18,7 @@ made:
   open S KIND PATH                a stream was opened (KIND: ws, get, sse)
   status S CODE                   response status (informational: info S CODE)
   header S NAME VALUE             one response header (VALUE to end of line)
+  trailer S NAME VALUE            one trailer field
   frame S OPCODE FIN HEX          a WebSocket frame from the server
   masked S                        ... that frame was masked (a server must not)
   close S CODE HEX                a close frame (CODE 'none' when empty)
@@ -45,6 +46,18 @@ Steps (ws --step, repeatable; {i} in a step is the stream's index from 0):
   sleep:SECS
   end                END_STREAM (an empty DATA frame ending our side)
   reset[:CODE]       RST_STREAM (default CANCEL, 8)
+
+A WebSocket that is not accepted (any status but 200) runs no frame step;
+its body is reported as data lines. ws also takes --pong (answer pings),
+--get PATH (plain GETs alongside), --plain-connect (CONNECT without
+:protocol, :scheme or :path) and --connect-protocol NAME; sse takes
+--duration and --reset-after SECS. --timeout bounds the whole run and
+--linger keeps reading after the streams are done. H2_CLIENT_DEBUG=1
+writes every h2 event to stderr.
+
+  h2_client.py --port 8080 ws --path /chat --protocol chat \
+      --step text:hi --step wait:1 --step close:1000 --step wait-close
+  h2_client.py --port 8443 --tls sse --path /events --duration 2
 """
 
 import argparse
