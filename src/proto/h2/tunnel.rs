@@ -56,7 +56,11 @@ impl AsyncRead for TunnelRead {
     }
 }
 
-/// Our side of the stream: a write waits for flow-control capacity.
+/// Our side of the stream: a write waits for flow-control capacity. When
+/// the session lets go of it, our side ends with END_STREAM (the orderly
+/// close a TCP FIN is on HTTP/1.1), so the frames it queued last, its close
+/// frame among them, are still sent: a stream dropped while open would be
+/// reset with CANCEL, and h2 discards the DATA still queued on it.
 pub struct TunnelWrite {
     tx: SendStream<Bytes>,
     ended: bool,
@@ -65,6 +69,22 @@ pub struct TunnelWrite {
 impl TunnelWrite {
     pub fn new(tx: SendStream<Bytes>) -> TunnelWrite {
         TunnelWrite { tx, ended: false }
+    }
+}
+
+impl TunnelWrite {
+    /// Ends our side of the stream once what is queued on it is sent.
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            let _ = self.tx.send_data(Bytes::new(), true);
+        }
+    }
+}
+
+impl Drop for TunnelWrite {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 
@@ -106,10 +126,75 @@ impl AsyncWrite for TunnelWrite {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.ended {
-            self.ended = true;
-            let _ = self.tx.send_data(Bytes::new(), true);
-        }
+        self.end();
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A session that lets go of its stream without shutting it down (as
+    /// every WebSocket session ends) still has its last bytes sent, and
+    /// the stream ends cleanly rather than with RST_STREAM(CANCEL), which
+    /// would make `h2` discard them.
+    #[tokio::test]
+    async fn a_dropped_writer_sends_its_last_bytes_then_ends() {
+        let (c, s) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(s).await.expect("server handshake");
+            let (req, mut respond) = conn.accept().await.expect("a stream").expect("a request");
+            let tx = respond
+                .send_response(http::Response::new(()), false)
+                .expect("response head");
+            // As in stream.rs: only the session's two halves hold the stream.
+            drop(respond);
+            let rd = TunnelRead::new(req.into_body());
+            let mut wr = TunnelWrite::new(tx);
+            wr.write_all(b"last words").await.expect("write");
+            drop(wr);
+            drop(rd);
+            while let Some(Ok(_)) = conn.accept().await {}
+        });
+        let (mut client, conn) = h2::client::handshake(c).await.expect("client handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/")
+            .body(())
+            .expect("request");
+        // The client's side stays open, as a WebSocket client's does.
+        let (resp, _open) = client.send_request(req, false).expect("send request");
+        let mut body = resp.await.expect("response").into_body();
+        let mut got = Vec::new();
+        let mut reset = None;
+        let limit = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Ok(Some(chunk)) = tokio::time::timeout_at(limit, body.data()).await {
+            match chunk {
+                Ok(b) => {
+                    let _ = body.flow_control().release_capacity(b.len());
+                    got.extend_from_slice(&b);
+                }
+                Err(e) => {
+                    reset = e.reason();
+                    break;
+                }
+            }
+        }
+        assert!(
+            body.is_end_stream() || reset.is_some(),
+            "the stream did not end"
+        );
+        assert_eq!(got, b"last words");
+        // After END_STREAM, h2 may tell a client still sending to stop.
+        assert!(
+            matches!(reset, None | Some(h2::Reason::NO_ERROR)),
+            "{reset:?}"
+        );
+        server.abort();
     }
 }
