@@ -10,6 +10,12 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
+use crate::abi::level;
+use crate::bridge::queue::Bridge;
+
+/// The piece size protocols read file bodies in.
+pub const PIECE: usize = 64 * 1024;
+
 /// A file body still to be read.
 pub struct FileBody {
     file: Arc<File>,
@@ -60,6 +66,21 @@ impl FileBody {
             *p += buf.len() as u64;
         }
         Ok(buf)
+    }
+
+    /// The next piece of at most `PIECE` bytes (empty at the end), or None
+    /// once a read failed, which is logged: the response cannot go on.
+    pub async fn next_piece(&mut self, buf: Vec<u8>, bridge: &Bridge) -> Option<Vec<u8>> {
+        match self.next(buf, PIECE).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                bridge.log(
+                    level::ERROR,
+                    &format!("PAGI::Server: reading the file body failed: {e}"),
+                );
+                None
+            }
+        }
     }
 }
 

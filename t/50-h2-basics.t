@@ -41,6 +41,14 @@ my $certs = TestCerts::make($dir, qw(ecdsa));
 my %ssl   = (cert_file => $certs->{ecdsa_cert}, key_file => $certs->{ecdsa_key});
 my $JSON  = JSON::PP->new->canonical->ascii;
 
+# A file body the server reads itself.
+my $FILE = File::Spec->catfile($dir, 'file.bin');
+{
+    open my $fh, '>', $FILE or die "write $FILE: $!";
+    print {$fh} join '', map { sprintf '%07d;', $_ } 0 .. 25_599;
+    close $fh or die;
+}
+
 # What the app saw, per stream, kept in the server child and read back
 # through /report.
 my (%complete, %disconnect, %conns);
@@ -110,6 +118,16 @@ my $app = async sub {
             await IO::Async::Loop->new->delay_future(after => 0.05);
         }
         await $send->({ type => 'http.response.body', body => 'end' });
+        return;
+    }
+    if ($path eq '/file') {    # 200 KB from a file (a file body is the last)
+        await $send->({ type => 'http.response.start', status => 200, headers => [] });
+        await $send->({ type => 'http.response.body', file => $FILE });
+        return;
+    }
+    if ($path eq '/slice') {
+        await $send->({ type => 'http.response.start', status => 200, headers => [] });
+        await $send->({ type => 'http.response.body', file => $FILE, offset => 10, length => 5 });
         return;
     }
     if ($path eq '/wait') {    # until the client goes away
@@ -381,6 +399,13 @@ subtest 'responses' => sub {
     $h = H2Test::fields_of($st->{blocks}[0]);
     is([ $h->{':status'}, $st->{data}, $st->{ended} ], [ ['204'], 0, 1 ], '204: no body bytes although the app sent some');
     ok(!exists $h->{'content-length'}, '204: no content-length');
+
+    $c = curl('--http2-prior-knowledge', "$base/file");
+    my $file = join '', map { sprintf '%07d;', $_ } 0 .. 25_599;
+    ok($c->{version} eq '2' && $c->{body} eq $file, 'a file body arrives whole over HTTP/2')
+        or diag('got ' . length($c->{body} // '') . ' bytes, version ' . ($c->{version} // '?'));
+    $c = curl('--http2-prior-knowledge', "$base/slice");
+    is($c->{body}, substr($file, 10, 5), 'a slice of a file (offset, length)');
 
     $c = curl('--http2-prior-knowledge', "$base/stream");
     my $want = join('', map { "piece $_;" . ('.' x 20000) } 1 .. 5) . 'end';

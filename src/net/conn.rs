@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::peer::Peer;
-use super::sniff::{self, Heard, Prefixed};
+use super::sniff::{self, Heard};
 use super::stream::Split;
 use super::tls::Acceptor;
 use crate::abi::level;
@@ -99,11 +99,7 @@ async fn serve<S: Split>(
         None => false,
     };
     let run: Pin<Box<dyn Future<Output = ()> + Send>> = if h2 {
-        Box::pin(crate::proto::h2::serve(
-            core.clone(),
-            Prefixed::new(pre, stream),
-            peer,
-        ))
+        Box::pin(crate::proto::h2::serve(core.clone(), stream, pre, peer))
     } else {
         Box::pin(conn::serve(core.clone(), stream, peer, pre))
     };

@@ -1,17 +1,14 @@
 //! Telling h2c from HTTP/1.x on a cleartext listener with `http2` on: a
 //! connection that opens with the 24-byte HTTP/2 client preface speaks
 //! h2c; an HTTP/1.x request is served on the same port. The bytes read to
-//! decide are handed on, never lost. A first line that is neither (no
+//! decide are handed on to the protocol chosen, never lost. A first line that is neither (no
 //! `HTTP/` version in it) is a failed HTTP/2 preface: an HTTP/1.1 `400`
 //! would be noise to such a client, so it gets GOAWAY (PROTOCOL_ERROR).
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::proto::h2::guard::PREFACE;
 
@@ -65,64 +62,6 @@ pub async fn hear<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, limit: D
         .unwrap_or(Heard::Http1)
 }
 
-/// A stream whose first bytes were already read: they are read again first.
-pub struct Prefixed<S> {
-    pre: BytesMut,
-    io: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(pre: BytesMut, io: S) -> Prefixed<S> {
-        Prefixed { pre, io }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.pre.is_empty() {
-            let n = self.pre.len().min(buf.remaining());
-            buf.put_slice(&self.pre[..n]);
-            self.pre.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,12 +79,10 @@ mod tests {
             drop(client);
             let mut buf = BytesMut::new();
             let h2 = hear(&mut server, &mut buf, Duration::from_secs(5)).await;
-            let mut again = Vec::new();
-            Prefixed::new(buf, server)
-                .read_to_end(&mut again)
-                .await
-                .expect("read");
-            (h2, again)
+            let mut rest = Vec::new();
+            server.read_to_end(&mut rest).await.expect("read");
+            buf.extend_from_slice(&rest);
+            (h2, buf.to_vec())
         })
     }
 

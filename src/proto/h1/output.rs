@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::abi::level;
 use crate::exchange::Exchange;
 use crate::proto::h1::conn::Conn;
 use crate::proto::h1::encode::{self, Writer};
@@ -16,8 +15,6 @@ use crate::stream_io::{write_out, Stop};
 
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
-/// Piece size for file bodies.
-const FILE_PIECE: usize = 64 * 1024;
 
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     /// Handles one response frame. `Ok(true)`: the response is complete.
@@ -98,18 +95,12 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         if w.framing == encode::Framing::None {
             return Ok(());
         }
-        let mut piece = Vec::with_capacity(FILE_PIECE);
+        let mut piece = Vec::with_capacity(crate::file_body::PIECE);
         loop {
-            piece = match body.next(piece, FILE_PIECE).await {
-                Ok(p) if p.is_empty() => break,
-                Ok(p) => p,
-                Err(e) => {
-                    self.core.bridge.log(
-                        level::ERROR,
-                        &format!("PAGI::Server: reading the file body failed: {e}"),
-                    );
-                    return Err(Stop::Closed);
-                }
+            piece = match body.next_piece(piece, &self.core.bridge).await {
+                Some(p) if p.is_empty() => break,
+                Some(p) => p,
+                None => return Err(Stop::Closed),
             };
             w.data(&mut self.out, &piece);
             self.flush(ex).await?;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
@@ -184,17 +185,20 @@ impl Tripped {
     }
 }
 
-/// A connection's byte stream with its frames watched.
+/// A connection's byte stream with its frames watched. `pre`: bytes already
+/// read from it (while telling h2c from HTTP/1.x), read again first.
 pub struct Watched<T> {
     io: T,
+    pre: BytesMut,
     scan: Scan,
     tripped: Arc<Tripped>,
 }
 
 impl<T> Watched<T> {
-    pub fn new(io: T, s: &H2Settings, tripped: Arc<Tripped>) -> Watched<T> {
+    pub fn new(io: T, pre: BytesMut, s: &H2Settings, tripped: Arc<Tripped>) -> Watched<T> {
         Watched {
             io,
+            pre,
             scan: Scan::new(s),
             tripped,
         }
@@ -214,7 +218,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
             return Poll::Pending;
         }
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        let r = if this.pre.is_empty() {
+            Pin::new(&mut this.io).poll_read(cx, buf)
+        } else {
+            let n = this.pre.len().min(buf.remaining());
+            buf.put_slice(&this.pre.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         if let Poll::Ready(Ok(())) = r {
             if let Some(f) = this.scan.feed(&buf.filled()[before..], Instant::now()) {
                 this.tripped.trip(f);
@@ -317,5 +327,25 @@ mod tests {
             scan.feed(&frame(SETTINGS, 0, &[]), t0),
             Some(Flood::Settings)
         );
+    }
+
+    #[test]
+    fn bytes_read_before_are_read_again_and_watched() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut client, server) = tokio::io::duplex(4096);
+            let mut pre = BytesMut::from(&PREFACE[..]);
+            pre.extend_from_slice(&frame(RST_STREAM, 0, &[0; 4]).repeat(2));
+            let tripped = Arc::new(Tripped::default());
+            let mut io = Watched::new(server, pre.clone(), &settings(1, 0), tripped.clone());
+            client.write_all(b"after").await.expect("write");
+            let mut got = vec![0; pre.len()];
+            io.read_exact(&mut got).await.expect("read");
+            assert_eq!(got, pre.to_vec());
+            assert_eq!(tripped.wait().await, Flood::Reset);
+        });
     }
 }

@@ -14,7 +14,7 @@ mod tunnel;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -39,15 +39,15 @@ const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
 /// shutdown) until it closes it.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves HTTP/2 on an admitted connection until it closes. `io` starts
-/// with the client preface.
-pub async fn serve<T>(core: Arc<ServerCore>, io: T, peer: Peer)
+/// Serves HTTP/2 on an admitted connection until it closes. The client
+/// preface starts `pre` (bytes already read from `io`) or `io`.
+pub async fn serve<T>(core: Arc<ServerCore>, io: T, pre: BytesMut, peer: Peer)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let s = &core.cfg.h2;
     let tripped = Arc::new(Tripped::default());
-    let io = Watched::new(io, s, tripped.clone());
+    let io = Watched::new(io, pre, s, tripped.clone());
     let mut b = h2::server::Builder::new();
     b.max_concurrent_streams(s.max_concurrent_streams)
         .initial_window_size(s.initial_window_size)

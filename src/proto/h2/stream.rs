@@ -28,9 +28,6 @@ use crate::server::{Head, Out, Reply, ServerCore, FORCE, RUNNING};
 use crate::stream_io::{sleep_opt, Stop};
 use crate::ws::session::{Session, Stream as WsStream};
 
-/// Piece size for file bodies.
-const FILE_PIECE: usize = 64 * 1024;
-
 /// What every stream of a connection shares.
 pub(super) struct Ctx {
     pub(super) core: Arc<ServerCore>,
@@ -502,22 +499,13 @@ impl Task {
         let Resp::Open(tx) = &mut self.resp else {
             return Ok(());
         };
-        let mut piece = Vec::with_capacity(FILE_PIECE);
         loop {
-            piece = match body.next(piece, FILE_PIECE).await {
-                Ok(p) if p.is_empty() => return Ok(()),
-                Ok(p) => p,
-                Err(e) => {
-                    self.core.bridge.log(
-                        level::ERROR,
-                        &format!("PAGI::Server: reading the file body failed: {e}"),
-                    );
-                    return Err(Stop::Closed);
-                }
-            };
-            let data = Bytes::from(std::mem::take(&mut piece));
-            send_data(tx, data, false, stall, None).await?;
-            piece = Vec::with_capacity(FILE_PIECE);
+            let piece = Vec::with_capacity(crate::file_body::PIECE);
+            match body.next_piece(piece, &self.core.bridge).await {
+                Some(p) if p.is_empty() => return Ok(()),
+                Some(p) => send_data(tx, Bytes::from(p), false, stall, None).await?,
+                None => return Err(Stop::Closed),
+            }
         }
     }
 
