@@ -31,13 +31,24 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 /// streams may upload at once, and a stream whose app holds its whole
 /// window unread still leaves this much to the others.
 const CONNECTION_WINDOW: u32 = 1 << 20;
-/// After a flood, how long the GOAWAY may take to be written.
+/// How long a final GOAWAY may take to be written.
 const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
 /// Going away, how long the client has to answer the PING that `h2` sends
 /// with its first GOAWAY: a client that never answers would otherwise keep
 /// a connection with no stream open (after `timeout`, or through a
 /// shutdown) until it closes it.
 const GOAWAY_GRACE: Duration = Duration::from_secs(1);
+
+/// Ends a connection at once: GOAWAY with `reason` (and the last stream
+/// taken), written within GOAWAY_LIMIT.
+async fn goaway_now<T>(conn: &mut h2::server::Connection<T, Bytes>, reason: h2::Reason)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    conn.abrupt_shutdown(reason);
+    let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
+    let _ = tokio::time::timeout(GOAWAY_LIMIT, flush).await;
+}
 
 /// Serves HTTP/2 on an admitted connection until it closes. The client
 /// preface starts `pre` (bytes already read from `io`) or `io`.
@@ -126,9 +137,7 @@ where
                         ctx.peer.log_host()
                     ),
                 );
-                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
-                let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
-                let _ = tokio::time::timeout(GOAWAY_LIMIT, flush).await;
+                goaway_now(&mut conn, h2::Reason::ENHANCE_YOUR_CALM).await;
                 break;
             },
             _ = sleep_opt(idle_at) => {
@@ -139,9 +148,7 @@ where
                 if going_away {
                     // The PING went unanswered: the final GOAWAY (with the
                     // last stream taken) goes out now, and the end.
-                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                    let flush = std::future::poll_fn(|cx| conn.poll_closed(cx));
-                    let _ = tokio::time::timeout(GOAWAY_LIMIT, flush).await;
+                    goaway_now(&mut conn, h2::Reason::NO_ERROR).await;
                     break;
                 }
                 going_away = true;
