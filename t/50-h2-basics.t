@@ -30,7 +30,7 @@ BEGIN {
     skip_all("not installed: @missing") if @missing;
 }
 use IO::Socket::SSL;
-use TLSTest qw(serve stop_server server_log tls_connect run_cmd raw_exchange);
+use TLSTest qw(serve_ok stopped_ok tls_connect run_cmd raw_exchange);
 
 $SIG{PIPE} = 'IGNORE';
 $SIG{ALRM} = sub { die "50-h2-basics.t: overall time limit reached\n" };
@@ -140,21 +140,6 @@ my $app = async sub {
     await $text->(200, "hello $path");
 };
 
-sub serve_ok {
-    my ($name, %opts) = @_;
-    my $srv = serve(app => $app, %opts);
-    ok(!$srv->{error}, "$name: server is up") or diag($srv->{error});
-    return $srv;
-}
-
-sub stopped_ok {
-    my ($srv, $name) = @_;
-    return unless $srv->{pid};
-    my $t0 = time;
-    is(stop_server($srv), 0, "$name: server stopped cleanly by SIGTERM") or diag(server_log($srv));
-    ok(time - $t0 < 5, "$name: ... within 5 s");
-}
-
 # curl against the server: { status, body, err, version, code }.
 sub curl {
     my (@args) = @_;
@@ -183,7 +168,7 @@ sub h2load_ok {
 }
 
 subtest 'h2 over TLS: ALPN, curl, nghttp, h2load' => sub {
-    my $srv = serve_ok('tls', ssl => \%ssl, http2 => 1);
+    my $srv = serve_ok('tls', app => $app, ssl => \%ssl, http2 => 1);
     return unless $srv->{port};
     my $port = $srv->{port};
     my @tls = ('--cacert', $certs->{ca_cert}, '--resolve', "localhost:$port:127.0.0.1");
@@ -218,8 +203,8 @@ subtest 'h2 over TLS: ALPN, curl, nghttp, h2load' => sub {
 };
 
 subtest 'without http2: TLS stays HTTP/1.1 and the h2c preface is not HTTP/2' => sub {
-    my $srv = serve_ok('tls off', ssl => \%ssl);
-    my $plain = serve_ok('plain off');
+    my $srv = serve_ok('tls off', app => $app, ssl => \%ssl);
+    my $plain = serve_ok('plain off', app => $app);
     return unless $srv->{port} && $plain->{port};
     my ($s, $err) = tls_connect($srv->{port}, SSL_ca_file => $certs->{ca_cert}, SSL_alpn_protocols => [ 'h2', 'http/1.1' ]);
     is($s && $s->alpn_selected, 'http/1.1', 'ALPN selects http/1.1 although h2 was offered first');
@@ -239,7 +224,7 @@ subtest 'without http2: TLS stays HTTP/1.1 and the h2c preface is not HTTP/2' =>
 };
 
 subtest 'h2c by prior knowledge next to HTTP/1.1 on one port' => sub {
-    my $srv = serve_ok('h2c', http2 => 1);
+    my $srv = serve_ok('h2c', app => $app, http2 => 1);
     return unless $srv->{port};
     my $port = $srv->{port};
     my $c = curl('--http2-prior-knowledge', "http://127.0.0.1:$port/scope?x=y");
@@ -261,7 +246,7 @@ subtest 'h2c by prior knowledge next to HTTP/1.1 on one port' => sub {
 };
 
 subtest 'the scope of a stream' => sub {
-    my $srv = serve_ok('scope', http2 => 1);
+    my $srv = serve_ok('scope', app => $app, http2 => 1);
     return unless $srv->{port};
     my $port = $srv->{port};
     # nghttp sends the cookie fields apart, as HTTP/2 allows.
@@ -303,7 +288,7 @@ subtest 'a whole response ends its stream on its last DATA frame' => sub {
     # An END_STREAM in an empty DATA frame of its own is legal, but HAProxy
     # (proto h2) then holds the response back ~200 ms: a body sent at once
     # must end the stream with its data.
-    my $srv = serve_ok('end-stream', http2 => 1);
+    my $srv = serve_ok('end-stream', app => $app, http2 => 1);
     return unless $srv->{port};
     my $c = H2Test::Conn->new($srv->{port});
     my @trailing;
@@ -323,7 +308,8 @@ subtest 'pagi.connection and the access log per stream' => sub {
     my $log = File::Spec->catfile($dir, 'access.log');
     open my $fh, '>>', $log or die "open $log: $!";
     $fh->autoflush(1);
-    my $srv = serve_ok('access log', http2 => 1, access_log => $fh, access_log_format => '%m %U%q %H %s %b');
+    my $srv = serve_ok('access log', app => $app, http2 => 1,
+        access_log => $fh, access_log_format => '%m %U%q %H %s %b');
     close $fh;
     return unless $srv->{port};
     my $port = $srv->{port};
@@ -356,7 +342,7 @@ subtest 'pagi.connection and the access log per stream' => sub {
 };
 
 subtest 'responses' => sub {
-    my $srv = serve_ok('responses', http2 => 1);
+    my $srv = serve_ok('responses', app => $app, http2 => 1);
     return unless $srv->{port};
     my $base = "http://127.0.0.1:$srv->{port}";
     my $n = nghttp(15, "$base/hello");
@@ -416,7 +402,7 @@ subtest 'responses' => sub {
 };
 
 subtest 'settings from the h2_* options' => sub {
-    my $srv = serve_ok('defaults', http2 => 1);
+    my $srv = serve_ok('defaults', app => $app, http2 => 1);
     my $n = nghttp(15, '-n', "http://127.0.0.1:$srv->{port}/");
     is($n->{settings}, {
         SETTINGS_MAX_CONCURRENT_STREAMS => 100, SETTINGS_INITIAL_WINDOW_SIZE => 65535,
@@ -425,7 +411,8 @@ subtest 'settings from the h2_* options' => sub {
     }, 'the defaults in the server SETTINGS frame');
     stopped_ok($srv, 'defaults');
 
-    $srv = serve_ok('options', http2 => 1, h2_max_concurrent_streams => 2, h2_initial_window_size => 131072,
+    $srv = serve_ok('options', app => $app, http2 => 1,
+        h2_max_concurrent_streams => 2, h2_initial_window_size => 131072,
         h2_max_frame_size => 32768, h2_max_header_list_size => 8192, h2_enable_connect_protocol => 0);
     return unless $srv->{port};
     my $port = $srv->{port};

@@ -28,7 +28,7 @@ BEGIN {
     skip_all("not installed: @missing") if @missing;
     skip_all('IO::Socket::SSL is not installed (TLSTest needs it)') unless eval { require IO::Socket::SSL; 1 };
 }
-use TLSTest qw(serve stop_server server_log run_cmd);
+use TLSTest qw(serve_ok stopped_ok stop_server server_log run_cmd);
 
 $SIG{PIPE} = 'IGNORE';
 $SIG{ALRM} = sub { die "51-h2-flow.t: overall time limit reached\n" };
@@ -126,21 +126,6 @@ my $app = async sub {
     await $reply->(length($in) . ' ' . md5_hex($in) . " $events");
 };
 
-sub serve_ok {
-    my ($name, %opts) = @_;
-    my $srv = serve(app => $app, http2 => 1, %opts);
-    ok(!$srv->{error}, "$name: server is up") or diag($srv->{error});
-    return $srv;
-}
-
-sub stopped_ok {
-    my ($srv, $name) = @_;
-    return unless $srv->{pid};
-    my $t0 = time;
-    is(stop_server($srv), 0, "$name: server stopped cleanly by SIGTERM") or diag(server_log($srv));
-    ok(time - $t0 < 5, "$name: ... within 5 s");
-}
-
 sub data_file {
     my ($name, $bytes) = @_;
     my $path = File::Spec->catfile($dir, $name);
@@ -191,7 +176,7 @@ END {
 my $MB = join '', map { chr($_ % 251) } 1 .. 1_048_576;    # 1 MB, not one byte repeated
 
 subtest 'a 1 MB request body arrives whole' => sub {
-    my $srv = serve_ok('body');
+    my $srv = serve_ok('body', app => $app, http2 => 1);
     return unless $srv->{port};
     my $file = data_file('mb', $MB);
     my $want = length($MB) . ' ' . md5_hex($MB);
@@ -222,7 +207,7 @@ subtest 'a 1 MB request body arrives whole' => sub {
 
 subtest 'max_body_size: 413 with or without a content-length' => sub {
     unlink $rec;
-    my $srv = serve_ok('max body', max_body_size => 10_000);
+    my $srv = serve_ok('max body', app => $app, http2 => 1, max_body_size => 10_000);
     return unless $srv->{port};
     my $port = $srv->{port};
     my $file = data_file('20k', 'z' x 20_000);
@@ -260,7 +245,7 @@ for my $window (undef, 1_048_576) {
         . ($window ? " (h2_initial_window_size $window)" : '');
     subtest $name => sub {
         unlink $rec;
-        my $srv = serve_ok('hold', ($window ? (h2_initial_window_size => $window) : ()));
+        my $srv = serve_ok('hold', app => $app, http2 => 1, ($window ? (h2_initial_window_size => $window) : ()));
         return unless $srv->{port};
         my $port = $srv->{port};
         my $size = ($window // 65535) + 500_000;    # more than one stream window
@@ -283,7 +268,7 @@ for my $window (undef, 1_048_576) {
 }
 
 subtest 'a slow reader holds back the app' => sub {
-    my $srv = serve_ok('backpressure');
+    my $srv = serve_ok('backpressure', app => $app, http2 => 1);
     return unless $srv->{port};
     my $port = $srv->{port};
     my $big = 0;
@@ -328,7 +313,7 @@ subtest 'a slow reader holds back the app' => sub {
 
 subtest 'graceful shutdown: GOAWAY, the stream in flight finishes, a new one is refused' => sub {
     unlink $rec;
-    my $srv = serve_ok('shutdown');
+    my $srv = serve_ok('shutdown', app => $app, http2 => 1);
     return unless $srv->{port};
     my $c = H2Test::Conn->new($srv->{port});
     $c->request(1, GET => '/slow', end => 1);
@@ -356,7 +341,7 @@ subtest 'graceful shutdown: GOAWAY, the stream in flight finishes, a new one is 
 };
 
 subtest 'a connection going away is closed even if the client never answers' => sub {
-    my $srv = serve_ok('no answer', timeout => 1);
+    my $srv = serve_ok('no answer', app => $app, http2 => 1, timeout => 1);
     return unless $srv->{port};
     my %end;
     for my $ack (1, 0) {

@@ -19,10 +19,13 @@ use IO::Socket::INET;
 use IO::Socket::SSL;
 use JSON::PP ();
 use POSIX qw(WNOHANG);
+use Test2::API qw(context);
+use Test2::Tools::Basic qw(ok diag);
+use Test2::Tools::Compare qw(is);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
-    serve stop_server server_log wait_log tls_connect read_until read_all
+    serve serve_ok stop_server stopped_ok server_log wait_log tls_connect read_until read_all
     parse_response tls_get raw_exchange run_cmd iana_of facts_of
 );
 
@@ -180,6 +183,32 @@ sub stop_server {
     kill KILL => $pid;
     _reap($pid, 5);
     return 'killed';
+}
+
+# serve_ok($name, %opts): serve(%opts) and a test that the server came up
+# ("$name: server is up"; the error as a diagnostic when not). Returns what
+# serve() returned.
+sub serve_ok {
+    my ($name, %opts) = @_;
+    my $srv = serve(%opts);
+    my $ctx = context();
+    ok(!$srv->{error}, "$name: server is up") or diag($srv->{error});
+    $ctx->release;
+    return $srv;
+}
+
+# stopped_ok($srv, $name): stops a server from serve_ok() and tests that it
+# exited 0 on SIGTERM (its log as a diagnostic when not), within 5 s. No
+# test when the server never started.
+sub stopped_ok {
+    my ($srv, $name) = @_;
+    return unless $srv->{pid};
+    my $ctx = context();
+    my $t0 = time;
+    is(stop_server($srv), 0, "$name: server stopped cleanly by SIGTERM") or diag(server_log($srv));
+    ok(time - $t0 < 5, "$name: ... within 5 s");
+    $ctx->release;
+    return;
 }
 
 sub server_log {
