@@ -31,6 +31,7 @@ BEGIN {
 }
 use IO::Socket::SSL;
 use TLSTest qw(serve_ok stopped_ok tls_connect run_cmd raw_exchange);
+use ProcTest qw(slurp);
 
 $SIG{PIPE} = 'IGNORE';
 $SIG{ALRM} = sub { die "50-h2-basics.t: overall time limit reached\n" };
@@ -146,13 +147,6 @@ sub curl {
     my ($st, $out, $err) = run_cmd(20, 'curl', '-sS', '--max-time', 10, '-w', '\n%{http_version} %{http_code}', @args);
     my ($body, $ver, $code) = $out =~ /\A(.*)\n(\S+) ([0-9]+)\z/s;
     return { status => $st, body => $body, version => $ver, code => $code, err => $err, out => $out };
-}
-
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or return '';
-    local $/;
-    return scalar <$fh>;
 }
 
 sub json_of { my ($t) = @_; return eval { $JSON->decode($t // '') } }

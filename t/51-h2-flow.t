@@ -19,7 +19,6 @@ use Digest::MD5 qw(md5_hex);
 use File::Spec;
 use File::Temp qw(tempdir);
 use Future::AsyncAwait;
-use POSIX ();
 use Time::HiRes qw(time sleep);
 use H2Test qw(nghttp rss_kb);
 
@@ -29,6 +28,7 @@ BEGIN {
     skip_all('IO::Socket::SSL is not installed (TLSTest needs it)') unless eval { require IO::Socket::SSL; 1 };
 }
 use TLSTest qw(serve_ok stopped_ok stop_server server_log run_cmd);
+use ProcTest qw(start_cmd finish_cmd wait_until slurp write_file);
 
 $SIG{PIPE} = 'IGNORE';
 $SIG{ALRM} = sub { die "51-h2-flow.t: overall time limit reached\n" };
@@ -38,13 +38,6 @@ my $dir  = tempdir(CLEANUP => 1);
 my $rec  = File::Spec->catfile($dir, 'record');      # what the apps did, a line each
 my $prog = File::Spec->catfile($dir, 'progress');    # bytes /big has sent so far
 
-sub slurp {
-    my ($path) = @_;
-    open my $fh, '<', $path or return '';
-    local $/;
-    return scalar <$fh>;
-}
-
 sub note_line {
     open my $fh, '>>', $rec or die "open $rec: $!";
     syswrite $fh, "@_\n";
@@ -52,16 +45,6 @@ sub note_line {
 }
 
 sub records { return split /\n/, slurp($rec) }
-
-sub wait_for {
-    my ($secs, $cond) = @_;
-    my $deadline = time + $secs;
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-    return $cond->() ? 1 : 0;
-}
 
 my $PIECE = 'p' x 65536;
 my $BIG   = 320;    # /big sends 320 pieces of 64 KB: 20 MB
@@ -126,59 +109,12 @@ my $app = async sub {
     await $reply->(length($in) . ' ' . md5_hex($in) . " $events");
 };
 
-sub data_file {
-    my ($name, $bytes) = @_;
-    my $path = File::Spec->catfile($dir, $name);
-    open my $fh, '>', $path or die "write $path: $!";
-    print {$fh} $bytes;
-    close $fh or die;
-    return $path;
-}
-
-# A command in the background: { pid, out, err }; finish() waits for it.
-my %BG;
-sub background {
-    my (@cmd) = @_;
-    my $base = File::Spec->catfile($dir, 'bg.' . int(rand 1e9));
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN,  '<', '/dev/null'   or POSIX::_exit(127);
-        open STDOUT, '>', "$base.out"   or POSIX::_exit(127);
-        open STDERR, '>', "$base.err"   or POSIX::_exit(127);
-        { exec { $cmd[0] } @cmd }
-        POSIX::_exit(127);
-    }
-    $BG{$pid} = 1;
-    return { pid => $pid, out => "$base.out", err => "$base.err" };
-}
-
-sub finish {
-    my ($job, $secs) = @_;
-    my $st;
-    wait_for($secs, sub { my $r = waitpid $job->{pid}, POSIX::WNOHANG(); $st = $? if $r == $job->{pid}; $r == $job->{pid} });
-    unless (defined $st) {
-        kill KILL => $job->{pid};
-        waitpid $job->{pid}, 0;
-        $st = 'timeout';
-    }
-    delete $BG{ $job->{pid} };
-    return ($st, slurp($job->{out}), slurp($job->{err}));
-}
-
-END {
-    local ($?, $!);
-    for my $pid (keys %BG) {
-        kill KILL => $pid;
-        waitpid $pid, 0;
-    }
-}
-
 my $MB = join '', map { chr($_ % 251) } 1 .. 1_048_576;    # 1 MB, not one byte repeated
 
 subtest 'a 1 MB request body arrives whole' => sub {
     my $srv = serve_ok('body', app => $app, http2 => 1);
     return unless $srv->{port};
-    my $file = data_file('mb', $MB);
+    my $file = write_file('mb', $MB);
     my $want = length($MB) . ' ' . md5_hex($MB);
     my ($st, $out, $err) = run_cmd(20, 'curl', '-sS', '--max-time', 15, '--http2-prior-knowledge',
         '--data-binary', "\@$file", "http://127.0.0.1:$srv->{port}/upload");
@@ -192,7 +128,7 @@ subtest 'a 1 MB request body arrives whole' => sub {
     SKIP: {
         skip 'h2load is not installed', 3 if H2Test::tools_missing('h2load');
         # 200 uploads of 200 KB, 20 at a time on each of two connections.
-        my $up = data_file('200k', substr($MB, 0, 200_000));
+        my $up = write_file('200k', substr($MB, 0, 200_000));
         ($st, $out, $err) = run_cmd(30, 'h2load', '-n', 200, '-c', 2, '-m', 20, '-N', 10, '-d', $up,
             "http://127.0.0.1:$srv->{port}/upload");
         like($out, qr/^requests: 200 total, 200 started, 200 done, 200 succeeded, 0 failed, 0 errored, 0 timeout$/m,
@@ -210,7 +146,7 @@ subtest 'max_body_size: 413 with or without a content-length' => sub {
     my $srv = serve_ok('max body', app => $app, http2 => 1, max_body_size => 10_000);
     return unless $srv->{port};
     my $port = $srv->{port};
-    my $file = data_file('20k', 'z' x 20_000);
+    my $file = write_file('20k', 'z' x 20_000);
     my $n = nghttp(15, '-n', '-d', $file, "http://127.0.0.1:$port/cl");
     my ($s) = values %{ $n->{streams} };
     is($s && H2Test::fields_of($s->{blocks}[0])->{':status'}, ['413'], 'content-length 20000 over 10000: 413')
@@ -234,7 +170,7 @@ subtest 'max_body_size: 413 with or without a content-length' => sub {
     $end = $c->read_until(5, sub { $c->ended(3) });
     like($c->body(3), qr/^9000 /, 'a body within the limit on the same connection is served');
     $c->close;
-    ok(wait_for(2, sub { grep { /^\/small got 9000$/ } records() }), 'the app read that one');
+    ok(wait_until(2, sub { grep { /^\/small got 9000$/ } records() }), 'the app read that one');
     is([ grep { m{^/(cl|nocl|raw) got} && !/got [0-9]{1,4}$/ && !/got 10000$/ } records() ], [],
         'no app ever got more than max_body_size');
     stopped_ok($srv, 'max body');
@@ -249,17 +185,17 @@ for my $window (undef, 1_048_576) {
         return unless $srv->{port};
         my $port = $srv->{port};
         my $size = ($window // 65535) + 500_000;    # more than one stream window
-        my $file = data_file('hold', 'h' x $size);
+        my $file = write_file('hold', 'h' x $size);
         # One connection, two streams uploading the same body: /hold reads
         # nothing until released, /fast reads all of it.
-        my $job = background('nghttp', '-t', 15, '-d', $file,
-            "http://127.0.0.1:$port/hold", "http://127.0.0.1:$port/fast");
-        my $fast = wait_for(8, sub { grep { $_ eq "/fast got $size" } records() });
+        my $job = start_cmd(argv => [ 'nghttp', '-t', 15, '-d', $file,
+            "http://127.0.0.1:$port/hold", "http://127.0.0.1:$port/fast" ]);
+        my $fast = wait_until(8, sub { grep { $_ eq "/fast got $size" } records() });
         ok($fast, "/fast read its $size bytes while /hold was waiting") or diag(join ' | ', records());
         is([ grep { /^hold released/ } records() ], [], '/hold had not been released then');
         my ($st, $out) = run_cmd(10, 'curl', '-sS', "http://127.0.0.1:$port/release");
         is($out, 'released', 'released /hold');
-        my ($nst, $nout, $nerr) = finish($job, 15);
+        my ($nst, $nout, $nerr) = finish_cmd($job, 15);
         is($nst, 0, 'nghttp completes both streams') or diag($nerr . $nout);
         is([ grep { m{got} } records() ], [ "/fast got $size", "/hold got $size" ],
             'both apps got the whole body, /fast first');
@@ -293,7 +229,7 @@ subtest 'a slow reader holds back the app' => sub {
     $c->window_update(0, 0x7fffffff - 65535);
     $c->request(1, GET => "/big?$big", end => 1);
     my $last = -1;
-    wait_for(4, sub { my $now = $sent->(); my $same = $now == $last && $now > 0; $last = $now; sleep 0.2; $same });
+    wait_until(4, sub { my $now = $sent->(); my $same = $now == $last && $now > 0; $last = $now; sleep 0.2; $same });
     my $stalled = $sent->();
     my $total = $BIG * length $PIECE;
     ok($stalled > 0, "the app started sending");
@@ -317,7 +253,7 @@ subtest 'graceful shutdown: GOAWAY, the stream in flight finishes, a new one is 
     return unless $srv->{port};
     my $c = H2Test::Conn->new($srv->{port});
     $c->request(1, GET => '/slow', end => 1);
-    ok(wait_for(3, sub { grep { $_ eq 'slow started' } records() }), 'the slow stream is running');
+    ok(wait_until(3, sub { grep { $_ eq 'slow started' } records() }), 'the slow stream is running');
     kill TERM => $srv->{pid};
     my $t0 = time;
     my $end = $c->read_until(3, sub { grep { $_->{last_stream_id} < 0x7fffffff } $c->goaways });

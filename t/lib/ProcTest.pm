@@ -1,10 +1,11 @@
 package ProcTest;
 
 # Test helper for tests that run servers as separate processes: start
-# bin/pagi-server (or perl code) with the same modules this test loaded,
-# find a process's children through /proc, wait with a time bound, talk
-# plain HTTP with blocking sockets and bounded reads, and kill by PID every
-# process that was started or seen, even when the test dies.
+# bin/pagi-server (or perl code) with the same modules this test loaded, or
+# any other command, with its output in files; find a process's children
+# through /proc, wait with a time bound, talk plain HTTP with blocking
+# sockets and bounded reads, and kill by PID every process that was started
+# or seen, even when the test dies.
 #
 # PAGI_TEST_BIN names the pagi-server script to run (default: this
 # checkout's bin/pagi-server), so a test can be pointed at another build:
@@ -30,6 +31,7 @@ use Socket qw(SOCK_STREAM);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
+    start_cmd finish_cmd stop_cmd cmd_output
     spawn spawn_cli reap wait_until children_of alive proc_state watch
     slurp listening_port open_request read_response http_get write_file
     tmpdir pids_with_arg log_lines how_it_ended workers_busy
@@ -64,25 +66,37 @@ sub slurp {
     return scalar <$fh>;
 }
 
-# spawn(argv => [...], env => {...}, pgrp => 1): runs $^X with this test's
-# @INC and the given arguments; stdout/stderr go to files. With pgrp the
-# child leads a new process group (as a shell job would).
-sub spawn {
+# start_cmd(argv => [...], env => {...}, pgrp => 1, name => 'caddy',
+# stdout => $fh): runs a command (no shell) with stdin from /dev/null and
+# stdout and stderr in files ($fh instead takes stdout: the write end of a
+# pipe). With pgrp the child leads a new process group (as a shell job
+# would). Returns { pid, out, err, name }; finish_cmd() waits for it,
+# stop_cmd() stops it, and it is killed at the end if still there.
+sub start_cmd {
     my (%o) = @_;
-    my $base = File::Spec->catfile($TMP, 'proc.' . int(rand 1e9));
+    my $name = $o{name} // 'cmd';
+    my $base = File::Spec->catfile($TMP, "$name." . int(rand 1e9));
+    my @argv = @{ $o{argv} };
     my $pid = fork // die "fork: $!";
     if (!$pid) {
         setpgrp(0, 0) if $o{pgrp};
         %ENV = (%ENV, %{ $o{env} || {} });
-        open STDIN,  '<', '/dev/null'    or POSIX::_exit(127);
-        open STDOUT, '>', "$base.stdout" or POSIX::_exit(127);
+        open STDIN,  '<', '/dev/null' or POSIX::_exit(127);
+        ($o{stdout} ? open(STDOUT, '>&', $o{stdout}) : open(STDOUT, '>', "$base.stdout")) or POSIX::_exit(127);
         open STDERR, '>', "$base.stderr" or POSIX::_exit(127);
-        { exec $^X, _inc(), @{ $o{argv} } }
-        print STDERR "exec $^X: $!\n";
+        { exec { $argv[0] } @argv }
+        print STDERR "exec $argv[0]: $!\n";
         POSIX::_exit(127);
     }
     $SEEN{$pid} = $REAPABLE{$pid} = 1;
-    return { pid => $pid, out => "$base.stdout", err => "$base.stderr" };
+    return { pid => $pid, out => "$base.stdout", err => "$base.stderr", name => $name };
+}
+
+# spawn(argv => [...], ...): start_cmd() of $^X with this test's @INC and
+# the given arguments.
+sub spawn {
+    my (%o) = @_;
+    return start_cmd(name => 'proc', %o, argv => [ $^X, _inc(), @{ $o{argv} } ]);
 }
 
 sub spawn_cli {
@@ -106,6 +120,38 @@ sub reap {
         sleep 0.05;
     }
 }
+
+# Waits at most $secs for a command from start_cmd() to end, killing it
+# (SIGKILL) if it does not. Returns (its wait status or 'timeout', its
+# stdout, its stderr).
+sub finish_cmd {
+    my ($p, $secs) = @_;
+    my $st = reap($p->{pid}, $secs);
+    unless (defined $st) {
+        kill KILL => $p->{pid};
+        reap($p->{pid}, 5);
+        $st = 'timeout';
+    }
+    return ($st, cmd_output($p));
+}
+
+# Stops a command from start_cmd(): SIGTERM, then SIGKILL after $secs
+# (default 10). Returns its wait status, 'killed' when it had to be killed,
+# or undef when it was not ours or was reaped already.
+sub stop_cmd {
+    my ($p, $secs) = @_;
+    my $pid = $p && $p->{pid} or return undef;
+    return undef unless $REAPABLE{$pid};
+    kill TERM => $pid;
+    my $st = reap($pid, $secs // 10);
+    return $st if defined $st;
+    kill KILL => $pid;
+    reap($pid, 5);
+    return 'killed';
+}
+
+# What a command from start_cmd() wrote: (stdout, stderr).
+sub cmd_output { my ($p) = @_; return (slurp($p->{out}), slurp($p->{err})) }
 
 sub wait_until {
     my ($secs, $cond) = @_;

@@ -4,7 +4,8 @@ package TLSTest;
 # the test can use blocking clients: IO::Socket::SSL, curl, raw sockets),
 # an app that answers with what its scope says about the connection, and
 # clients whose every wait is bounded in time. Every child started is
-# stopped by PID, and killed at the end if a test dies first.
+# stopped by PID, and killed at the end if a test dies first (commands run
+# by run_cmd through ProcTest).
 
 use strict;
 use warnings;
@@ -19,6 +20,7 @@ use IO::Socket::INET;
 use IO::Socket::SSL;
 use JSON::PP ();
 use POSIX qw(WNOHANG);
+use ProcTest qw(start_cmd finish_cmd slurp);
 use Test2::API qw(context);
 use Test2::Tools::Basic qw(ok diag);
 use Test2::Tools::Compare qw(is);
@@ -211,12 +213,7 @@ sub stopped_ok {
     return;
 }
 
-sub server_log {
-    my ($srv) = @_;
-    open my $fh, '<', $srv->{log} or return '';
-    local $/;
-    return scalar <$fh>;
-}
+sub server_log { my ($srv) = @_; return slurp($srv->{log}) }
 
 # Waits (at most $secs) until the server's log matches $re (a regex, or a
 # sub given the log text).
@@ -348,29 +345,7 @@ sub raw_exchange {
 # 'timeout', stdout, stderr).
 sub run_cmd {
     my ($secs, @cmd) = @_;
-    my $base = File::Spec->catfile($TMP, 'cmd.' . int(rand 1e9));
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN,  '<', '/dev/null'   or POSIX::_exit(127);
-        open STDOUT, '>', "$base.out"   or POSIX::_exit(127);
-        open STDERR, '>', "$base.err"   or POSIX::_exit(127);
-        { exec { $cmd[0] } @cmd }
-        POSIX::_exit(127);
-    }
-    $CHILD{$pid} = 1;
-    my $st = _reap($pid, $secs);
-    unless (defined $st) {
-        kill KILL => $pid;
-        _reap($pid, 5);
-        $st = 'timeout';
-    }
-    my @out;
-    for my $ext (qw(out err)) {
-        open my $fh, '<', "$base.$ext" or do { push @out, ''; next };
-        local $/;
-        push @out, scalar(<$fh>) // '';
-    }
-    return ($st, @out);
+    return finish_cmd(start_cmd(argv => \@cmd), $secs);
 }
 
 END {
