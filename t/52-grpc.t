@@ -15,8 +15,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Cwd qw(abs_path);
 use File::Temp qw(tempdir);
-use POSIX ();
 use ExtProc qw(which);
+use ProcTest qw(start_cmd finish_cmd alive);
 
 my $ROOT   = abs_path("$FindBin::Bin/..");
 my $CLIENT = "$ROOT/t/tools/grpc_unary.py";
@@ -24,17 +24,8 @@ my $CLIENT = "$ROOT/t/tools/grpc_unary.py";
 BEGIN {
     skip_all('python3 is not installed') unless which('python3');
     # grpcio imports in well under a second; 30 s covers a cold disk.
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDIN,  '<', '/dev/null' or POSIX::_exit(127);
-        open STDOUT, '>', '/dev/null' or POSIX::_exit(127);
-        open STDERR, '>', '/dev/null' or POSIX::_exit(127);
-        alarm 30;
-        { exec 'python3', '-c', 'import grpc' }
-        POSIX::_exit(127);
-    }
-    waitpid $pid, 0;
-    skip_all('python3 cannot import grpc (pip install grpcio)') if $?;
+    my ($st) = finish_cmd(start_cmd(argv => [ 'python3', '-c', 'import grpc' ]), 30);
+    skip_all('python3 cannot import grpc (pip install grpcio)') if $st;
 }
 use TestCerts;
 BEGIN {
@@ -94,7 +85,7 @@ subtest 'h2c (HTTP/2 with prior knowledge)' => sub {
     unknown_ok($srv->{port});
 
     is(stop_server($srv), 0, 'server stopped cleanly by SIGTERM') or diag(server_log($srv));
-    ok(!ExtProc::alive($srv->{pid}), 'server process is gone');
+    ok(!alive($srv->{pid}), 'server process is gone');
 };
 
 subtest 'h2 over TLS (ALPN)' => sub {
@@ -109,7 +100,7 @@ subtest 'h2 over TLS (ALPN)' => sub {
     unknown_ok($srv->{port}, @tls);
 
     is(stop_server($srv), 0, 'server stopped cleanly by SIGTERM') or diag(server_log($srv));
-    ok(!ExtProc::alive($srv->{pid}), 'server process is gone');
+    ok(!alive($srv->{pid}), 'server process is gone');
 };
 
 done_testing;

@@ -28,8 +28,8 @@ use Future::AsyncAwait;
 use HTTP::Tiny;
 use POSIX ();
 use Time::HiRes qw(sleep time);
-use ExtProc qw(free_port which start_cmd stop_cmd cmd_output wait_port alive
-               ws_open ws_send_text ws_read ws_close);
+use ExtProc qw(free_port which wait_port ws_open ws_send_text ws_read ws_close);
+use ProcTest qw(start_cmd stop_cmd cmd_output alive);
 
 my %have = map { $_ => which($_) } qw(caddy haproxy);
 BEGIN {

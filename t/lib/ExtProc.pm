@@ -2,30 +2,25 @@ package ExtProc;
 
 # Test helper for tests that drive outside programs (proxies, other
 # clients) against a server: free TCP ports for programs that cannot
-# listen on port 0 and report it, starting a command with its output in
-# files, waiting for a port to accept, stopping by PID with a time bound,
-# and a blocking WebSocket client (Protocol::WebSocket) whose every read is
-# bounded. Every command started is killed at the end if a test dies first.
+# listen on port 0 and report it, finding a program in PATH, waiting for a
+# port to accept, and a blocking WebSocket client (Protocol::WebSocket)
+# whose every read is bounded. The programs themselves are started and
+# stopped by PID with ProcTest (start_cmd, stop_cmd, cmd_output).
 
 use strict;
 use warnings;
 
 use Exporter 'import';
 use File::Spec;
-use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
-use POSIX qw(WNOHANG);
+use ProcTest qw(alive);
 use Time::HiRes qw(sleep time);
 
 our @EXPORT_OK = qw(
-    free_port which start_cmd stop_cmd cmd_output wait_port alive
+    free_port which wait_port
     ws_open ws_send_text ws_read ws_close
 );
-
-my $MAIN = $$;
-my $TMP  = tempdir(CLEANUP => 1);
-my %CHILD;    # pid => 1 until reaped
 
 # A port that was free a moment ago: bound on 127.0.0.1 port 0, read and
 # closed. Another program may take it before ours does; the window is
@@ -48,80 +43,8 @@ sub which {
     return undef;
 }
 
-# start_cmd(argv => [...], env => {...}, name => 'caddy'): runs the
-# command (no shell) with stdin from /dev/null and stdout/stderr in files.
-# Returns { pid, out, err, name }.
-sub start_cmd {
-    my (%o) = @_;
-    my $name = $o{name} // 'cmd';
-    my $base = File::Spec->catfile($TMP, "$name." . int(rand 1e9));
-    my @argv = @{ $o{argv} };
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        %ENV = (%ENV, %{ $o{env} || {} });
-        open STDIN,  '<', '/dev/null'    or POSIX::_exit(127);
-        open STDOUT, '>', "$base.stdout" or POSIX::_exit(127);
-        open STDERR, '>', "$base.stderr" or POSIX::_exit(127);
-        { exec { $argv[0] } @argv }
-        print STDERR "exec $argv[0]: $!\n";
-        POSIX::_exit(127);
-    }
-    $CHILD{$pid} = 1;
-    return { pid => $pid, out => "$base.stdout", err => "$base.stderr", name => $name };
-}
-
-# Waits at most $secs for our child $pid; its wait status, or undef.
-sub _reap {
-    my ($pid, $secs) = @_;
-    return undef unless $CHILD{$pid};
-    my $deadline = time + $secs;
-    while (1) {
-        if (waitpid($pid, WNOHANG) == $pid) {
-            delete $CHILD{$pid};
-            return $?;
-        }
-        return undef if time >= $deadline;
-        sleep 0.05;
-    }
-}
-
-# Stops a command from start_cmd: SIGTERM, then SIGKILL after $secs
-# (default 10). Returns the wait status, 'killed' when it had to be
-# killed, or undef when it was not ours or already reaped.
-sub stop_cmd {
-    my ($p, $secs) = @_;
-    my $pid = $p && $p->{pid} or return undef;
-    return undef unless $CHILD{$pid};
-    kill TERM => $pid;
-    my $st = _reap($pid, $secs // 10);
-    return $st if defined $st;
-    kill KILL => $pid;
-    _reap($pid, 5);
-    return 'killed';
-}
-
-# What the command wrote: (stdout, stderr).
-sub cmd_output {
-    my ($p) = @_;
-    return map {
-        my $f = $p->{$_};
-        open my $fh, '<', $f or return '';
-        local $/;
-        scalar(<$fh>) // '';
-    } qw(out err);
-}
-
-# Alive and not a zombie (from /proc).
-sub alive {
-    my ($pid) = @_;
-    open my $fh, '<', "/proc/$pid/stat" or return 0;
-    my $stat = <$fh> // return 0;
-    my ($state) = $stat =~ /\) (\S)/;
-    return defined $state && $state ne 'Z' && $state ne 'X' ? 1 : 0;
-}
-
 # Waits at most $secs until 127.0.0.1:$port accepts a connection, giving up
-# early if $p (a start_cmd result) exits. True when it did.
+# early if $p (a ProcTest::start_cmd result) exits. True when it did.
 sub wait_port {
     my ($port, $secs, $p) = @_;
     my $deadline = time + $secs;
@@ -230,16 +153,6 @@ sub ws_close {
     }
     close $ws->{sock};
     return $code;
-}
-
-END {
-    local ($!, $?);
-    if ($$ == $MAIN) {
-        for my $pid (keys %CHILD) {
-            kill KILL => $pid;
-            waitpid $pid, 0;
-        }
-    }
 }
 
 1;
