@@ -3,7 +3,8 @@ package H2Py;
 # Test helper: runs t/tools/h2_client.py (an HTTP/2 client on Python's h2
 # package) against a server on this process's IO::Async loop, reading its
 # line-based report while the loop is pumped, every wait bounded in time.
-# The client is stopped by PID if it outlives its wait, and at the end.
+# The client is stopped by PID if it outlives its wait, and at the end
+# (ProcTest::start_cmd starts it).
 #
 #   my $why = H2Py::skip_reason();            # '' when the client can run
 #   my $c = H2Py->run($loop, [ '--port', $port, 'ws', '--path', '/x', ... ]);
@@ -18,14 +19,11 @@ use warnings;
 use Errno qw(EAGAIN EWOULDBLOCK EINTR);
 use File::Basename qw(dirname);
 use File::Spec;
-use File::Temp qw(tempdir);
-use POSIX qw(WNOHANG);
+use ProcTest qw(start_cmd reap slurp);
 use Time::HiRes qw(time);
 
 my $TOOL = File::Spec->catfile(dirname(__FILE__), '..', 'tools', 'h2_client.py');
-my $TMP  = tempdir(CLEANUP => 1);
 my $MAIN = $$;
-my %LIVE;    # pid => 1 until reaped
 my $PYTHON;
 
 sub tool { $TOOL }
@@ -52,22 +50,12 @@ sub skip_reason {
 sub start {
     my ($class, $loop, $args) = @_;
     my $py = python() // die "no python with h2\n";
-    my $err = File::Spec->catfile($TMP, 'client.' . int(rand 1e9) . '.err');
     pipe(my $rd, my $wr) or die "pipe: $!";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        close $rd;
-        open STDIN,  '<',  '/dev/null' or POSIX::_exit(127);
-        open STDOUT, '>&', $wr         or POSIX::_exit(127);
-        open STDERR, '>',  $err        or POSIX::_exit(127);
-        { exec $py, $TOOL, @$args }
-        POSIX::_exit(127);
-    }
+    my $p = start_cmd(argv => [ $py, $TOOL, @$args ], stdout => $wr, name => 'client');
     close $wr;
     $rd->blocking(0);
-    $LIVE{$pid} = 1;
     return bless {
-        loop  => $loop, pid => $pid, fh => $rd, err => $err, args => $args,
+        loop  => $loop, pid => $p->{pid}, fh => $rd, err => $p->{err}, args => $args,
         buf   => '', lines => [], status => undef, t0 => time,
     }, $class;
 }
@@ -104,14 +92,12 @@ sub _read {
     }
 }
 
+# True once the client has exited (its wait status in {status}).
 sub _reap {
     my ($self) = @_;
-    return 1 unless $LIVE{ $self->{pid} };
-    my $got = waitpid($self->{pid}, WNOHANG);
-    return 0 unless $got == $self->{pid};
-    $self->{status} = $?;
-    delete $LIVE{ $self->{pid} };
-    return 1;
+    return 1 if defined $self->{status};
+    $self->{status} = reap($self->{pid});
+    return defined $self->{status} ? 1 : 0;
 }
 
 # Pumps the loop and reads until $cond->($self) or $secs pass; true if met.
@@ -151,15 +137,9 @@ sub finish {
 }
 
 sub lines  { @{ $_[0]{lines} } }
-sub output { join("\n", @{ $_[0]{lines} }) . "\nstderr: " . _slurp($_[0]{err}) }
+sub output { join("\n", @{ $_[0]{lines} }) . "\nstderr: " . slurp($_[0]{err}) }
 sub done   { scalar grep { $_ eq 'done' } @{ $_[0]{lines} } }
 sub exit_status { $_[0]{status} }
-
-sub _slurp {
-    open my $fh, '<', $_[0] or return '';
-    local $/;
-    return scalar <$fh> // '';
-}
 
 # Fields of the lines that start with $word (and, given, stream $sid).
 sub records {
@@ -240,22 +220,14 @@ sub ending {
     return '';
 }
 
+# A client still running when its handle goes is killed (ProcTest kills
+# any left at the end).
 sub DESTROY {
     my ($self) = @_;
-    return unless $$ == $MAIN && $LIVE{ $self->{pid} };
+    return unless $$ == $MAIN && !defined $self->{status};
+    local ($!, $?);
     kill KILL => $self->{pid};
-    waitpid($self->{pid}, 0);
-    delete $LIVE{ $self->{pid} };
-}
-
-END {
-    if ($$ == $MAIN) {
-        local ($!, $?);
-        for my $pid (keys %LIVE) {
-            kill KILL => $pid;
-            waitpid($pid, 0);
-        }
-    }
+    reap($self->{pid}, 5);
 }
 
 1;
