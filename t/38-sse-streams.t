@@ -7,7 +7,6 @@ use lib "$FindBin::Bin/lib";
 
 use IO::Async::Loop;
 use Future::AsyncAwait;
-use POSIX ();
 use Time::HiRes qw(time);
 use RawHTTP qw(start_server pump_until);
 
@@ -44,63 +43,27 @@ sub body_of { (stream_of($_[0]{buf}))[1] }
 
 # Runs first: no core runtime may exist in this process before the fork.
 subtest 'SIGTERM ends an open SSE stream at once' => sub {
-    pipe(my $rd, my $wr) or die "pipe: $!";
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        close $rd;
-        my $ok = eval {
-            my $loop = IO::Async::Loop->new;
-            my $server = start_server($loop,
-                shutdown_timeout => 20,
-                app => async sub {
-                    my ($scope, $receive, $send) = @_;
-                    return unless $scope->{type} eq 'sse';
-                    await $send->({ type => 'sse.start' });
-                    await $send->({ type => 'sse.send', data => 'open' });
-                    while (1) {
-                        my $ev = await $receive->();
-                        next unless $ev->{type} eq 'sse.disconnect';
-                        syswrite $wr, "reason=" . ($ev->{reason} // '') . "\n";
-                        last;
-                    }
-                });
-            syswrite $wr, "port=" . $server->port . "\n";
-            $loop->run;    # SIGTERM shuts the server down and stops the loop
-            1;
-        };
-        syswrite $wr, "error=$@\n" unless $ok;
-        POSIX::_exit($ok ? 0 : 1);
-    }
-    close $wr;
-    $rd->blocking(0);
-    my $from_child = '';
-    my $read_child = sub { my $n = sysread($rd, my $b, 4096); $from_child .= $b if $n; $from_child };
+    my $child = RawHTTP::SSEChild->start(shutdown_timeout => 20);
     my $loop = IO::Async::Loop->new;
-    pump_until($loop, 10, sub { $read_child->() =~ /port=(\d+)\n|error=/ });
-    my ($port) = $from_child =~ /port=(\d+)/;
-    ok($port, 'the forked server listens') or diag($from_child);
+    my $port = $child->port($loop, 10);
+    ok($port, 'the forked server listens') or diag($child->heard);
     if ($port) {
         my $c = RawHTTP->new(loop => $loop, port => $port);
         $c->write(sprintf $REQ, 'events');
         ok($c->wait_for(5, sub { body_of($_[0]) =~ /data: open\n\n/ }), 'the stream is open');
         my $t0 = time;
-        kill TERM => $pid;
+        kill TERM => $child->pid;
         $c->wait_close(5);
         my ($status, $body, $done) = stream_of($c->{buf});
         ok($done, 'the client got the terminating chunk') or diag("got: $c->{buf}");
         ok($c->{eof}, 'then the connection closed');
-        my $gone;
-        pump_until($loop, 5, sub { $gone = waitpid($pid, POSIX::WNOHANG()) == $pid });
-        ok($gone, 'the server exited without waiting out shutdown_timeout (20 s)')
-            and is($? >> 8, 0, 'exit status 0');
+        my $st = $child->exited($loop, 5);
+        ok(defined $st, 'the server exited without waiting out shutdown_timeout (20 s)')
+            and is($st >> 8, 0, 'exit status 0');
         note(sprintf 'stream ended %.2f s after SIGTERM', time - $t0);
-        $read_child->();
-        like($from_child, qr/reason=server_shutdown/, 'the app saw sse.disconnect, reason server_shutdown');
+        like($child->heard, qr/reason=server_shutdown/, 'the app saw sse.disconnect, reason server_shutdown');
     }
-    if (waitpid($pid, POSIX::WNOHANG()) == 0) {
-        kill KILL => $pid;
-        waitpid($pid, 0);
-    }
+    $child->stop;
 };
 
 # ------------------------------------------------------ in-process server

@@ -246,4 +246,102 @@ sub request {
     return wantarray ? ($r, $c) : $r;
 }
 
+# ---- a server in a forked child, for the SIGTERM tests of SSE ----
+#
+# RawHTTP::SSEChild->start(%opt) runs start_server(%opt) on a loop of its
+# own in a forked child (no core runtime may exist in this process before
+# the fork) until SIGTERM ends it. Its app answers an SSE request with the
+# event 'open', then tells the parent "reason=R" when it gets its
+# sse.disconnect. t/38 (HTTP/1.1) and t/56 (HTTP/2) run it.
+#
+#   my $child = RawHTTP::SSEChild->start(shutdown_timeout => 20);
+#   my $port  = $child->port($loop, 10);     # undef if it never listened
+#   kill TERM => $child->pid;
+#   my $st = $child->exited($loop, 5);       # wait status, undef if running
+#   like($child->heard, qr/reason=server_shutdown/);
+#   $child->stop;                            # SIGKILL if still there
+
+package RawHTTP::SSEChild;
+
+use Future::AsyncAwait;
+use POSIX ();
+
+sub start {
+    my ($class, %opt) = @_;
+    pipe(my $rd, my $wr) or die "pipe: $!";
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        close $rd;
+        my $ok = eval {
+            require IO::Async::Loop;
+            my $loop = IO::Async::Loop->new;
+            my $server = RawHTTP::start_server($loop, %opt,
+                app => async sub {
+                    my ($scope, $receive, $send) = @_;
+                    return unless $scope->{type} eq 'sse';
+                    await $send->({ type => 'sse.start' });
+                    await $send->({ type => 'sse.send', data => 'open' });
+                    while (1) {
+                        my $ev = await $receive->();
+                        next unless $ev->{type} eq 'sse.disconnect';
+                        syswrite $wr, "reason=" . ($ev->{reason} // '') . "\n";
+                        last;
+                    }
+                });
+            syswrite $wr, "port=" . $server->port . "\n";
+            $loop->run;    # SIGTERM shuts the server down and stops the loop
+            1;
+        };
+        syswrite $wr, "error=$@\n" unless $ok;
+        POSIX::_exit($ok ? 0 : 1);
+    }
+    close $wr;
+    $rd->blocking(0);
+    return bless { pid => $pid, rd => $rd, heard => '', main => $$ }, $class;
+}
+
+sub pid { $_[0]{pid} }
+
+# All the child has written so far.
+sub heard {
+    my ($self) = @_;
+    my $n = sysread($self->{rd}, my $b, 4096);
+    $self->{heard} .= $b if $n;
+    return $self->{heard};
+}
+
+# Pumps $loop (at most $secs) until the child reports its port or fails.
+sub port {
+    my ($self, $loop, $secs) = @_;
+    RawHTTP::pump_until($loop, $secs, sub { $self->heard =~ /port=(\d+)\n|error=/ });
+    my ($port) = $self->{heard} =~ /port=(\d+)/;
+    return $port;
+}
+
+# Pumps $loop (at most $secs) until the child exits; its wait status, or
+# undef if it is still running.
+sub exited {
+    my ($self, $loop, $secs) = @_;
+    return $self->{status} if defined $self->{status};
+    RawHTTP::pump_until($loop, $secs, sub {
+        return 0 unless waitpid($self->{pid}, POSIX::WNOHANG()) == $self->{pid};
+        $self->{status} = $?;
+        return 1;
+    });
+    return $self->{status};
+}
+
+# Kills the child (SIGKILL) unless it has exited, and reaps it.
+sub stop {
+    my ($self) = @_;
+    return if defined $self->{status} || $$ != $self->{main};
+    if (waitpid($self->{pid}, POSIX::WNOHANG()) == 0) {
+        kill KILL => $self->{pid};
+        waitpid($self->{pid}, 0);
+    }
+    $self->{status} = $?;
+}
+
+sub DESTROY { local ($!, $?); $_[0]->stop }
+
 1;
