@@ -61,7 +61,12 @@ my $GET = sub { my ($path) = @_; hpack_block(':method' => 'GET', ':scheme' => 'h
 sub connected {
     my ($port) = @_;
     my $c = H2Test::Conn->new($port);
-    $c->read_until(3, sub { grep { $_->{type} == 0x4 && !($_->{flags} & 1) } $c->frames });
+    # The server's SETTINGS, and its ACK of ours (so that counts of ACKs
+    # made later start from a settled connection).
+    $c->read_until(3, sub {
+        my @s = grep { $_->{type} == 0x4 } $c->frames;
+        (grep { !($_->{flags} & 1) } @s) && (grep { $_->{flags} & 1 } @s);
+    });
     return $c;
 }
 
