@@ -7,6 +7,8 @@
 #   h2c             h2load, $H2_CLIENTS connections x $H2_STREAMS streams
 #                   each (-c10 -m10), cleartext prior knowledge
 #   http/1.1        wrk, one thread, $CONNECTIONS keep-alive connections
+#                   (the figure bench/hello.sh gives), and h2load --h1 with
+#                   $H2_CLIENTS connections (the same client as for h2c)
 #   h2 over TLS     h2load as for h2c, ALPN h2
 #   reference TLS   wrk over HTTPS/1.1 as for http/1.1
 #
@@ -31,12 +33,15 @@ if ! openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
     exit 1
 fi
 
-# run_h2load NAME: a 2 s warm-up, then $dur seconds of h2load against the
-# running server; output in $tmp/NAME.h2load.
+# run_h2load NAME [H2LOAD_ARGS...]: a 2 s warm-up, then $dur seconds of
+# h2load ($H2_CLIENTS connections, $H2_STREAMS streams each unless the
+# arguments say otherwise) against the running server; output in
+# $tmp/NAME.h2load.
 run_h2load() {
     local name="$1" url="$scheme://127.0.0.1:$port/"
-    h2load -c "$h2c" -m "$h2m" -D 2 "$url" >/dev/null 2>&1 || true
-    h2load -c "$h2c" -m "$h2m" -D "$dur" "$url" >"$tmp/$name.h2load" 2>&1 || {
+    shift
+    h2load -c "$h2c" -m "$h2m" "$@" -D 2 "$url" >/dev/null 2>&1 || true
+    h2load -c "$h2c" -m "$h2m" "$@" -D "$dur" "$url" >"$tmp/$name.h2load" 2>&1 || {
         echo "$name: h2load failed:" >&2
         cat "$tmp/$name.h2load" >&2
         exit 1
@@ -61,6 +66,7 @@ if [ "$(curl -sS --http2-prior-knowledge --max-time 10 -o /dev/null -w '%{http_v
 fi
 run_h2load ours-h2c
 run_wrk ours-h1
+run_h2load ours-h1-h2load --h1 -m 1
 stop_server
 
 export PAGI_BENCH_CERT="$tmp/cert.pem" PAGI_BENCH_KEY="$tmp/key.pem"
@@ -75,7 +81,9 @@ stop_server
 
 h2c_rate="$(h2_rps ours-h2c)"
 h1_rate="$(rps ours-h1)"
+h1_same="$(h2_rps ours-h1-h2load)"
 h2_rate="$(h2_rps ours-h2)"
 ref_rate="$(rps reference-https)"
 echo "h2c hello (h2load -c$h2c -m$h2m, ${dur}s): ${h2c_rate} req/s; this build's HTTP/1.1 keep-alive (wrk, $conns connections): ${h1_rate} req/s; ratio $(ratio "$h2c_rate" "$h1_rate")x$(notes ours-h1 wrk "$(wrk_errors ours-h1)")"
+echo "  same client: HTTP/1.1 keep-alive (h2load --h1 -c$h2c): ${h1_same} req/s; h2c / that $(ratio "$h2c_rate" "$h1_same")x"
 echo "h2 over TLS hello (h2load -c$h2c -m$h2m, ${dur}s): ${h2_rate} req/s; reference HTTPS/1.1 keep-alive (wrk, $conns connections): ${ref_rate} req/s; ratio $(ratio "$h2_rate" "$ref_rate")x$(notes reference wrk "$(wrk_errors reference-https)")"

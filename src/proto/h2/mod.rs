@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -97,6 +98,9 @@ where
     // going away with no stream open, after GOAWAY_GRACE.
     let idle = core.cfg.idle_timeout;
     let mut since = Instant::now();
+    // The streams run inside this task, polled with the connection: no
+    // task per stream, and no wake-up crossing between tasks.
+    let mut streams = FuturesUnordered::new();
     loop {
         let idle_at = if going_away {
             Some(since + GOAWAY_GRACE)
@@ -104,11 +108,12 @@ where
             idle.map(|d| since + d)
         };
         tokio::select! {
+            Some(()) = streams.next(), if !streams.is_empty() => {},
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
                     since = Instant::now();
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
+                    streams.push(async move {
                         let core = ctx.core.clone();
                         let run = stream::serve(ctx, req, respond);
                         if let Err(msg) = CatchUnwind(Box::pin(run)).await {
