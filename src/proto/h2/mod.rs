@@ -88,6 +88,7 @@ where
     let ctx = Arc::new(stream::Ctx {
         core: core.clone(),
         peer,
+        server: response::server_value(&core.cfg.server_header),
     });
     let mut sd = core.shutdown_watch();
     let mut going_away = core.phase() != RUNNING;

@@ -40,7 +40,7 @@ pub fn bodyless(status: u16, is_head: bool) -> bool {
 /// The response head for the app's `Head`, with `date` and `server` added
 /// when the app gave none. A status HTTP/2 cannot carry (a 1xx as a final
 /// status, or out of range) becomes 500.
-pub fn head(h: &Head, server_header: &str) -> Response<()> {
+pub fn head(h: &Head, server: Option<&HeaderValue>) -> Response<()> {
     let status = StatusCode::from_u16(h.status)
         .ok()
         .filter(|s| !s.is_informational())
@@ -50,21 +50,40 @@ pub fn head(h: &Head, server_header: &str) -> Response<()> {
     let map = resp.headers_mut();
     // RFC 9110 8.6: no Content-Length on a 204.
     append(map, &h.headers, status == StatusCode::NO_CONTENT);
-    add_defaults(map, server_header);
-    resp
-}
-
-fn add_defaults(map: &mut HeaderMap, server_header: &str) {
     if !map.contains_key(http::header::DATE) {
-        if let Ok(v) = HeaderValue::from_str(&http_date()) {
+        if let Some(v) = date() {
             map.insert(http::header::DATE, v);
         }
     }
-    if !map.contains_key(http::header::SERVER) && !server_header.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(server_header) {
-            map.insert(http::header::SERVER, v);
-        }
+    if let (Some(v), false) = (server, map.contains_key(http::header::SERVER)) {
+        map.insert(http::header::SERVER, v.clone());
     }
+    resp
+}
+
+/// The `server` header for the `server_header` setting (None: empty).
+pub fn server_value(server_header: &str) -> Option<HeaderValue> {
+    (!server_header.is_empty())
+        .then(|| HeaderValue::from_str(server_header).ok())
+        .flatten()
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<(u64, Option<HeaderValue>)> = const { std::cell::RefCell::new((0, None)) };
+}
+
+/// The `date` header of the current second, made once per second.
+fn date() -> Option<HeaderValue> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != now || d.1.is_none() {
+            *d = (now, HeaderValue::from_str(&http_date()).ok());
+        }
+        d.1.clone()
+    })
 }
 
 /// The app's trailers as a header block.
@@ -75,7 +94,7 @@ pub fn trailers(fields: &Fields) -> HeaderMap {
 }
 
 /// A plain-text answer the server gives itself (413, 501, ...).
-pub fn plain(status: u16, message: &str, server_header: &str) -> (Response<()>, Bytes) {
+pub fn plain(status: u16, message: &str, server: Option<&HeaderValue>) -> (Response<()>, Bytes) {
     let body = Bytes::from(format!("{message}\n"));
     let fields: Fields = vec![
         (b"content-type".to_vec(), b"text/plain".to_vec()),
@@ -88,7 +107,7 @@ pub fn plain(status: u16, message: &str, server_header: &str) -> (Response<()>, 
         status,
         headers: fields,
     };
-    (head(&h, server_header), body)
+    (head(&h, server), body)
 }
 
 #[cfg(test)]
@@ -109,7 +128,7 @@ mod tests {
                 (b"x-two".to_vec(), b"b".to_vec()),
             ],
         };
-        let r = head(&h, "PAGI::Server/x");
+        let r = head(&h, server_value("PAGI::Server/x").as_ref());
         let m = r.headers();
         assert_eq!(m["content-type"], "text/plain");
         for gone in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
@@ -128,7 +147,7 @@ mod tests {
                 status,
                 headers: vec![(b"content-length".to_vec(), b"3".to_vec())],
             };
-            let r = head(&h, "");
+            let r = head(&h, server_value("").as_ref());
             assert_eq!(r.status().as_u16(), want, "{status}");
             assert_eq!(r.headers().contains_key("content-length"), status != 204);
         }

@@ -32,6 +32,8 @@ use crate::ws::session::{Session, Stream as WsStream};
 pub(super) struct Ctx {
     pub(super) core: Arc<ServerCore>,
     pub(super) peer: Peer,
+    /// The `server` header, made once per connection.
+    pub(super) server: Option<http::HeaderValue>,
 }
 
 /// The head of a stream the server answers itself.
@@ -179,6 +181,7 @@ async fn next_frame(ahead: &mut Option<Out>, rx: &mut UnboundedReceiver<Out>) ->
 /// One stream in progress.
 struct Task {
     core: Arc<ServerCore>,
+    server: Option<http::HeaderValue>,
     ex: Exchange,
     body: RecvStream,
     body_done: bool,
@@ -205,7 +208,7 @@ pub(super) async fn serve(
     let head = match request_head(&req, ctx.peer.scheme(), ended) {
         Ok(h) => h,
         Err(r) => {
-            answer(&core, &mut respond, r.status, r.message);
+            answer(&mut respond, r.status, r.message, ctx.server.as_ref());
             return;
         }
     };
@@ -217,13 +220,14 @@ pub(super) async fn serve(
     let max = core.cfg.max_body_size;
     if let BodyHint::Length(n) = head.body {
         if max > 0 && n > max {
-            answer(&core, &mut respond, 413, "Payload Too Large");
+            answer(&mut respond, 413, "Payload Too Large", ctx.server.as_ref());
             return;
         }
     }
     let (ex, replies) = Exchange::open(&core, &head, &ctx.peer);
     let task = Task {
         core,
+        server: ctx.server.clone(),
         ex,
         body: req.into_body(),
         body_done: head.body == BodyHint::None,
@@ -240,8 +244,13 @@ pub(super) async fn serve(
 }
 
 /// A response the server makes itself, ending the stream.
-fn answer(core: &ServerCore, respond: &mut SendResponse<Bytes>, status: u16, message: &str) {
-    let (head, body) = response::plain(status, message, &core.cfg.server_header);
+fn answer(
+    respond: &mut SendResponse<Bytes>,
+    status: u16,
+    message: &str,
+    server: Option<&http::HeaderValue>,
+) {
+    let (head, body) = response::plain(status, message, server);
     if let Ok(mut tx) = respond.send_response(head, false) {
         let _ = tx.send_data(body, true);
     }
@@ -392,7 +401,7 @@ impl Task {
         let max = self.core.cfg.max_body_size;
         if max > 0 && self.received > max {
             if let Resp::Waiting(r) = &mut self.resp {
-                answer(&self.core, r, 413, "Payload Too Large");
+                answer(r, 413, "Payload Too Large", self.server.as_ref());
                 self.resp = Resp::Closed;
             }
             return Err(Stop::Closed);
@@ -411,7 +420,7 @@ impl Task {
             return Err(Stop::Closed);
         };
         let bodyless = response::bodyless(h.status, self.is_head);
-        let head = response::head(&h, &self.core.cfg.server_header);
+        let head = response::head(&h, self.server.as_ref());
         let first = rx.try_recv().ok();
         let ends_now = bodyless || matches!(first, Some(Out::End));
         let tx = respond
@@ -435,7 +444,7 @@ impl Task {
             status: 200,
             headers: fields.clone(),
         };
-        let head = response::head(&h, &self.core.cfg.server_header);
+        let head = response::head(&h, self.server.as_ref());
         respond.send_response(head, false).ok()
     }
 
