@@ -101,23 +101,22 @@ impl AsyncWrite for TunnelWrite {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         self.tx.reserve_capacity(buf.len());
-        match self.tx.poll_capacity(cx) {
-            Poll::Ready(Some(Ok(0))) => {
-                // Capacity was granted and taken back; ask again.
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-            Poll::Ready(Some(Ok(n))) => {
-                let n = n.min(buf.len());
-                self.tx
-                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(broken)?;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(broken(e))),
-            Poll::Ready(None) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
-            Poll::Pending => Poll::Pending,
-        }
+        // Capacity already assigned is used at once: poll_capacity reports
+        // only increases.
+        let cap = match self.tx.capacity() {
+            0 => match self.tx.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(n))) => n,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(broken(e))),
+                Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Poll::Pending => return Poll::Pending,
+            },
+            n => n,
+        };
+        let n = cap.min(buf.len());
+        self.tx
+            .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+            .map_err(broken)?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
