@@ -10,18 +10,8 @@ my $BODY = "h2spec conformance app: ok\n";
 
 my $app = async sub {
     my ($scope, $receive, $send) = @_;
-    if ($scope->{type} eq 'lifespan') {
-        while (1) {
-            my $event = await $receive->();
-            if ($event->{type} eq 'lifespan.startup') {
-                await $send->({ type => 'lifespan.startup.complete' });
-            }
-            elsif ($event->{type} eq 'lifespan.shutdown') {
-                await $send->({ type => 'lifespan.shutdown.complete' });
-                return;
-            }
-        }
-    }
+    # Declined: the server goes on without the lifespan protocol.
+    die "lifespan not used by this conformance app\n" if $scope->{type} eq 'lifespan';
     if ($scope->{type} eq 'websocket') {
         await $receive->();    # websocket.connect
         await $send->({ type => 'websocket.close' });

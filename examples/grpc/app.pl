@@ -141,18 +141,8 @@ async sub plain_error {
 
 my $app = async sub {
     my ($scope, $receive, $send) = @_;
-    if ($scope->{type} eq 'lifespan') {
-        while (1) {
-            my $event = await $receive->();
-            if ($event->{type} eq 'lifespan.startup') {
-                await $send->({ type => 'lifespan.startup.complete' });
-            }
-            elsif ($event->{type} eq 'lifespan.shutdown') {
-                await $send->({ type => 'lifespan.shutdown.complete' });
-                return;
-            }
-        }
-    }
+    # Declined: the server goes on without the lifespan protocol.
+    die "lifespan not used by this example\n" if $scope->{type} eq 'lifespan';
     return unless $scope->{type} eq 'http';
 
     my ($ctype) = map { $_->[1] } grep { lc $_->[0] eq 'content-type' } @{ $scope->{headers} };
