@@ -79,6 +79,17 @@ impl Drop for HeadWait<'_> {
     }
 }
 
+/// Completes when the registered connection is chosen for eviction; never
+/// while it is not registered (a `select!` arm that stays off).
+pub async fn evicted(wait: &mut Option<HeadWait<'_>>) {
+    match wait {
+        Some(w) => {
+            let _ = (&mut w.evicted).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 impl HeadWaiters {
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())

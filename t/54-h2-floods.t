@@ -186,6 +186,25 @@ subtest 'PING and SETTINGS floods' => sub {
     stopped_ok($srv, 'floods');
 };
 
+subtest 'idle h2 connections make room at max_connections' => sub {
+    # Like an HTTP/1.1 connection waiting for its head, an h2 connection
+    # with no stream open is closed (GOAWAY NO_ERROR) to admit a new client.
+    my $srv = serve_ok('capacity', max_connections => 1);
+    return unless $srv->{port};
+    my $idle = connected($srv->{port});
+    $idle->request(1, GET => '/first', end => 1);
+    is($idle->read_until(5, sub { $idle->ended(1) }), 'match', 'the first connection is served');
+    $idle->read_until(1.5);    # past the grace, no stream open
+    serves_ok($srv, 'at capacity, a new client');
+    my $end = $idle->read_until(5);
+    is([ map { $_->{error_code} } $idle->goaways ], [0], 'the idle connection got GOAWAY (NO_ERROR)');
+    ok($end eq 'eof' || $end =~ /reset/i, "... and was closed ($end)");
+    ok(wait_log($srv, qr/closed 1 connection\(s\) waiting longest/, 3), 'the eviction is logged')
+        or diag(server_log($srv));
+    $idle->close;
+    stopped_ok($srv, 'capacity');
+};
+
 subtest 'CONTINUATION floods' => sub {
     my $srv = serve_ok('continuation');
     return unless $srv->{port};

@@ -19,6 +19,7 @@ use crate::abi::level;
 use crate::proto::h1::conn::{self, CatchUnwind};
 use crate::proto::h1::encode::{AT_CAPACITY, PLAIN_TO_TLS};
 use crate::server::ServerCore;
+use crate::slow::evicted;
 use tokio_rustls::server::TlsStream;
 
 /// How a listener's connections carry their bytes.
@@ -134,14 +135,6 @@ async fn handshake<S: Split>(
     if let Some(w) = wait.as_mut() {
         w.partial();
     }
-    let evicted = async {
-        match wait.as_mut() {
-            Some(w) => {
-                let _ = (&mut w.evicted).await;
-            }
-            None => std::future::pending().await,
-        }
-    };
     let attempt = async {
         // A ClientHello starts with 22; a request line with a capital.
         if sock
@@ -155,7 +148,7 @@ async fn handshake<S: Split>(
     };
     let done = tokio::select! {
         r = tokio::time::timeout(limit, attempt) => r,
-        () = evicted => return None,
+        () = evicted(&mut wait) => return None,
     };
     drop(wait);
     match done {

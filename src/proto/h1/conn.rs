@@ -26,7 +26,7 @@ use crate::proto::h1::body::BodyIn;
 use crate::proto::h1::encode::{self, ReqInfo, Writer};
 use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::server::{Reply, ServerCore, FORCE, RUNNING};
-use crate::slow::{BodyClock, HeadWait, EVICT_GRACE_PARTIAL};
+use crate::slow::{evicted, BodyClock, HeadWait, EVICT_GRACE_PARTIAL};
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
 use crate::ws::session::{Session, Stream as WsStream};
 
@@ -444,16 +444,5 @@ fn next_wake(
         (Some(d), true) => Some(d.min(register_at)),
         (None, true) => Some(register_at),
         (d, false) => d,
-    }
-}
-
-/// Completes when the registered connection is chosen for eviction; never
-/// while it is not registered.
-async fn evicted(wait: &mut Option<HeadWait<'_>>) {
-    match wait {
-        Some(w) => {
-            let _ = (&mut w.evicted).await;
-        }
-        None => std::future::pending().await,
     }
 }

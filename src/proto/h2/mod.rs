@@ -23,6 +23,7 @@ use crate::abi::level;
 use crate::net::peer::Peer;
 use crate::proto::h1::conn::CatchUnwind;
 use crate::server::{ServerCore, FORCE, RUNNING};
+use crate::slow::{evicted, HeadWait, EVICT_GRACE};
 use crate::stream_io::sleep_opt;
 use guard::{Tripped, Watched};
 
@@ -96,9 +97,12 @@ where
         conn.graceful_shutdown();
     }
     // An idle connection (no stream open) is closed after `timeout`; one
-    // going away with no stream open, after GOAWAY_GRACE.
+    // going away with no stream open, after GOAWAY_GRACE. Past EVICT_GRACE
+    // it waits for a request like an HTTP/1 connection waits for a head,
+    // and can be closed at `max_connections` to admit a new connection.
     let idle = core.cfg.idle_timeout;
     let mut since = Instant::now();
+    let mut wait: Option<HeadWait<'_>> = None;
     // The streams run inside this task, polled with the connection: no
     // task per stream, and no wake-up crossing between tasks.
     let mut streams = FuturesUnordered::new();
@@ -108,11 +112,26 @@ where
         } else {
             idle.map(|d| since + d)
         };
+        let register_at =
+            (streams.is_empty() && wait.is_none() && !going_away).then_some(since + EVICT_GRACE);
+        let wake = match (idle_at, register_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
-            Some(()) = streams.next(), if !streams.is_empty() => {},
+            Some(()) = streams.next(), if !streams.is_empty() => {
+                if streams.is_empty() {
+                    since = Instant::now();
+                }
+            },
+            () = evicted(&mut wait) => {
+                goaway_now(&mut conn, h2::Reason::NO_ERROR).await;
+                break;
+            },
             r = conn.accept() => match r {
                 Some(Ok((req, respond))) => {
                     since = Instant::now();
+                    wait = None;
                     let ctx = ctx.clone();
                     streams.push(async move {
                         let core = ctx.core.clone();
@@ -146,8 +165,15 @@ where
                 goaway_now(&mut conn, h2::Reason::ENHANCE_YOUR_CALM).await;
                 break;
             },
-            _ = sleep_opt(idle_at) => {
-                since = Instant::now();
+            _ = sleep_opt(wake) => {
+                let now = Instant::now();
+                if register_at.is_some_and(|r| now >= r) {
+                    wait = Some(core.head_waiters.enter(since));
+                }
+                if !idle_at.is_some_and(|i| now >= i) {
+                    continue;
+                }
+                since = now;
                 if conn.has_streams() {
                     continue;
                 }
