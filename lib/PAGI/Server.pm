@@ -990,7 +990,10 @@ and never carry C<connection>, C<keep-alive>, C<transfer-encoding> or
 C<upgrade> (HTTP/2 forbids them; they are dropped). WebSocket runs over
 HTTP/2 streams (RFC 8441 extended CONNECT) with the same events as over
 HTTP/1.1, and so do SSE streams. A graceful shutdown sends GOAWAY, lets
-open streams finish within C<shutdown_timeout>, then closes.
+open streams finish within C<shutdown_timeout>, then closes. A connection
+with no stream open waits for a request as an HTTP/1.1 connection waits
+for its head: it is closed (GOAWAY) after C<timeout>, and at
+C<max_connections> it may be closed to admit a new client.
 
 =item h2_max_concurrent_streams => $count
 
