@@ -4,7 +4,7 @@ use warnings;
 # TLS from the command line and in multi-worker mode: pagi-server
 # --ssl-cert/--ssl-key serves HTTPS and says so in its banner; one flag
 # without the other is refused; with --workers 2 every worker serves TLS
-# and none is left after shutdown. Certificates are made for this run with
+# (and HTTP/2 with http2 => 1) and none is left after shutdown. Certificates are made for this run with
 # openssl. Every process is started and stopped by PID (ProcTest).
 
 use Test2::V0;
@@ -17,6 +17,7 @@ BEGIN {
     skip_all($why) if $why;
 }
 use IO::Socket::SSL;
+use JSON::PP ();
 use ProcTest qw(spawn_cli reap wait_until children_of alive slurp listening_port
                 write_file tmpdir log_lines how_it_ended http_get);
 use TLSTest qw(tls_get run_cmd serve stop_server server_log);
@@ -114,6 +115,30 @@ subtest 'PAGI::Server->new(workers => 2, ssl => {...})' => sub {
         $ok++ if $r->{facts} && $r->{facts}{scheme} eq 'https' && grep { $_ == $r->{facts}{pid} } @workers;
     }
     is($ok, 4, 'four HTTPS requests answered by workers, scheme https');
+    is(stop_server($srv), 0, 'the master stops cleanly on SIGTERM') or diag(server_log($srv));
+    ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker process remains')
+        or diag('still alive: ' . join ' ', grep { alive($_) } @workers);
+};
+
+subtest 'workers => 2 with http2 and ssl: every worker serves h2' => sub {
+    my ($curl) = run_cmd(10, 'curl', '--version');
+    skip_all('curl is not installed') unless $curl eq '0';
+    my $srv = serve(workers => 2, http2 => 1,
+        ssl => { cert_file => $certs->{rsa_cert}, key_file => $certs->{rsa_key} });
+    ok(!$srv->{error}, 'the master is up') or return diag($srv->{error});
+    my @workers;
+    ok(wait_until(10, sub { (@workers = children_of($srv->{pid})) == 2 }), 'two workers');
+    my %is_worker = map { $_ => 1 } @workers;
+    my ($ok, @got) = (0);
+    for my $i (1 .. 4) {
+        my ($st, $out) = run_cmd(15, 'curl', '-sS', '--max-time', 10, '--http2',
+            '--cacert', $certs->{ca_cert}, "https://localhost:$srv->{port}/h$i",
+            '--resolve', "localhost:$srv->{port}:127.0.0.1");
+        my $f = eval { JSON::PP->new->decode($out) } || {};
+        push @got, ($f->{version} // '?') . '@' . ($f->{pid} // '?');
+        $ok++ if ($f->{version} // '') eq '2' && $is_worker{ $f->{pid} // 0 };
+    }
+    is($ok, 4, 'four requests over h2 (ALPN), each answered by a worker') or diag("@got");
     is(stop_server($srv), 0, 'the master stops cleanly on SIGTERM') or diag(server_log($srv));
     ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker process remains')
         or diag('still alive: ' . join ' ', grep { alive($_) } @workers);

@@ -65,6 +65,7 @@ sub app {
         my $facts = {
             type    => $scope->{type},
             scheme  => $scope->{scheme},
+            version => $scope->{http_version},
             has_tls => exists $ext->{tls} ? 1 : 0,
             tls     => $ext->{tls},
             pid     => $$,
