@@ -25,7 +25,8 @@ my %OPS = (
         my ($path, $offset, $len) = @_;
         open my $fh, '<:raw', $path or die "Cannot open $path: $!\n";
         seek $fh, $offset, 0 or die "Cannot seek $path to $offset: $!\n";
-        my $n = read $fh, my $buf, $len;
+        my $buf;
+        my $n = read($fh, $buf, $len);
         die "Cannot read $path: $!\n" unless defined $n;
         return ($buf, $n);
     },
