@@ -78,7 +78,7 @@ subtest 'workers: Ctrl-C twice while draining' => sub {
     ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker left');
 };
 
-subtest 'workers: HUP, TTIN, TTOU and USR2 neither kill nor stop' => sub {
+subtest 'workers: HUP and USR2 neither kill nor stop; TTIN and TTOU to a worker are ignored' => sub {
     my $log = tmpdir() . '/workers-hup.log';
     my ($p, $port) = start_server($log, '-w', 2);
     ok($port, 'master is listening') or return diag slurp($p->{err});
@@ -87,9 +87,11 @@ subtest 'workers: HUP, TTIN, TTOU and USR2 neither kill nor stop' => sub {
     is(scalar @workers, 2, 'two workers');
 
     for my $sig (qw(HUP TTIN TTOU USR2)) {
-        kill $sig => $p->{pid};
+        my $to_master = $sig eq 'HUP' || $sig eq 'USR2';
+        kill $sig => $p->{pid} if $to_master;
         kill $sig => $workers[0];
-        ok(wait_until(5, sub { slurp($p->{err}) =~ /SIG$sig\b.*ignor/ }), "master logs that it ignores $sig");
+        ok(wait_until(5, sub { slurp($p->{err}) =~ /SIG$sig\b.*ignor/ }), "master logs that it ignores $sig")
+            if $to_master;
         sleep 0.2;
         for my $pid ($p->{pid}, @workers) {
             my $state = proc_state($pid) // 'gone';
@@ -102,6 +104,42 @@ subtest 'workers: HUP, TTIN, TTOU and USR2 neither kill nor stop' => sub {
     kill TERM => $p->{pid};
     is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', 'TERM still stops the master');
     ok(wait_until(5, sub { !grep { alive($_) } @workers }), 'no worker left');
+};
+
+subtest 'workers: TTIN adds a worker, TTOU removes one, never the last' => sub {
+    my $log = tmpdir() . '/workers-scale.log';
+    my ($p, $port) = start_server($log, '-w', 2);
+    ok($port, 'master is listening') or return diag slurp($p->{err});
+    ok(wait_until(10, sub { log_lines($log, 'startup') == 2 }), 'both workers started');
+    my @first = children_of($p->{pid});
+
+    kill TTIN => $p->{pid};
+    ok(wait_until(10, sub { log_lines($log, 'startup') == 3 }), 'TTIN: a third worker ran lifespan startup');
+    my @three = children_of($p->{pid});
+    is(scalar @three, 3, 'TTIN: three workers');
+    is([ grep { my $w = $_; grep { $_ == $w } @three } @first ], [ sort { $a <=> $b } @first ],
+        'TTIN: the first two still serve');
+    like(slurp($p->{err}), qr/SIGTTIN: started worker 3 \(PID \d+\); 3 workers/, 'TTIN: logged');
+
+    kill TTOU => $p->{pid};
+    ok(wait_until(10, sub { log_lines($log, 'shutdown') == 1 }), 'TTOU: one worker ran lifespan shutdown');
+    ok(wait_until(10, sub { (() = children_of($p->{pid})) == 2 }), 'TTOU: two workers left, none respawned');
+    sleep 0.5;
+    is([ children_of($p->{pid}) ], [ sort { $a <=> $b } @first ], 'TTOU: the newest one went');
+    like(http_get($port, '/'), qr{\AHTTP/1\.1 200 }, 'requests are served');
+
+    kill TTOU => $p->{pid};
+    ok(wait_until(10, sub { (() = children_of($p->{pid})) == 1 }), 'TTOU again: one worker left');
+    kill TTOU => $p->{pid};
+    ok(wait_until(5, sub { slurp($p->{err}) =~ /SIGTTOU with one worker left; keeping it/ }), 'TTOU at one worker: refused, logged');
+    sleep 0.3;
+    is(scalar(() = children_of($p->{pid})), 1, 'TTOU at one worker: it keeps serving');
+    like(http_get($port, '/'), qr{\AHTTP/1\.1 200 }, 'requests are still served');
+
+    my @left = children_of($p->{pid});
+    kill TERM => $p->{pid};
+    is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', 'TERM stops the master');
+    ok(wait_until(5, sub { !grep { alive($_) } @three, @left }), 'no worker left');
 };
 
 subtest 'single process: HUP, USR2, TTIN and TTOU are logged and ignored' => sub {

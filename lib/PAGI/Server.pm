@@ -458,8 +458,6 @@ my %IGNORED_SIGNAL = (
     },
     master => {
         HUP  => 'replacing the workers one by one is not built into this version yet',
-        TTIN => 'adding a worker at run time is not built into this version yet',
-        TTOU => 'removing a worker at run time is not built into this version yet',
         USR2 => 'hot restart of the master is not built into this version yet',
     },
 );
@@ -492,6 +490,10 @@ sub _install_signals {
     };
     my $role = $self->{_worker} ? 'worker' : $self->{worker_pids} ? 'master' : 'single';
     my %handler = (TERM => $stop, ($role eq 'worker' ? () : (INT => $stop)));
+    if ($role eq 'master') {    # worker scaling (PAGI::Server::Workers)
+        $handler{TTIN} = sub { PAGI::Server::Workers::add_worker($weak) if $weak };
+        $handler{TTOU} = sub { PAGI::Server::Workers::remove_worker($weak) if $weak };
+    }
     for my $sig (keys %{ $IGNORED_SIGNAL{$role} || {} }) {
         my $why = $IGNORED_SIGNAL{$role}{$sig};
         $handler{$sig} = sub {
@@ -1226,11 +1228,17 @@ Logged ("ignoring it and serving on") and otherwise ignored, because
 restarts and worker counts need multi-worker mode. (TTIN and TTOU would
 otherwise stop the process until C<SIGCONT>.)
 
-=item HUP, TTIN, TTOU, USR2 (multi-worker master)
+=item TTIN, TTOU (multi-worker master)
 
-Rolling restart, adding and removing workers, and hot restart are not
-built into this version yet: the master logs that it ignores the signal
-and keeps serving. None of these signals kills or stops it.
+TTIN starts one more worker. TTOU stops the highest-numbered worker
+gracefully (it finishes its requests and runs lifespan shutdown) and does
+not replace it; with one worker left it is logged and refused.
+
+=item HUP, USR2 (multi-worker master)
+
+Rolling restart and hot restart are not built into this version yet: the
+master logs that it ignores the signal and keeps serving. Neither kills or
+stops it.
 
 =back
 

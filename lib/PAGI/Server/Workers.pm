@@ -103,9 +103,39 @@ sub _spawn {
     return $pid;
 }
 
+# SIGTTIN: one more worker, numbered after the highest in use.
+sub add_worker {
+    my ($server) = @_;
+    return unless $server->{running} && !$server->{shutting_down};
+    my ($top) = sort { $b <=> $a } map { $_->{num} } values %{ $server->{worker_pids} };
+    my $num = ($top // 0) + 1;
+    $server->{workers}++;
+    my $pid = _spawn($server, $num);
+    $server->_log(info => "Received SIGTTIN: started worker $num (PID $pid); $server->{workers} workers");
+}
+
+# SIGTTOU: one worker fewer, never below one. The highest-numbered worker
+# still serving is told to stop gracefully and is not respawned.
+sub remove_worker {
+    my ($server) = @_;
+    return unless $server->{running} && !$server->{shutting_down};
+    my @serving = sort { $server->{worker_pids}{$b}{num} <=> $server->{worker_pids}{$a}{num} }
+        grep { !$server->{worker_pids}{$_}{retiring} } keys %{ $server->{worker_pids} };
+    if (@serving <= 1) {
+        $server->_log(warn => 'Received SIGTTOU with one worker left; keeping it');
+        return;
+    }
+    my $pid = $serving[0];
+    $server->{worker_pids}{$pid}{retiring} = 1;
+    $server->{workers}--;
+    kill TERM => $pid;
+    $server->_log(info => "Received SIGTTOU: stopping worker $server->{worker_pids}{$pid}{num} (PID $pid); $server->{workers} workers");
+}
+
 sub _reap {
     my ($server, $pid, $status) = @_;
     my $info = delete $server->{worker_pids}{$pid} or return;
+    return if $info->{retiring};    # removed by SIGTTOU
     if ($server->{shutting_down} || !$server->{running}) {
         if (!%{ $server->{worker_pids} } && (my $f = $server->{_workers_gone})) {
             $f->done unless $f->is_ready;
@@ -272,6 +302,10 @@ failure's reason is part of the error when every worker failed.
 The parent serves nothing itself. It records its workers in
 C<< $server->{worker_pids} >> (PID => info), starts a new worker when one
 exits (except after a lifespan startup failure, exit status 2), and on
+C<SIGTTIN> to the master starts one more worker; C<SIGTTOU> stops the
+highest-numbered one gracefully (it finishes its requests and runs lifespan
+shutdown) and does not replace it, but never the last one.
+
 C<SIGTERM>/C<SIGINT> or C<< $server->shutdown >> sends C<SIGTERM> to every
 worker, waits up to C<shutdown_timeout> seconds (then C<SIGKILL>), closes the
 listeners and unlinks the Unix socket files it created.
