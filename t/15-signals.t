@@ -142,6 +142,39 @@ subtest 'workers: TTIN adds a worker, TTOU removes one, never the last' => sub {
     ok(wait_until(5, sub { !grep { alive($_) } @three, @left }), 'no worker left');
 };
 
+subtest 'workers: max_requests replaces a worker once its replacement is up' => sub {
+    my $log = tmpdir() . '/workers-max.log';
+    my ($p, $port) = start_server($log, '-w', 2, '--max-requests', 5);
+    ok($port, 'master is listening') or return diag slurp($p->{err});
+    ok(wait_until(10, sub { log_lines($log, 'startup') == 2 }), 'both workers started');
+    # Requests one after another until two rounds of replacements have
+    # served (a replacement takes a moment to start; the old worker serves
+    # on meanwhile), for at most 30 s.
+    my (%by, $bad, $n);
+    my $deadline = time + 30;
+    while (keys(%by) < 4 && time < $deadline) {
+        $n++;
+        my $r = http_get($port, "/r$n");
+        if ($r =~ m{\AHTTP/1\.1 200 .*done /r$n ([0-9]+)}s) { $by{$1}++ } else { $bad++ }
+    }
+    is($bad // 0, 0, "$n requests in a row: every one answered 200");
+    ok(keys(%by) >= 4, sprintf('answered by %d worker processes in turn', scalar keys %by));
+    like(slurp($p->{err}), qr/reached max_requests; starting its replacement/, 'the master logs each replacement');
+    ok(wait_until(10, sub { (() = children_of($p->{pid})) == 2 }), 'two workers serve afterwards');
+    my @left = children_of($p->{pid});
+    my %serving = map { $_ => 1 } @left;
+    my @gone = grep { !$serving{$_} } keys %by;
+    # A worker serves on until its replacement is ready, so it may serve a
+    # few more than its limit, never fewer.
+    ok(@gone && !grep({ $by{$_} < 5 } @gone), 'each replaced worker had served at least max_requests')
+        or diag(join ', ', map { "$_=$by{$_}" } sort keys %by);
+    ok(wait_until(10, sub { log_lines($log, 'shutdown') == @gone }),
+        'each replaced worker ran lifespan shutdown');
+    kill TERM => $p->{pid};
+    is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', 'TERM stops the master');
+    ok(wait_until(5, sub { !grep { alive($_) } @left, keys %by }), 'no worker left');
+};
+
 subtest 'single process: HUP, USR2, TTIN and TTOU are logged and ignored' => sub {
     my $log = tmpdir() . '/single-hup.log';
     my ($p, $port) = start_server($log);

@@ -84,6 +84,10 @@ sub _init {
     # sockets ({ fd => N, tcp => 0|1 }) and this worker's number.
     $self->{_inherited} = delete $params->{_inherited};
     $self->{_worker}    = delete $params->{_worker};
+    # A worker with max_requests asks its master for a replacement after
+    # that many requests, plus up to 10% so workers do not all go at once.
+    $self->{_retire_after} = $self->{max_requests} + int(rand($self->{max_requests} / 10 + 1))
+        if $self->{_worker} && $self->{max_requests};
     $self->_check_tls;
     $self->_check_http2;
 
@@ -513,6 +517,15 @@ sub _remove_signals {
     $loop->detach_signal(@$_) for @{ delete $self->{signal_ids} || [] };
 }
 
+# max_requests: once, at the limit, the worker asks to be replaced; it
+# serves on until its master stops it (when the replacement is up).
+sub _count_request {
+    my ($self) = @_;
+    return if ++$self->{_served} != $self->{_retire_after};
+    $self->_log(info => "Worker $self->{_worker} ($$) served $self->{_served} requests (max_requests); asking to be replaced");
+    $self->{_on_retire}->() if $self->{_on_retire};
+}
+
 # Takes every record the Rust side queued since the last wake-up.
 sub _drain {
     my ($self) = @_;
@@ -527,6 +540,7 @@ sub _drain {
             ($b & PAGI::Server::Native::F_WEBSOCKET)
                 ? PAGI::Server::WebSocket::start($self, $id, $a)
                 : PAGI::Server::Request::start($self, $id, $a, $b);
+            $self->_count_request if $self->{_retire_after};
         }
         elsif ($kind == PAGI::Server::Native::REC_BODY) {
             my $req = $reqs->{$id} or next;
@@ -844,10 +858,18 @@ that dies, and C<shutdown>, C<SIGTERM> or C<SIGINT> stop them all, waiting
 up to C<shutdown_timeout>). Workers stop by themselves when this process
 dies. See L</SIGNALS> and L<PAGI::Server::Workers>.
 
-=item max_requests, reuseport, heartbeat_timeout
+=item max_requests
 
-Further worker settings (defaults 0, 0, 50), accepted and stored; this build
-does not act on them yet.
+With C<workers>, the requests a worker serves before it is replaced
+(default 0: never). At the limit, plus up to 10% so that workers do not
+all go at once, the worker asks its master for a replacement and serves on;
+once the replacement is ready the old worker stops gracefully (finishing
+its requests, running lifespan shutdown). No request is refused meanwhile.
+
+=item reuseport, heartbeat_timeout
+
+Further worker settings (defaults 0 and 50), accepted and stored; this
+build does not act on them yet.
 
 =item listener_backlog
 

@@ -73,9 +73,13 @@ sub _watch_startup_reports {
             while ($$buf =~ s/\A([^\n]*)\n//) {
                 my $line = $1;
                 next unless $weak;
-                if ($line =~ /\Aready [0-9]+\z/) {
+                if ($line =~ /\Aready [0-9]+ ([0-9]+)\z/) {
                     my $f = $weak->{_workers_ready};
                     $f->done if $f && !$f->is_ready;
+                    _replaced($weak, $1);
+                }
+                elsif ($line =~ /\Aretire ([0-9]+) ([0-9]+)\z/) {
+                    _replace($weak, $1, $2);
                 }
                 elsif ($line =~ /\Afailed ([0-9]+) (.*)\z/) {
                     $weak->{_startup_failure} //= "worker $1: $2";
@@ -101,6 +105,28 @@ sub _spawn {
     );
     $server->{worker_pids}{$pid} = { num => $num, started => time };
     return $pid;
+}
+
+# max_requests: a worker asked to be replaced. Its replacement starts now;
+# the old worker serves on until the new one is ready (_replaced).
+sub _replace {
+    my ($server, $num, $old) = @_;
+    my $info = $server->{worker_pids}{$old} or return;
+    return if $info->{retiring} || $info->{replaced_by} || $server->{shutting_down} || !$server->{running};
+    my $new = _spawn($server, $num);
+    $info->{replaced_by} = $new;
+    $server->{worker_pids}{$new}{replaces} = $old;
+    $server->_log(info => "Worker $num (PID $old) reached max_requests; starting its replacement (PID $new)");
+}
+
+# A replacement is ready: the worker it replaces stops gracefully.
+sub _replaced {
+    my ($server, $new) = @_;
+    my $fresh = $server->{worker_pids}{$new} or return;
+    my $old = delete $fresh->{replaces} or return;
+    my $info = $server->{worker_pids}{$old} or return;
+    $info->{retiring} = 1;
+    kill TERM => $old;
 }
 
 # SIGTTIN: one more worker, numbered after the highest in use.
@@ -135,7 +161,7 @@ sub remove_worker {
 sub _reap {
     my ($server, $pid, $status) = @_;
     my $info = delete $server->{worker_pids}{$pid} or return;
-    return if $info->{retiring};    # removed by SIGTTOU
+    return if $info->{retiring};    # removed by SIGTTOU, or replaced (max_requests)
     if ($server->{shutting_down} || !$server->{running}) {
         if (!%{ $server->{worker_pids} } && (my $f = $server->{_workers_gone})) {
             $f->done unless $f->is_ready;
@@ -188,7 +214,8 @@ sub _run_worker {
         _report($parent, "failed $num $err");
         return 2;
     }
-    _report($parent, "ready $num");
+    _report($parent, "ready $num $$");
+    $worker->{_on_retire} = sub { _report($parent, "retire $num $$") };
     if ($term) {
         $worker->shutdown->get;
         return 0;
@@ -302,6 +329,11 @@ failure's reason is part of the error when every worker failed.
 The parent serves nothing itself. It records its workers in
 C<< $server->{worker_pids} >> (PID => info), starts a new worker when one
 exits (except after a lifespan startup failure, exit status 2), and on
+With C<max_requests>, a worker that has served that many requests (plus
+up to 10%, so workers do not all go at once) asks its master for a
+replacement and serves on; once the replacement reports ready, the old
+worker stops gracefully. No request is refused meanwhile.
+
 C<SIGTTIN> to the master starts one more worker; C<SIGTTOU> stops the
 highest-numbered one gracefully (it finishes its requests and runs lifespan
 shutdown) and does not replace it, but never the last one.
