@@ -319,7 +319,16 @@ fn tls(c: &mut Config) -> &mut TlsSettings {
     })
 }
 
+/// How long a connection may take to open when `timeout` is off.
+const OPENING_LIMIT: Duration = Duration::from_secs(60);
+
 impl Config {
+    /// How long a connection may take to open (a TLS handshake, telling
+    /// h2c from HTTP/1.x, the HTTP/2 preface): `timeout`, or 60 s when off.
+    pub fn opening_limit(&self) -> Duration {
+        self.idle_timeout.unwrap_or(OPENING_LIMIT)
+    }
+
     /// Parses the lines PAGI::Server sends; an unknown key or a bad value is
     /// an error naming the key (an unknown one with the list of known keys).
     pub fn parse(text: &str) -> Result<Config, String> {

@@ -32,9 +32,6 @@ pub enum Transport {
     Tls(Arc<Acceptor>),
 }
 
-/// The longest a TLS handshake may take when `timeout` is off.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
-
 /// Takes one accepted connection: decides at once (on the accept task, so
 /// the connection count stays exact) whether it is admitted, then runs its
 /// transport and protocol on a task of its own.
@@ -87,7 +84,7 @@ async fn serve<S: Split>(
     let h2 = match alpn_h2 {
         Some(h2) => h2,
         None if core.cfg.http2 => {
-            let limit = core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT);
+            let limit = core.cfg.opening_limit();
             match sniff::hear(&mut stream, &mut pre, limit).await {
                 Heard::H2c => true,
                 Heard::Http1 => false,
@@ -113,7 +110,7 @@ async fn serve<S: Split>(
 }
 
 /// The server side of a TLS handshake, bounded by `timeout` (or
-/// `HANDSHAKE_LIMIT`), and by `REFUSAL_LIMIT` for a connection that only
+/// 60 s when off), and by `REFUSAL_LIMIT` for a connection that only
 /// gets a refusal. While it runs an admitted connection can be evicted at
 /// capacity like one trickling its request head (a refused one is not
 /// counted, so evicting it would admit one too many). A failure is logged
@@ -127,7 +124,7 @@ async fn handshake<S: Split>(
     admitted: bool,
 ) -> Option<(TlsStream<S>, Peer)> {
     let limit = if admitted {
-        core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT)
+        core.cfg.opening_limit()
     } else {
         REFUSAL_LIMIT
     };

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -155,32 +155,40 @@ impl Scan {
     }
 }
 
-/// What the connection task watches: set once a limit is broken.
+/// What the connection task watches: which limit was broken, once one is
+/// (one atomic, read on every read of the connection).
 #[derive(Debug, Default)]
 pub struct Tripped {
-    flag: AtomicBool,
-    what: std::sync::Mutex<Option<Flood>>,
+    /// 0: none yet; else `Flood as u8 + 1`.
+    what: AtomicU8,
     notify: Notify,
 }
 
 impl Tripped {
+    fn get(&self) -> Option<Flood> {
+        match self.what.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(Flood::Reset),
+            2 => Some(Flood::Ping),
+            _ => Some(Flood::Settings),
+        }
+    }
+
     /// Completes once a limit is broken, with which one.
     pub async fn wait(&self) -> Flood {
         loop {
             let notified = self.notify.notified();
-            if self.flag.load(Ordering::SeqCst) {
-                let what = self.what.lock().map(|w| *w).unwrap_or(None);
-                return what.unwrap_or(Flood::Reset);
+            if let Some(f) = self.get() {
+                return f;
             }
             notified.await;
         }
     }
 
     fn trip(&self, what: Flood) {
-        if let Ok(mut w) = self.what.lock() {
-            *w = Some(what);
-        }
-        self.flag.store(true, Ordering::SeqCst);
+        let _ = self
+            .what
+            .compare_exchange(0, what as u8 + 1, Ordering::SeqCst, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
 }
@@ -214,7 +222,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let this = &mut *self;
         // Once tripped, nothing more reaches the protocol: the connection
         // task sends GOAWAY and closes.
-        if this.tripped.flag.load(Ordering::SeqCst) {
+        if this.tripped.get().is_some() {
             return Poll::Pending;
         }
         let before = buf.filled().len();

@@ -27,8 +27,6 @@ use crate::slow::{evicted, HeadWait, EVICT_GRACE};
 use crate::stream_io::sleep_opt;
 use guard::{Tripped, Watched};
 
-/// The longest the client preface and SETTINGS may take when `timeout` is off.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(60);
 /// The connection-level receive window beyond one stream's window: several
 /// streams may upload at once, and a stream whose app holds its whole
 /// window unread still leaves this much to the others.
@@ -74,7 +72,7 @@ where
     if s.enable_connect_protocol {
         b.enable_connect_protocol();
     }
-    let limit = core.cfg.idle_timeout.unwrap_or(HANDSHAKE_LIMIT);
+    let limit = core.cfg.opening_limit();
     let mut conn = match tokio::time::timeout(limit, b.handshake::<_, Bytes>(io)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -114,10 +112,7 @@ where
         };
         let register_at =
             (streams.is_empty() && wait.is_none() && !going_away).then_some(since + EVICT_GRACE);
-        let wake = match (idle_at, register_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = idle_at.into_iter().chain(register_at).min();
         tokio::select! {
             Some(()) = streams.next(), if !streams.is_empty() => {
                 if streams.is_empty() {

@@ -70,9 +70,7 @@ impl TunnelWrite {
     pub fn new(tx: SendStream<Bytes>) -> TunnelWrite {
         TunnelWrite { tx, ended: false }
     }
-}
 
-impl TunnelWrite {
     /// Ends our side of the stream once what is queued on it is sent.
     fn end(&mut self) {
         if !self.ended {
