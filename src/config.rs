@@ -37,6 +37,8 @@ pub struct Listen {
 pub struct Config {
     pub listen: Vec<Listen>,
     pub backlog: i32,
+    /// SO_REUSEPORT on the TCP sockets bound (a worker of a `reuseport` server).
+    pub reuseport: bool,
     pub server_header: String,
     pub access_log: bool,
     pub log_format: Format,
@@ -76,6 +78,7 @@ impl Default for Config {
         Config {
             listen: Vec::new(),
             backlog: 2048,
+            reuseport: false,
             server_header: format!("PAGI::Server/{}", env!("CARGO_PKG_VERSION")),
             access_log: true,
             log_format: Format::compile("clf").unwrap_or_else(|e| unreachable!("{e}")),
@@ -206,6 +209,10 @@ const KEYS: &[(&str, Setter)] = &[
     }),
     ("backlog", |c, k, v| {
         c.backlog = i32::try_from(number::<u32>(k, v)?).unwrap_or(i32::MAX);
+        Ok(())
+    }),
+    ("reuseport", |c, _, v| {
+        c.reuseport = v != "0";
         Ok(())
     }),
     ("server_header", |c, _, v| {

@@ -33,6 +33,7 @@ BEGIN {
 }
 
 require PAGI::Server::Lifespan;
+require PAGI::Server::Listeners;
 require PAGI::Server::TLS;
 require PAGI::Server::Request;
 require PAGI::Server::WebSocket;
@@ -80,10 +81,12 @@ sub _init {
     # Checked (a bad atom dies here) and kept as a renderer, as the reference does.
     $self->{_access_log_formatter} = $self->_compile_access_log_format($self->{access_log_format});
 
-    # Set by PAGI::Server::Workers in a worker: the parent's listening
-    # sockets ({ fd => N, tcp => 0|1 }) and this worker's number.
-    $self->{_inherited} = delete $params->{_inherited};
-    $self->{_worker}    = delete $params->{_worker};
+    # Set by PAGI::Server::Workers in a worker: the master's listening
+    # sockets (its _held list, see PAGI::Server::Listeners) and this
+    # worker's number.
+    $self->{_from_parent} = delete $params->{_from_parent};
+    $self->{_worker}      = delete $params->{_worker};
+    $self->{is_worker}    = $self->{_worker} ? 1 : 0;
     # A worker with max_requests asks its master for a replacement after
     # that many requests, plus up to 10% so workers do not all go at once.
     $self->{_retire_after} = $self->{max_requests} + int(rand($self->{max_requests} / 10 + 1))
@@ -326,18 +329,17 @@ sub _pause_accepting {
 sub _native_config {
     my ($self) = @_;
     my @lines = ("server_header=PAGI::Server/$VERSION", PAGI::Server::Options::core_lines($self));
+    # The core serves the sockets held in Perl (PAGI::Server::Listeners).
     # TLS applies to every TCP listener (`tls+`); Unix sockets stay plaintext.
     my $tls = $self->_tls ? 'tls+' : '';
     push @lines, PAGI::Server::TLS::core_lines($self->{ssl}) if $tls;
-    push @lines, map { 'listen=' . ($_->{tcp} ? $tls : '') . "fd:$_->{fd}" }
-        @{ $self->{_inherited} || [] };
-    for my $l ($self->{_inherited} ? () : @{ $self->{listeners} }) {
-        if ($l->{type} eq 'unix') {
-            push @lines, "listen=unix:$l->{path}";
-        }
-        else {
-            my $h = $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
-            push @lines, "listen=${tls}tcp:$h:$l->{port}";
+    if (my $held = $self->{_held}) {
+        push @lines, map { 'listen=' . ($_->{tcp} ? $tls : '') . "fd:$_->{fd}" } @$held;
+    }
+    else {    # before binding: what will be bound (checked at construction)
+        for my $l (@{ $self->{listeners} }) {
+            my $h = $l->{type} eq 'tcp' && $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
+            push @lines, $l->{type} eq 'unix' ? "listen=unix:$l->{path}" : "listen=${tls}tcp:$h:$l->{port}";
         }
     }
     push @lines, "panic_path=$self->{_test_panic_path}" if defined $self->{_test_panic_path};
@@ -389,20 +391,17 @@ sub _logger {
 
 sub _start_native {
     my ($self) = @_;
+    my $err = PAGI::Server::Listeners::bind_all($self, from_parent => $self->{_from_parent});
+    return $err if $err;
     my $h = PAGI::Server::Native::new($self->_native_config);
-    # Sockets that get a socket_mode are created owner-only, then chmod-ed,
-    # so they are never briefly reachable with looser permissions.
-    my $restrict = grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $self->{listeners} };
-    my $old_umask = $restrict ? umask(0177) : undef;
     my ($ok, $text) = PAGI::Server::Native::listen($h);
-    umask($old_umask) if defined $old_umask;
     unless ($ok) {
         PAGI::Server::Native::free($h);
+        PAGI::Server::Listeners::release($self);
         return "$text\n";
     }
     $self->{native}     = $h;
     $self->{loop_cache} = $self->loop;    # read once per request
-    $self->_note_bound(split /\n/, $text);
 
     # Watch a duplicate of the eventfd so closing our handle never closes
     # the fd the Rust side writes to.
@@ -418,21 +417,6 @@ sub _start_native {
     $self->_install_signals;
     $self->_log(info => $self->_banner);
     return;
-}
-
-# Records what the core bound (one `tcp HOST PORT` / `unix PATH` line per
-# listener, in order): real ports, and socket_mode applied to Unix sockets.
-sub _note_bound {
-    my ($self, @bound) = @_;
-    for my $i (0 .. $#bound) {
-        my ($type, @rest) = split / /, $bound[$i], 3;
-        next unless $type eq 'tcp';
-        $self->{listeners}[$i]{port} = $rest[1];
-        $self->{bound_port} //= $rest[1];
-    }
-    for my $l (grep { $_->{type} eq 'unix' && defined $_->{socket_mode} } @{ $self->{listeners} }) {
-        chmod $l->{socket_mode}, $l->{path};
-    }
 }
 
 sub _banner {
@@ -583,6 +567,8 @@ sub shutdown {
     $self->{running} = 0;
     my $loop = $self->loop;
     my $h    = $self->{native};
+    # New connections are refused from now on, not queued unanswered.
+    PAGI::Server::Listeners::release($self);
 
     my $idle = $self->{idle_future} = $loop->new_future;
     PAGI::Server::Native::shutdown($h, PAGI::Server::Native::SHUTDOWN_GRACEFUL);
@@ -626,10 +612,14 @@ sub _release_native {
     }
     $_->_released for values %{ $self->{requests} };
     PAGI::Server::Native::free($h);
-    # A worker's sockets belong to its parent, which removes them.
-    for my $l (grep { $_->{type} eq 'unix' && !$self->{_inherited} } @{ $self->{listeners} }) {
-        unlink $l->{path} if -S $l->{path};
-    }
+    PAGI::Server::Listeners::release($self);
+}
+
+# The listening sockets this process was given (PAGI_REUSE, systemd's
+# LISTEN_FDS), by address; see PAGI::Server::Listeners.
+sub _collect_inherited_fds {
+    my ($self) = @_;
+    return PAGI::Server::Listeners::collect($self->_logger);
 }
 
 sub _remove_from_loop {

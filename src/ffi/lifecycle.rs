@@ -101,7 +101,7 @@ pub unsafe extern "C" fn pagi_bind_only(
         || {
             let text = std::str::from_utf8(slice(cfg, len)).map_err(|_| "config is not UTF-8")?;
             let c = Config::parse(text)?;
-            let bound = listener::bind_all(&c.listen, c.backlog)?;
+            let bound = listener::bind_all(&c.listen, c.backlog, c.reuseport)?;
             Ok::<_, String>(
                 bound
                     .into_iter()
@@ -132,7 +132,7 @@ pub unsafe extern "C" fn pagi_server_listen(
     out_len: *mut usize,
 ) -> i32 {
     guard(srv, |s| {
-        let bound = match listener::bind_all(&s.core.cfg.listen, s.core.cfg.backlog) {
+        let bound = match listener::bind_all(&s.core.cfg.listen, s.core.cfg.backlog, s.core.cfg.reuseport) {
             Ok(b) => b,
             Err(e) => {
                 hand_out(s, Some(e), out, out_len);

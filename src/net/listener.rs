@@ -36,12 +36,15 @@ impl Bound {
     }
 }
 
-fn bind_tcp(host: &str, port: u16, backlog: i32) -> io::Result<Bound> {
+fn bind_tcp(host: &str, port: u16, backlog: i32, reuseport: bool) -> io::Result<Bound> {
     let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
     for addr in addrs {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         sock.set_reuse_address(true)?;
+        if reuseport {
+            sock.set_reuse_port(true)?;
+        }
         if addr.is_ipv6() {
             sock.set_only_v6(true)?;
         }
@@ -102,14 +105,16 @@ fn adopt_fd(fd: i32) -> io::Result<Bound> {
 }
 
 /// Binds every listener or none: on error the ones already bound are closed.
-pub fn bind_all(listen: &[Listen], backlog: i32) -> Result<Vec<Bound>, String> {
+/// `reuseport`: TCP sockets get SO_REUSEPORT (a worker's own socket beside
+/// its siblings' on the same port).
+pub fn bind_all(listen: &[Listen], backlog: i32, reuseport: bool) -> Result<Vec<Bound>, String> {
     listen
         .iter()
         .map(|l| match &l.spec {
             ListenSpec::Fd(fd) => {
                 adopt_fd(*fd).map_err(|e| format!("Cannot use inherited socket fd {fd}: {e}"))
             }
-            ListenSpec::Tcp { host, port } => bind_tcp(host, *port, backlog)
+            ListenSpec::Tcp { host, port } => bind_tcp(host, *port, backlog, reuseport)
                 .map_err(|e| format!("Cannot listen on {host}:{port}: {e}")),
             ListenSpec::Unix { path } => {
                 bind_unix(path).map_err(|e| format!("Cannot listen on {}: {e}", path.display()))
@@ -141,7 +146,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("s.sock");
         std::fs::write(&path, b"stale").expect("stale file");
-        let b = bind_all(&[plain(ListenSpec::Unix { path: path.clone() })], 16)
+        let b = bind_all(&[plain(ListenSpec::Unix { path: path.clone() })], 16, false)
             .expect("bind over stale file");
         assert_eq!(b[0].describe(), format!("unix {}", path.display()));
         use std::os::unix::fs::FileTypeExt;
@@ -161,6 +166,7 @@ mod tests {
                 port: 0,
             })],
             16,
+            false,
         )
         .expect("bind");
         let Bound::Tcp(_, addr) = &b[0] else {
@@ -174,8 +180,25 @@ mod tests {
                 port: addr.port(),
             })],
             16,
+            false,
         );
         let err = again.err().expect("second bind must fail");
         assert!(err.contains("in use"), "{err}");
+    }
+
+    #[test]
+    fn reuseport_sockets_share_a_port() {
+        let tcp = |port| {
+            plain(ListenSpec::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            })
+        };
+        let first = bind_all(&[tcp(0)], 16, true).expect("bind");
+        let Bound::Tcp(_, addr) = &first[0] else {
+            panic!("tcp expected")
+        };
+        let second = bind_all(&[tcp(addr.port())], 16, true).expect("second reuseport bind");
+        assert_eq!(second[0].describe(), first[0].describe());
     }
 }

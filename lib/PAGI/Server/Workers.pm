@@ -24,29 +24,14 @@ my @PASSED = PAGI::Server::Options::names_with('worker');
 sub start {
     my ($server) = @_;
     my $loop = $server->loop;
-    my $text = eval { PAGI::Server::Native::bind_only($server->_native_config) };
-    return Future->fail($@) unless defined $text;
-
-    # The held handles, what was bound, and what each worker is given.
-    my (@inherited, @bound, @for_workers);
-    for my $line (split /\n/, $text) {
-        my ($where, $fd) = $line =~ /\A(.*) (\d+)\z/
-            or return Future->fail("Unexpected listener line from the core: $line\n");
-        # Held open here so the descriptor lives as long as the parent.
-        open(my $fh, '+<&=', $fd) or return Future->fail("Cannot hold listener fd $fd: $!\n");
-        push @inherited, $fh;
-        push @bound, $where;
-        push @for_workers, { fd => $fd, tcp => ($where =~ /\Atcp / ? 1 : 0) };
-    }
-    $server->_note_bound(@bound);
+    my $err = PAGI::Server::Listeners::bind_all($server, reserve_tcp => $server->{reuseport});
+    return Future->fail($err) if $err;
     # Only this process holds the write end; each worker watches the read
     # end and sees end-of-file when the master is gone, however it died.
     pipe(my $lifeline_r, my $lifeline_w)
         or return Future->fail("Cannot create the workers' lifeline pipe: $!\n");
     $server->{_lifeline}       = [ $lifeline_r, $lifeline_w ];
     _watch_startup_reports($server) or return Future->fail("Cannot create the workers' report pipe: $!\n");
-    $server->{_worker_sockets} = \@inherited;
-    $server->{_worker_inherit} = \@for_workers;
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
     _spawn($server, $_) for 1 .. $server->{workers};
@@ -201,7 +186,7 @@ sub _run_worker {
         %opt,
         app        => $parent->{app},
         quiet      => 1,    # workers report errors only, as in the reference
-        _inherited => $parent->{_worker_inherit},
+        _from_parent => $parent->{_held},
         _worker    => $num,
     );
     # The parent's handles stay open in this process only as inherited fds.
@@ -284,16 +269,13 @@ sub shutdown {
         return Future->done unless $weak;
         # Only now: a second TERM or INT while workers drain is absorbed.
         $weak->_remove_signals;
-        close $_ for @{ delete $weak->{_worker_sockets} || [] };
         close $_ for @{ delete $weak->{_lifeline} || [] };
         if (my $stream = delete $weak->{_reports_stream}) {
             $weak->remove_child($stream) if $stream->parent;
         }
         close $_ for @{ delete $weak->{_reports} || [] };
         delete $weak->{_workers_ready};
-        for my $l (grep { $_->{type} eq 'unix' } @{ $weak->{listeners} }) {
-            unlink $l->{path} if -S $l->{path};
-        }
+        PAGI::Server::Listeners::release($weak, $weak->{_handed_over});
         return Future->done($weak);
     });
 }
