@@ -38,13 +38,26 @@ require PAGI::Server::TLS;
 require PAGI::Server::Request;
 require PAGI::Server::WebSocket;
 
-# TLS is served by the Rust core (rustls). HTTP/2 comes with its issue;
-# until then this build reports it as unavailable rather than pretending.
-sub has_tls   { 1 }
-sub has_http2 { 1 }
-
 # Every option, its default, and where it goes: see PAGI::Server::Options.
 use PAGI::Server::Options ();
+
+# A hot restart (SIGUSR2, PAGI::Server::Workers) runs this process's own
+# command line again, from the directory it started in. It is read while
+# loading, before anything sets $0 (which overwrites the kernel's copy);
+# pagi-server sets both earlier still.
+our (@START_COMMAND, $START_DIR);
+
+BEGIN {
+    @START_COMMAND = PAGI::Server::Options::command_line() unless @START_COMMAND;
+    unless (defined $START_DIR) {
+        require Cwd;
+        $START_DIR = Cwd::getcwd();
+    }
+}
+
+# TLS and HTTP/2 are served by the Rust core.
+sub has_tls   { 1 }
+sub has_http2 { 1 }
 
 # Severity of each log level; the table lists them least severe first.
 my %LOG_LEVELS = do {
@@ -444,10 +457,6 @@ my %IGNORED_SIGNAL = (
         TTIN => 'adding workers needs multi-worker mode (workers => N)',
         TTOU => 'removing workers needs multi-worker mode (workers => N)',
     },
-    master => {
-        HUP  => 'replacing the workers one by one is not built into this version yet',
-        USR2 => 'hot restart of the master is not built into this version yet',
-    },
 );
 
 # Watched through the loop, so a handler never runs inside the Rust core's
@@ -481,6 +490,8 @@ sub _install_signals {
     if ($role eq 'master') {    # worker scaling (PAGI::Server::Workers)
         $handler{TTIN} = sub { PAGI::Server::Workers::add_worker($weak) if $weak };
         $handler{TTOU} = sub { PAGI::Server::Workers::remove_worker($weak) if $weak };
+        $handler{HUP}  = sub { PAGI::Server::Workers::restart_workers($weak) if $weak };
+        $handler{USR2} = sub { PAGI::Server::Workers::hot_restart($weak) if $weak };
     }
     for my $sig (keys %{ $IGNORED_SIGNAL{$role} || {} }) {
         my $why = $IGNORED_SIGNAL{$role}{$sig};
@@ -503,10 +514,12 @@ sub _remove_signals {
 
 # max_requests: once, at the limit, the worker asks to be replaced; it
 # serves on until its master stops it (when the replacement is up).
-sub _count_request {
+sub _on_request_complete {
     my ($self) = @_;
-    return if ++$self->{_served} != $self->{_retire_after};
-    $self->_log(info => "Worker $self->{_worker} ($$) served $self->{_served} requests (max_requests); asking to be replaced");
+    return unless $self->{is_worker} && $self->{max_requests};
+    return if ++$self->{_request_count} < ($self->{_retire_after} // $self->{max_requests});
+    return if $self->{_max_requests_shutdown_triggered}++;
+    $self->_log(info => "Worker $self->{_worker} ($$) served $self->{_request_count} requests (max_requests); asking to be replaced");
     $self->{_on_retire}->() if $self->{_on_retire};
 }
 
@@ -524,7 +537,7 @@ sub _drain {
             ($b & PAGI::Server::Native::F_WEBSOCKET)
                 ? PAGI::Server::WebSocket::start($self, $id, $a)
                 : PAGI::Server::Request::start($self, $id, $a, $b);
-            $self->_count_request if $self->{_retire_after};
+            $self->_on_request_complete if $self->{_retire_after};
         }
         elsif ($kind == PAGI::Server::Native::REC_BODY) {
             my $req = $reqs->{$id} or next;

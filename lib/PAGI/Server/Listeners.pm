@@ -68,6 +68,18 @@ sub collect {
     return \%found;
 }
 
+# The offered socket for listener $l: the one at its address, or, for a
+# TCP listener on port 0, the only one offered on its host (the port a
+# hot restart's predecessor was given).
+sub _match {
+    my ($offered, $l) = @_;
+    my $key = key_of($l);
+    return $key if $offered->{$key} || $l->{type} ne 'tcp' || $l->{port};
+    my ($host) = $key =~ /\A(.*):0\z/;
+    my @same = grep { /\A\Q$host\E:[0-9]+\z/ } keys %$offered;
+    return @same == 1 ? $same[0] : undef;
+}
+
 # What listening socket a descriptor holds: { key, type, host, port | path },
 # or a reason it cannot be used. Looks through a duplicate, so the caller's
 # descriptor is never wrapped (and so never closed) here.
@@ -117,7 +129,7 @@ sub bind_all {
             push @lines, "listen=fd:$p->{fd}";
             next;
         }
-        if (my $inh = delete $offered->{ key_of($l) }) {
+        if (my $inh = delete $offered->{ _match($offered, $l) // '' }) {
             my $got = describe_fd($inh->{fd});
             if (ref $got && $got->{type} eq $l->{type}) {
                 $l->{_inherited} = 1;
@@ -138,8 +150,16 @@ sub bind_all {
             push @lines, "listen=tcp:$h:$l->{port}";
         }
     }
+    # Left over: reported. Those this process surely got by exec (from
+    # systemd, or from the master a hot restart replaces) are closed, so
+    # that nobody connects to a socket that nothing serves; a PAGI_REUSE
+    # entry may also be another server's in this same process.
     for my $key (sort keys %$offered) {
-        $log->(warn => "$offered->{$key}{source}: inherited socket $key matches no configured listener; not serving it");
+        my $inh = $offered->{$key};
+        my $close = $inh->{source} eq 'systemd' || defined $ENV{PAGI_MASTER_PID};
+        $log->(warn => "$inh->{source}: inherited socket $key (fd $inh->{fd}) matches no configured listener; "
+            . ($close ? 'closing it' : 'not serving it'));
+        POSIX::close($inh->{fd}) if $close && ref describe_fd($inh->{fd});
     }
 
     my @bound;

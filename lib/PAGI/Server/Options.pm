@@ -177,6 +177,18 @@ sub invalid {
     return "Invalid $name '" . ($value // '') . "' - must be one of: " . join(', ', @{ $o->{values} }) . "\n";
 }
 
+# This process's command line as the kernel has it (perl's own switches
+# included), else perl, $0 and PAGI_ARGV: what a hot restart runs again.
+# Read it before anything sets $0, which overwrites the kernel's copy.
+sub command_line {
+    if (open my $fh, '<', "/proc/$$/cmdline") {
+        local $/;
+        my @argv = split /\0/, <$fh> // '';
+        return @argv if @argv;
+    }
+    return ($^X, $0, split /\0/, $ENV{PAGI_ARGV} // '');
+}
+
 sub core_lines {
     my ($server) = @_;
     my @lines;

@@ -606,8 +606,20 @@ sub _leave {
     POSIX::_exit(0);
 }
 
+# A PID file naming a live process (other than the master a hot restart
+# replaces) means the server is running already; one naming a dead
+# process is stale and replaced.
 sub _write_pid_file {
     my ($self, $path) = @_;
+    if (open my $old, '<', $path) {
+        my ($pid) = (<$old> // '') =~ /\A\s*([0-9]+)/;
+        close $old;
+        my $replacing = $ENV{PAGI_MASTER_PID};
+        if ($pid && $pid != $$ && !(defined $replacing && $pid eq $replacing)
+            && (kill(0, $pid) || $!{EPERM})) {
+            die "PID file $path names process $pid, which is running: is the server already running?\n";
+        }
+    }
     open my $fh, '>', $path or die "Cannot write PID file $path: $!\n";
     print {$fh} "$$\n";
     close $fh or die "Cannot write PID file $path: $!\n";
@@ -621,9 +633,13 @@ sub _remove_pid_file {
     my $path = $self->{_pid_file_path} or return;
     # A forked child of the server must not remove its parent's PID file.
     return if defined $self->{_pid_file_pid} && $self->{_pid_file_pid} != $$;
-    unlink $path;
     delete $self->{_pid_file_path};
     $PID_FILE_OWNER = undef if $PID_FILE_OWNER && $PID_FILE_OWNER == $self;
+    # After a hot restart the file names the new master: it stays.
+    open my $fh, '<', $path or return;
+    my ($pid) = (<$fh> // '') =~ /\A\s*([0-9]+)/;
+    close $fh;
+    unlink $path if !$pid || $pid == $$;
     return 1;
 }
 
@@ -637,10 +653,16 @@ sub _drop_privileges {
     my ($user, $group) = @{$self}{qw(user group)};
     return unless $user || $group;
 
-    die "Must run as root to use --user/--group\n" unless $> == 0;
-
     # Resolve both names before changing anything.
     my ($uid, $gid);
+    if ($> != 0) {
+        # A hot restart's new master runs as the user its predecessor
+        # switched to; that is the only case allowed without root.
+        my @pw = $user ? getpwnam $user : ();
+        my $g  = $group ? getgrnam $group : undef;
+        return 1 if (!$user || (@pw && $pw[2] == $>)) && (!$group || (defined $g && (split ' ', $))[0] == $g));
+        die "Must run as root to use --user/--group\n";
+    }
     if ($user) {
         my @pw = getpwnam $user;
         die "Unknown user: $user\n" unless @pw;

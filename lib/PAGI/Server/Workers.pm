@@ -34,7 +34,12 @@ sub start {
     _watch_startup_reports($server) or return Future->fail("Cannot create the workers' report pipe: $!\n");
     $server->{worker_pids}     = {};
     $server->{running}         = 1;
+    # Started by a hot restart (USR2): the master that started this one
+    # is retired once every worker here is ready.
+    my $old = delete $ENV{PAGI_MASTER_PID};
+    $server->{_take_over_from} = $old if defined $old && $old =~ /\A[1-9][0-9]*\z/ && $old != $$;
     _spawn($server, $_) for 1 .. $server->{workers};
+    _watch_heartbeats($server);
     $server->_install_signals;    # TERM/INT reach shutdown, which stops the workers
     $server->_log(info => $server->_banner . " workers: $server->{workers}");
     return Future->done($server);
@@ -58,13 +63,20 @@ sub _watch_startup_reports {
             while ($$buf =~ s/\A([^\n]*)\n//) {
                 my $line = $1;
                 next unless $weak;
-                if ($line =~ /\Aready [0-9]+ ([0-9]+)\z/) {
+                if ($line =~ /\Abeat [0-9]+ ([0-9]+)\z/) {
+                    my $info = $weak->{worker_pids}{$1};
+                    $info->{beat} = time if $info;
+                }
+                elsif ($line =~ /\Aready [0-9]+ ([0-9]+)\z/) {
                     my $f = $weak->{_workers_ready};
                     $f->done if $f && !$f->is_ready;
+                    my $info = $weak->{worker_pids}{$1};
+                    $info->{ready} = 1 if $info;
                     _replaced($weak, $1);
+                    _take_over($weak);
                 }
                 elsif ($line =~ /\Aretire ([0-9]+) ([0-9]+)\z/) {
-                    _replace($weak, $1, $2);
+                    _replace($weak, $1, $2, 'reached max_requests');
                 }
                 elsif ($line =~ /\Afailed ([0-9]+) (.*)\z/) {
                     $weak->{_startup_failure} //= "worker $1: $2";
@@ -92,26 +104,166 @@ sub _spawn {
     return $pid;
 }
 
-# max_requests: a worker asked to be replaced. Its replacement starts now;
-# the old worker serves on until the new one is ready (_replaced).
+# A worker is to be replaced (max_requests, or SIGHUP): its replacement
+# starts now; the old worker serves on until the new one is ready
+# (_replaced), so no request finds fewer workers than before.
 sub _replace {
-    my ($server, $num, $old) = @_;
+    my ($server, $num, $old, $why) = @_;
     my $info = $server->{worker_pids}{$old} or return;
     return if $info->{retiring} || $info->{replaced_by} || $server->{shutting_down} || !$server->{running};
     my $new = _spawn($server, $num);
     $info->{replaced_by} = $new;
     $server->{worker_pids}{$new}{replaces} = $old;
-    $server->_log(info => "Worker $num (PID $old) reached max_requests; starting its replacement (PID $new)");
+    $server->_log(info => "Worker $num (PID $old) $why; starting its replacement (PID $new)");
 }
 
-# A replacement is ready: the worker it replaces stops gracefully.
+# A replacement is ready: the worker it replaces stops gracefully, and a
+# rolling restart (SIGHUP) goes on to the next worker.
 sub _replaced {
     my ($server, $new) = @_;
     my $fresh = $server->{worker_pids}{$new} or return;
     my $old = delete $fresh->{replaces} or return;
-    my $info = $server->{worker_pids}{$old} or return;
-    $info->{retiring} = 1;
-    kill TERM => $old;
+    if (my $info = $server->{worker_pids}{$old}) {
+        $info->{retiring} = 1;
+        kill TERM => $old;
+    }
+    _roll_on($server) if ($server->{_rolling} // 0) == $old;
+}
+
+# SIGHUP: every worker serving now is replaced, one at a time, each only
+# once its replacement is ready. Workers re-run the app's lifespan; the
+# code loaded in the master is not reloaded (that is USR2).
+sub restart_workers {
+    my ($server) = @_;
+    return unless $server->{running} && !$server->{shutting_down};
+    my $pids = $server->{worker_pids};
+    my %queued = map { $_ => 1 } @{ $server->{_roll} || [] }, ($server->{_rolling} // ());
+    my @old = sort { $pids->{$a}{num} <=> $pids->{$b}{num} }
+        grep { !$pids->{$_}{retiring} && !$pids->{$_}{replaced_by} && !$pids->{$_}{replaces} && !$queued{$_} }
+        keys %$pids;
+    push @{ $server->{_roll} }, @old;
+    $server->_log(info => 'Received SIGHUP: replacing ' . scalar(@old) . ' workers one by one');
+    _roll_on($server) unless $server->{_rolling};
+}
+
+sub _roll_on {
+    my ($server) = @_;
+    delete $server->{_rolling};
+    while (defined(my $pid = shift @{ $server->{_roll} || [] })) {
+        my $info = $server->{worker_pids}{$pid} or next;    # gone meanwhile
+        next if $info->{retiring} || $info->{replaced_by};
+        $server->{_rolling} = $pid;
+        _replace($server, $info->{num}, $pid, 'is being restarted (SIGHUP)');
+        return if $info->{replaced_by};
+        delete $server->{_rolling};
+    }
+}
+
+# Heartbeats: each worker's loop reports every heartbeat_timeout / 5
+# seconds. A worker silent for heartbeat_timeout (its loop blocked, e.g.
+# by app code that never yields) is killed with SIGKILL and respawned. An
+# app awaiting slow I/O leaves the loop running, so it keeps beating.
+sub _watch_heartbeats {
+    my ($server) = @_;
+    my $limit = $server->{heartbeat_timeout} or return;
+    require IO::Async::Timer::Periodic;
+    weaken(my $weak = $server);
+    my $timer = IO::Async::Timer::Periodic->new(
+        interval => $limit / 2,
+        on_tick  => sub {
+            return unless $weak && !$weak->{shutting_down};
+            my $now = time;
+            while (my ($pid, $info) = each %{ $weak->{worker_pids} }) {
+                next if $info->{killed} || $now - ($info->{beat} // $info->{started}) <= $limit;
+                $weak->_log(warn => "Worker $info->{num} (PID $pid) sent no heartbeat for ${limit}s "
+                    . '(its event loop is blocked); killing it with SIGKILL');
+                $info->{killed} = 1;
+                kill KILL => $pid;
+            }
+        },
+    );
+    $server->add_child($timer);
+    $timer->start;
+    $server->{_heartbeat_timer} = $timer;
+}
+
+# A worker's side of the heartbeat, on its own loop.
+sub _beat {
+    my ($parent, $loop, $num) = @_;
+    my $limit = $parent->{heartbeat_timeout} or return;
+    require IO::Async::Timer::Periodic;
+    my $timer = IO::Async::Timer::Periodic->new(
+        interval => $limit / 5,
+        on_tick  => sub { _report($parent, "beat $num $$") },
+    );
+    $loop->add($timer);
+    $timer->start;
+}
+
+# SIGUSR2: hot restart. A new master is started from this one's command
+# line; it adopts the listening sockets (PAGI_REUSE), starts its workers and,
+# once they are all ready, sends this master SIGTERM (it finds the PID in
+# PAGI_MASTER_PID). Until then this master serves on; if the new one
+# exits first, the restart failed and this one simply keeps serving.
+sub hot_restart {
+    my ($server) = @_;
+    return unless $server->{running} && !$server->{shutting_down};
+    if (my $pid = $server->{_successor}) {
+        $server->_log(warn => "Received SIGUSR2 while a hot restart is under way (new master PID $pid); ignoring it");
+        return;
+    }
+    my @cmd = @PAGI::Server::START_COMMAND;
+    my $dir = $PAGI::Server::START_DIR;
+    my $pid = fork;
+    unless (defined $pid) {
+        $server->_log(error => "Hot restart: cannot fork: $!; serving on");
+        return;
+    }
+    if ($pid == 0) {
+        my @keep = PAGI::Server::Listeners::inheritable($server);
+        $ENV{PAGI_MASTER_PID} = getppid;
+        # The new master starts with default signal handling and nothing
+        # blocked, whatever this process had.
+        $SIG{$_} = 'DEFAULT' for qw(TERM INT HUP USR2 TTIN TTOU CHLD PIPE);
+        POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new);
+        chdir $dir if defined $dir;
+        { no warnings 'exec'; exec { $cmd[0] } @cmd; }
+        print STDERR "PAGI Server hot restart: cannot run $cmd[0]: $!\n";
+        POSIX::_exit(127);
+    }
+    $server->{_successor} = $pid;
+    weaken(my $weak = $server);
+    $server->loop->watch_process($pid => sub {
+        my (undef, $status) = @_;
+        return unless $weak;
+        delete $weak->{_successor};
+        return unless $weak->{running};
+        $weak->_log(error => "Hot restart failed: the new master (PID $pid) exited ("
+            . _how_ended($status) . ') before taking over; this master serves on');
+    });
+    $server->_log(info => "Received SIGUSR2: hot restart, new master PID $pid; serving until it takes over");
+}
+
+# A new master (hot restart) retires the old one once all its workers are ready.
+sub _take_over {
+    my ($server) = @_;
+    my $old = $server->{_take_over_from} or return;
+    my $ready = grep { $_->{ready} } values %{ $server->{worker_pids} };
+    return if $ready < $server->{workers};
+    delete $server->{_take_over_from};
+    if (kill 0 => $old) {
+        $server->_log(info => "Hot restart: $ready workers ready; stopping the old master (PID $old)");
+        kill TERM => $old;
+    }
+    else {
+        $server->_log(warn => "Hot restart: the old master (PID $old) is gone already");
+    }
+}
+
+sub _how_ended {
+    my ($status) = @_;
+    return 'killed by signal ' . ($status & 127) if $status & 127;
+    return 'exit status ' . ($status >> 8);
 }
 
 # SIGTTIN: one more worker, numbered after the highest in use.
@@ -146,17 +298,31 @@ sub remove_worker {
 sub _reap {
     my ($server, $pid, $status) = @_;
     my $info = delete $server->{worker_pids}{$pid} or return;
-    return if $info->{retiring};    # removed by SIGTTOU, or replaced (max_requests)
+    return if $info->{retiring};    # removed by SIGTTOU, or replaced
     if ($server->{shutting_down} || !$server->{running}) {
         if (!%{ $server->{worker_pids} } && (my $f = $server->{_workers_gone})) {
             $f->done unless $f->is_ready;
         }
         return;
     }
+    if (my $new = $info->{replaced_by}) {
+        # Its replacement is already starting and takes its place.
+        if ($server->{worker_pids}{$new}) {
+            $server->_log(warn => "Worker $info->{num} (PID $pid) exited (" . _how_ended($status)
+                . ") while its replacement (PID $new) was starting");
+            return;
+        }
+    }
     my $code = $status >> 8;
-    if ($code == 2) {
+    my $old  = $info->{replaces} && $server->{worker_pids}{ $info->{replaces} };
+    delete $old->{replaced_by} if $old;    # the worker it was to replace serves on
+    if ($code == 2 && !($status & 127)) {
         # Lifespan startup failed: respawning would fail the same way.
         $server->_log(warn => "Worker $info->{num} startup failed, not respawning");
+        if ($old && $server->{_rolling}) {
+            $server->_log(error => 'SIGHUP restart stopped: a new worker failed to start; the remaining old workers serve on');
+            delete @$server{qw(_roll _rolling)};
+        }
         if (!%{ $server->{worker_pids} }) {
             $server->_log(error => 'All workers have exited and none were respawned; shutting down');
             $server->{_workers_failed} = 1;
@@ -164,8 +330,14 @@ sub _reap {
         }
         return;
     }
-    $server->_log(warn => "Worker $info->{num} (PID $pid) exited with status $code, respawning");
-    _spawn($server, $info->{num});
+    $server->_log(warn => "Worker $info->{num} (PID $pid) " . ($old ? 'died before it was ready' : 'exited')
+        . ' (' . _how_ended($status) . '), respawning');
+    if ($old) {
+        _replace($server, $info->{num}, $info->{replaces}, 'still needs a replacement');
+    }
+    else {
+        _spawn($server, $info->{num});
+    }
 }
 
 # Runs in the child; the return value is the exit status.
@@ -181,6 +353,7 @@ sub _run_worker {
     local $SIG{TERM} = sub { $term = 1 };
     my $loop = IO::Async::Loop->new;
     _watch_master($loop, $parent, $num);
+    _beat($parent, $loop, $num);    # from before lifespan startup, which may be slow
     my %opt = map { exists $parent->{$_} ? ($_ => $parent->{$_}) : () } @PASSED;
     my $worker = PAGI::Server->new(
         %opt,
@@ -252,6 +425,14 @@ sub shutdown {
     my $loop = $server->loop;
     $server->{running}       = 0;
     $server->{shutting_down} = 1;
+    # Stuck workers are SIGKILLed after shutdown_timeout instead.
+    if (my $t = delete $server->{_heartbeat_timer}) {
+        $t->stop;
+        $server->remove_child($t);
+    }
+    # A hot restart's new master is alive: it serves these sockets now
+    # (its SIGTERM is why this master stops), so the socket files stay.
+    $server->{_handed_over} = 1 if $server->{_successor} && kill 0 => $server->{_successor};
     my @pids = keys %{ $server->{worker_pids} };
     kill TERM => @pids if @pids;
     my $gone = $server->{_workers_gone} = $loop->new_future;
