@@ -611,15 +611,10 @@ sub _leave {
 # process is stale and replaced.
 sub _write_pid_file {
     my ($self, $path) = @_;
-    if (open my $old, '<', $path) {
-        my ($pid) = (<$old> // '') =~ /\A\s*([0-9]+)/;
-        close $old;
-        my $replacing = $ENV{PAGI_MASTER_PID};
-        if ($pid && $pid != $$ && !(defined $replacing && $pid eq $replacing)
-            && (kill(0, $pid) || $!{EPERM})) {
-            die "PID file $path names process $pid, which is running: is the server already running?\n";
-        }
-    }
+    my $running = _other_live_pid($path);
+    my $replacing = $ENV{PAGI_MASTER_PID};
+    die "PID file $path names process $running, which is running: is the server already running?\n"
+        if $running && !(defined $replacing && $running eq $replacing);
     open my $fh, '>', $path or die "Cannot write PID file $path: $!\n";
     print {$fh} "$$\n";
     close $fh or die "Cannot write PID file $path: $!\n";
@@ -636,11 +631,17 @@ sub _remove_pid_file {
     delete $self->{_pid_file_path};
     $PID_FILE_OWNER = undef if $PID_FILE_OWNER && $PID_FILE_OWNER == $self;
     # After a hot restart the file names the new master: it stays.
+    unlink $path unless _other_live_pid($path);
+    return 1;
+}
+
+# The PID in the file at $path if it is a live process other than this one.
+sub _other_live_pid {
+    my ($path) = @_;
     open my $fh, '<', $path or return;
     my ($pid) = (<$fh> // '') =~ /\A\s*([0-9]+)/;
     close $fh;
-    unlink $path if !$pid || $pid == $$;
-    return 1;
+    return $pid && $pid != $$ && (kill(0, $pid) || $!{EPERM}) ? $pid : undef;
 }
 
 END {
