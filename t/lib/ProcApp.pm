@@ -4,8 +4,9 @@ package ProcApp;
 # returns ProcApp::app()). It writes "startup PID" and "shutdown PID" to the
 # file in T_LOG during lifespan and "slow PID" when a request for /slow
 # begins; /slow answers after T_SLOW seconds (default 1.5), anything else
-# at once. T_FAIL_STARTUP=1 refuses lifespan startup; T_STARTUP_DELAY=N
-# completes it only after N seconds.
+# at once; /block blocks the worker's event loop (sleep) for T_BLOCK
+# seconds (default 60), as stuck app code would. T_FAIL_STARTUP=1 refuses
+# lifespan startup; T_STARTUP_DELAY=N completes it only after N seconds.
 
 use strict;
 use warnings;
@@ -43,6 +44,10 @@ sub app {
                     return;
                 }
             }
+        }
+        if ($scope->{path} eq '/block') {
+            note_line("block $$");
+            sleep($ENV{T_BLOCK} // 60);
         }
         if ($scope->{path} eq '/slow') {
             note_line("slow $$");

@@ -362,7 +362,9 @@ sub _run_worker {
         _from_parent => $parent->{_held},
         _worker    => $num,
     );
-    # The parent's handles stay open in this process only as inherited fds.
+    # The master's listeners, as bound (ports resolved): with reuseport a
+    # worker binds its own sockets to them.
+    $worker->{listeners} = [ map { +{%$_} } @{ $parent->{listeners} } ];
     $loop->add($worker);
     my $ok = eval { $worker->listen->get; 1 };
     unless ($ok) {
