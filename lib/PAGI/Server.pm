@@ -869,10 +869,26 @@ all go at once, the worker asks its master for a replacement and serves on;
 once the replacement is ready the old worker stops gracefully (finishing
 its requests, running lifespan shutdown). No request is refused meanwhile.
 
-=item reuseport, heartbeat_timeout
+=item reuseport
 
-Further worker settings (defaults 0 and 50), accepted and stored; this
-build does not act on them yet.
+With C<workers> (default 0): instead of one listening socket that the
+master binds and every worker accepts from, each worker binds its own TCP
+socket with C<SO_REUSEPORT> and the kernel spreads connections over them.
+The master only reserves the port (bound, not listening), so port 0 is
+resolved once for all. Unix sockets are shared as usual. Sockets inherited
+through C<PAGI_REUSE> or systemd are not per worker: use the default mode
+for hot restart and socket activation. Linux lets only processes of the same
+user share such a port.
+
+=item heartbeat_timeout
+
+With C<workers>, seconds (default 50; 0 turns it off) a worker's event loop
+may go without running before its master kills the worker with C<SIGKILL>
+and starts another. Each worker reports to its master every fifth of it,
+from a timer on its loop, from before lifespan startup on; the master
+checks every half. Only code that blocks the loop (a C<sleep>, a blocking
+database call without C<await>) stops the reports: an app awaiting slow
+I/O, however long, is never killed.
 
 =item listener_backlog
 
@@ -1259,11 +1275,31 @@ TTIN starts one more worker. TTOU stops the highest-numbered worker
 gracefully (it finishes its requests and runs lifespan shutdown) and does
 not replace it; with one worker left it is logged and refused.
 
-=item HUP, USR2 (multi-worker master)
+=item HUP (multi-worker master)
 
-Rolling restart and hot restart are not built into this version yet: the
-master logs that it ignores the signal and keeps serving. Neither kills or
-stops it.
+Rolling restart: every worker is replaced, one at a time. A new worker is
+started first; once its lifespan startup is done, the old one stops
+gracefully (finishing its requests, running lifespan shutdown), and the
+next worker's turn comes. No request is refused meanwhile. Workers are
+forked from the master, so this re-runs each worker's lifespan (new
+database connections, re-read configuration files) but not code the master
+loaded: for that, USR2. If a new worker fails its lifespan startup, the
+restart stops there and the remaining old workers serve on.
+
+=item USR2 (multi-worker master)
+
+Hot restart. The master starts its own command line again (as the kernel
+recorded it, perl's switches included, from the directory it started in),
+with its listening sockets left open and named in C<PAGI_REUSE>, and its
+PID in C<PAGI_MASTER_PID>. The new master loads everything afresh, adopts
+the sockets instead of binding (connections waiting in their queues are
+kept), rewrites the C<--pid> file, starts its workers and, once every one
+of them is ready, sends the old master C<SIGTERM>; the old master then
+stops as on TERM, leaving its Unix socket files in place. Until then both
+serve. If the new master exits before taking over (the app no longer
+loads, a worker's lifespan startup fails), the old one logs it and serves
+on. With C<--user>/C<--group>, the new master runs as that user already,
+so its PID file must be writable by that user.
 
 =back
 
@@ -1272,6 +1308,39 @@ and shuts down gracefully on TERM. A worker never outlives its master: if
 the master dies in any way, including C<SIGKILL>, every worker stops
 accepting, finishes its requests within C<shutdown_timeout>, runs lifespan
 shutdown and exits, which frees the port. See L<PAGI::Server::Workers>.
+
+=head1 INHERITED SOCKETS
+
+When C<listen> starts a server or a master, each listener first looks for
+a socket it was given, by address (C<HOST:PORT>, C<[IPv6]:PORT> or the
+Unix socket path):
+
+=over 4
+
+=item C<PAGI_REUSE>
+
+Comma-separated C<HOST:PORT:FD>, C<[IPv6]:PORT:FD> or C<unix:PATH:FD>
+entries, as a hot restart's old master leaves them. A listener on port 0
+takes the one entry on its host, so a server started with port 0 keeps its
+port across hot restarts. After C<listen>, C<PAGI_REUSE> lists this
+server's own sockets (a process it execs can adopt them); C<shutdown> takes
+them out again.
+
+=item systemd's C<LISTEN_FDS>
+
+With C<LISTEN_PID> equal to this process, descriptors 3 to
+3 + C<LISTEN_FDS> - 1 (socket activation). C<LISTEN_FDS>, C<LISTEN_PID> and
+C<LISTEN_FDNAMES> are removed from the environment in any case, so that no
+process started later takes them for its own.
+
+=back
+
+An adopted listener is marked C<_inherited> in C<listeners>, and its Unix
+socket file is never unlinked. A socket offered for an address that is not
+configured is reported and not served (and closed, when it surely came by
+exec); an offered descriptor that is not an open listening socket of the
+right kind is reported, and a new socket is bound instead. See
+L<PAGI::Server::Deploy> for systemd units.
 
 =head1 SEE ALSO
 

@@ -68,13 +68,14 @@ sub collect {
     return \%found;
 }
 
-# The offered socket for listener $l: the one at its address, or, for a
-# TCP listener on port 0, the only one offered on its host (the port a
-# hot restart's predecessor was given).
+# The offered socket for listener $l: the one at its address or, in a hot
+# restart's new master, for a TCP listener on port 0, the only one offered
+# on its host (the port the old master was given). Not otherwise: in one
+# process several servers on port 0 may have listed their sockets.
 sub _match {
     my ($offered, $l) = @_;
     my $key = key_of($l);
-    return $key if $offered->{$key} || $l->{type} ne 'tcp' || $l->{port};
+    return $key if $offered->{$key} || $l->{type} ne 'tcp' || $l->{port} || !defined $ENV{PAGI_MASTER_PID};
     my ($host) = $key =~ /\A(.*):0\z/;
     my @same = grep { /\A\Q$host\E:[0-9]+\z/ } keys %$offered;
     return @same == 1 ? $same[0] : undef;
