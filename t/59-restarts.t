@@ -23,6 +23,7 @@ use Test2::V0;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use File::Spec;
+use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(sleep time);
 use ExtProc qw(free_port which);
@@ -262,6 +263,22 @@ subtest 'reuseport: a socket per worker' => sub {
         is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', "$mode: TERM stops the master");
         ok(wait_until(5, sub { !grep { alive($_) } @workers }), "$mode: no worker left");
     }
+};
+
+subtest 'graceful stop: a connection accepted before it still gets its answer' => sub {
+    my $log = tmpdir() . '/fresh.log';
+    my ($p, $port) = start_server($log);
+    ok($port, 'server is listening') or return diag slurp($p->{err});
+    my $fresh = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Proto => 'tcp', Timeout => 5);
+    ok($fresh, 'connected, no request sent yet');
+    my $idle = open_request($port, '/');
+    like(read_response($idle, 5), qr{\AHTTP/1\.1 200 }, 'another connection is served');
+    sleep 0.3;    # the first connection has surely been accepted
+    kill TERM => $p->{pid};
+    sleep 0.3;
+    syswrite $fresh, "GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    like(read_response($fresh, 5), qr{\AHTTP/1\.1 200 .*done /late}s, 'its request, sent after TERM, is answered');
+    is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', 'the server then stops');
 };
 
 subtest 'systemd socket activation' => sub {

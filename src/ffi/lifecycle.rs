@@ -132,7 +132,11 @@ pub unsafe extern "C" fn pagi_server_listen(
     out_len: *mut usize,
 ) -> i32 {
     guard(srv, |s| {
-        let bound = match listener::bind_all(&s.core.cfg.listen, s.core.cfg.backlog, s.core.cfg.reuseport) {
+        let bound = match listener::bind_all(
+            &s.core.cfg.listen,
+            s.core.cfg.backlog,
+            s.core.cfg.reuseport,
+        ) {
             Ok(b) => b,
             Err(e) => {
                 hand_out(s, Some(e), out, out_len);

@@ -37,6 +37,11 @@ const READ_AHEAD: usize = 64 * 1024;
 /// with a reset that could destroy the response before the client reads it.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
+/// At a graceful shutdown, how long a connection that has not sent its
+/// first request yet may still send it: the kernel accepted it before we
+/// stopped, so its client rightly expects an answer. (An idle keep-alive
+/// connection is closed at once; its client may retry, RFC 9112 9.3.1.)
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs a future, turning a panic into an error message instead of unwinding.
 pub struct CatchUnwind(pub Pin<Box<dyn Future<Output = ()> + Send>>);
@@ -102,6 +107,7 @@ pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer, mut p
         unwritten: 0,
         sse: None,
         since: Instant::now(),
+        served: false,
         eof: false,
         linger: false,
     };
@@ -124,6 +130,8 @@ pub(crate) struct Conn<R, W> {
     /// When the wait for the next request head began (the connection
     /// opened, or the previous response ended).
     since: Instant,
+    /// A request has been answered on this connection.
+    served: bool,
     /// The client has ended its side: nothing more will be read.
     eof: bool,
     /// Close by lingering (we answered and close; the client may still send).
@@ -142,6 +150,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 }
             };
             let keep = self.exchange(head).await;
+            self.served = true;
             if !keep || self.eof || self.core.phase() != RUNNING {
                 break;
             }
@@ -189,7 +198,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     let _ = self.buf.split_to(n);
                     return Ok(Some(h));
                 }
-            } else if core.phase() != RUNNING {
+            } else if core.phase() != RUNNING
+                && (self.served || Instant::now() >= since + FIRST_REQUEST_GRACE)
+            {
                 return Ok(None);
             }
             if wait.is_none() && Instant::now() >= register_at {
@@ -210,6 +221,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     }
                 },
                 _ = evicted(&mut wait) => return Ok(None),
+                _ = sleep_opt((!self.served && core.phase() != RUNNING).then_some(since + FIRST_REQUEST_GRACE)) => {},
                 r = self.sd.changed() => {
                     if r.is_err() || *self.sd.borrow() == FORCE {
                         return Ok(None);
