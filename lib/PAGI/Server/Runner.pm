@@ -615,12 +615,18 @@ sub _write_pid_file {
     my $replacing = $ENV{PAGI_MASTER_PID};
     die "PID file $path names process $running, which is running: is the server already running?\n"
         if $running && !(defined $replacing && $running eq $replacing);
-    open my $fh, '>', $path or die "Cannot write PID file $path: $!\n";
-    print {$fh} "$$\n";
-    close $fh or die "Cannot write PID file $path: $!\n";
+    _put_pid($path, $$);
     $self->{_pid_file_path} = $path;
     $self->{_pid_file_pid}  = $$;
+    $self->{_replacing}     = $replacing if defined $replacing && $running;
     return $path;
+}
+
+sub _put_pid {
+    my ($path, $pid) = @_;
+    open my $fh, '>', $path or die "Cannot write PID file $path: $!\n";
+    print {$fh} "$pid\n";
+    close $fh or die "Cannot write PID file $path: $!\n";
 }
 
 sub _remove_pid_file {
@@ -630,8 +636,16 @@ sub _remove_pid_file {
     return if defined $self->{_pid_file_pid} && $self->{_pid_file_pid} != $$;
     delete $self->{_pid_file_path};
     $PID_FILE_OWNER = undef if $PID_FILE_OWNER && $PID_FILE_OWNER == $self;
-    # After a hot restart the file names the new master: it stays.
-    unlink $path unless _other_live_pid($path);
+    # After a hot restart the file names the new master: it stays. A new
+    # master that failed gives it back to the old one, which serves on.
+    return 1 if _other_live_pid($path);
+    my $old = $self->{_replacing};
+    if ($old && (kill(0, $old) || $!{EPERM})) {
+        eval { _put_pid($path, $old) };
+    }
+    else {
+        unlink $path;
+    }
     return 1;
 }
 

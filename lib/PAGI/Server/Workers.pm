@@ -232,11 +232,18 @@ sub hot_restart {
         POSIX::_exit(127);
     }
     $server->{_successor} = $pid;
+    delete $server->{_succeeded};
     weaken(my $weak = $server);
     $server->loop->watch_process($pid => sub {
         my (undef, $status) = @_;
         return unless $weak;
         delete $weak->{_successor};
+        # With --daemonize the process started here is the new master's
+        # launcher: it exits 0 once the daemon's first worker is ready.
+        if ($status == 0) {
+            $weak->{_succeeded} = 1;
+            return;
+        }
         return unless $weak->{running};
         $weak->_log(error => "Hot restart failed: the new master (PID $pid) exited ("
             . _how_ended($status) . ') before taking over; this master serves on');
@@ -432,9 +439,11 @@ sub shutdown {
         $t->stop;
         $server->remove_child($t);
     }
-    # A hot restart's new master is alive: it serves these sockets now
-    # (its SIGTERM is why this master stops), so the socket files stay.
-    $server->{_handed_over} = 1 if $server->{_successor} && kill 0 => $server->{_successor};
+    # A hot restart's new master is alive (or its daemon is): it serves
+    # these sockets now (its SIGTERM is why this master stops), so the
+    # socket files stay.
+    $server->{_handed_over} = 1
+        if $server->{_succeeded} || ($server->{_successor} && kill 0 => $server->{_successor});
     my @pids = keys %{ $server->{worker_pids} };
     kill TERM => @pids if @pids;
     my $gone = $server->{_workers_gone} = $loop->new_future;
