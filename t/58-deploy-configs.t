@@ -17,9 +17,11 @@ use warnings;
 #   a body, a WebSocket echo and an SSE event that must arrive while the
 #   stream is still open;
 # - logrotate with the example stanza rotates a live access log, and a
-#   renamed log keeps receiving lines whatever signal the master gets;
+#   renamed log keeps receiving lines until a hot restart (USR2) starts a
+#   new master, which opens a new file;
 # - what the guide says this version does with HUP, USR2 and LISTEN_FDS,
-#   and the differences from the reference server it names.
+#   the listen queues and reuseport sockets it describes, and the
+#   differences from the reference server it names.
 #
 # Only addresses and paths in the examples are replaced (ports found free
 # just before use, paths in a temporary directory), and each replaced
@@ -663,11 +665,8 @@ subtest 'pagi-activated.socket/.service under systemd-socket-activate' => sub {
         : slurp($sa->{err}) =~ /already in use/ ? 'bound' : 'neither adopted nor refused';
     ok($served, 'the first connection started the server, which answered it on the TCP socket')
         or diag($res->{status}, ' ', $res->{content}, "\n", join "\n", cmd_output($sa));
-    {
-        my $todo = todo('58daca0: with workers, only the first of several listeners is served');
-        like(unix_get($ACT_SOCK, '/activated-unix'), qr/\AHTTP\/1\.1 200 .*GET \/activated-unix /s,
-            'and on the Unix socket');
-    }
+    like(unix_get($ACT_SOCK, '/activated-unix'), qr/\AHTTP\/1\.1 200 .*GET \/activated-unix /s,
+        'and on the Unix socket');
     stopped_ok($sa, 'the activated server');
     ok(-S $ACT_SOCK, "the server did not remove systemd's socket file");
     unlink $ACT_SOCK;
@@ -789,6 +788,19 @@ subtest 'listen queues' => sub {
     my ($line) = grep { index($_, $UNIT_SOCK) >= 0 } split /\n/, $out;
     ($q) = ($line // '') =~ /LISTEN\s+\d+\s+(\d+)/;
     is($q, $somax, "a Unix socket's queue is the kernel's maximum, net.core.somaxconn ($somax)") or diag($out);
+
+    my $rp = spawn_cli(args => [ '--env', 'production', '--workers', 2, '--reuseport', '--host', '127.0.0.1',
+        '--port', 0, '--shutdown-timeout', 5, $APP ]);
+    my $port = listening_port($rp->{err}, 20);
+    ok($port, 'a --reuseport server with 2 workers listens') or return diag(join "\n", cmd_output($rp));
+    my @lines;
+    wait_until(10, sub {
+        my (undef, $o) = finish_cmd(start_cmd(name => 'ss', argv => [ $have{ss}, '-Hltn', "sport = :$port" ]), 10);
+        @lines = grep { /\ALISTEN/ } split /\n/, $o;
+        @lines == 2;
+    });
+    is(scalar @lines, 2, 'reuseport: each worker listens on a socket of its own') or diag(join "\n", @lines);
+    stopped_ok($rp, 'the --reuseport server');
 };
 
 # ------------------------------------------------------------ status, cleanup
