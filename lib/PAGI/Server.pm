@@ -1344,6 +1344,8 @@ L<PAGI::Server::Deploy> for systemd units.
 
 =head1 SEE ALSO
 
+L<PAGI::Server::Deploy> (running it in production: systemd, log rotation,
+restarts, reverse proxies, tuning, moving from the reference server),
 L<PAGI::Server::Runner>, L<pagi-server>, L<PAGI::Server::Options>, the PAGI
 specification.
 

@@ -34,7 +34,7 @@ our @EXPORT_OK = qw(
     start_cmd finish_cmd stop_cmd cmd_output
     spawn spawn_cli reap wait_until children_of alive proc_state watch
     slurp listening_port open_request read_response http_get write_file
-    tmpdir pids_with_arg log_lines how_it_ended workers_busy
+    tmpdir pids_with_arg log_lines how_it_ended workers_busy cli_argv
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
@@ -102,6 +102,14 @@ sub spawn {
 sub spawn_cli {
     my (%o) = @_;
     return spawn(%o, argv => [ cli_path(), @{ $o{args} } ]);
+}
+
+# The command that runs pagi-server with @args as spawn_cli() does, for
+# programs that start it themselves (systemd-socket-activate, a shim);
+# the library paths are absolute, so a daemon that changes directory
+# still finds them.
+sub cli_argv {
+    return ($^X, (map { '-I' . File::Spec->rel2abs($_) } grep { !ref } @INC), cli_path(), @_);
 }
 
 # Waits at most $secs for our child $pid; returns the raw wait status or
