@@ -1336,7 +1336,8 @@ process started later takes them for its own.
 =back
 
 An adopted listener is marked C<_inherited> in C<listeners>, and its Unix
-socket file is never unlinked. A socket offered for an address that is not
+socket file is never unlinked, except by a hot restart's new master, which
+takes its predecessor's socket files over with the sockets. A socket offered for an address that is not
 configured is reported and not served (and closed, when it surely came by
 exec); an offered descriptor that is not an open listening socket of the
 right kind is reported, and a new socket is bound instead. See

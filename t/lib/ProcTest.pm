@@ -34,12 +34,16 @@ our @EXPORT_OK = qw(
     start_cmd finish_cmd stop_cmd cmd_output
     spawn spawn_cli reap wait_until children_of alive proc_state watch
     slurp listening_port open_request read_response http_get write_file
-    tmpdir pids_with_arg log_lines how_it_ended workers_busy cli_argv
+    tmpdir pids_with_arg log_lines how_it_ended workers_busy cli_argv marked_pids
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
 my $MAIN = $$;
 my $TMP  = tempdir(CLEANUP => 1);
+# Every process this test starts inherits the mark, so that even one it
+# never saw (a hot restart's new master, a daemon) is found by marked_pids
+# and killed at the end.
+$ENV{PAGI_TEST_MARK} = $TMP;
 my %SEEN;       # every pid started or observed, killed at the end
 my %REAPABLE;   # our own children, still to be reaped
 
@@ -294,9 +298,21 @@ sub http_get {
     return read_response($sock, $secs // 5);
 }
 
+# Live processes carrying this test's mark (see above), this one aside.
+sub marked_pids {
+    my @found;
+    opendir my $dh, '/proc' or return ();
+    for my $pid (grep { /\A[0-9]+\z/ && $_ != $$ } readdir $dh) {
+        open my $fh, '<', "/proc/$pid/environ" or next;
+        my $env = do { local $/; <$fh> } // next;
+        push @found, $pid if index("\0$env", "\0PAGI_TEST_MARK=$TMP\0") >= 0;
+    }
+    return grep { alive($_) } @found;
+}
+
 sub _kill_everything {
     return unless $$ == $MAIN;
-    my @left = grep { alive($_) } keys %SEEN;
+    my @left = grep { alive($_) } keys %SEEN, marked_pids();
     kill KILL => @left if @left;
     for my $pid (keys %REAPABLE) {
         waitpid $pid, 0 if kill 0, $pid;

@@ -124,7 +124,7 @@ sub bind_all {
     my @lines;
     for my $i (0 .. $#{ $server->{listeners} }) {
         my $l = $server->{listeners}[$i];
-        delete $l->{_inherited};
+        delete @$l{qw(_inherited _taken_over)};
         my $p = $parent && $parent->[$i];
         if ($p && !$p->{reserved}) {
             push @lines, "listen=fd:$p->{fd}";
@@ -134,6 +134,9 @@ sub bind_all {
             my $got = describe_fd($inh->{fd});
             if (ref $got && $got->{type} eq $l->{type}) {
                 $l->{_inherited} = 1;
+                # A hot restart's new master takes over its predecessor's
+                # socket files too; systemd's stay systemd's.
+                $l->{_taken_over} = 1 if $inh->{source} eq 'pagi_reuse' && defined $ENV{PAGI_MASTER_PID};
                 push @lines, "listen=fd:$inh->{fd}";
                 next;
             }
@@ -260,7 +263,8 @@ sub inheritable {
 
 # Done serving: closes the sockets bound here and, unless this is a worker
 # (whose master owns the rest), takes them out of PAGI_REUSE and unlinks
-# the Unix socket files created here (never an inherited one's).
+# the Unix socket files created here or taken over in a hot restart (never
+# one passed otherwise, as by systemd).
 # $handed_over: a hot restart's new master serves the sockets now, so the
 # files stay.
 sub release {
@@ -272,7 +276,7 @@ sub release {
     my @keep = grep { !$gone{$_} } split /,/, $ENV{PAGI_REUSE} // '';
     @keep ? ($ENV{PAGI_REUSE} = join ',', @keep) : delete $ENV{PAGI_REUSE};
     return if $handed_over;
-    for my $l (grep { $_->{type} eq 'unix' && !$_->{_inherited} } @{ $server->{listeners} }) {
+    for my $l (grep { $_->{type} eq 'unix' && (!$_->{_inherited} || $_->{_taken_over}) } @{ $server->{listeners} }) {
         unlink $l->{path} if -S $l->{path};
     }
 }
@@ -297,8 +301,10 @@ the master of C<workers>), every configured listener gets a socket here:
 a socket named in C<PAGI_REUSE> (left there by the master this process was
 started by in a hot restart) or passed by systemd (C<LISTEN_FDS> with
 C<LISTEN_PID> equal to this process) whose address is the listener's. It
-is adopted instead of bound, the listener is marked C<_inherited>, and a
-Unix socket file adopted this way is never unlinked. The C<LISTEN_*>
+is adopted instead of bound, and the listener is marked C<_inherited>. A
+Unix socket file adopted this way is never unlinked, except by a hot
+restart's new master (C<PAGI_MASTER_PID> set), which takes over its
+predecessor's sockets, files included. The C<LISTEN_*>
 variables are removed from the environment either way. An offered socket
 that is not open, not a socket or of the wrong kind is reported, and a new
 socket is bound instead; one that matches no listener is reported and left

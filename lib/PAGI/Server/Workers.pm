@@ -501,19 +501,30 @@ is when C<pagi-server --daemonize> lets its launcher exit, and the first
 failure's reason is part of the error when every worker failed.
 
 The parent serves nothing itself. It records its workers in
-C<< $server->{worker_pids} >> (PID => info), starts a new worker when one
-exits (except after a lifespan startup failure, exit status 2), and on
-With C<max_requests>, a worker that has served that many requests (plus
-up to 10%, so workers do not all go at once) asks its master for a
-replacement and serves on; once the replacement reports ready, the old
-worker stops gracefully. No request is refused meanwhile.
+C<< $server->{worker_pids} >> (PID => info) and starts a new worker when one
+exits (except after a lifespan startup failure, exit status 2).
+
+A worker is replaced without refusing any request: its replacement starts
+first, and only once that one reports ready does the old worker stop
+gracefully (finishing its requests, running lifespan shutdown). This is
+how C<max_requests> retires a worker (at that many requests, plus up to
+10% so that workers do not all go at once), and how C<SIGHUP> replaces
+every worker, one at a time.
+
+With C<heartbeat_timeout>, each worker also reports from a timer on its
+loop; one that has been silent that long (its loop is blocked) is killed
+with C<SIGKILL> and respawned.
 
 C<SIGTTIN> to the master starts one more worker; C<SIGTTOU> stops the
-highest-numbered one gracefully (it finishes its requests and runs lifespan
-shutdown) and does not replace it, but never the last one.
+highest-numbered one gracefully and does not replace it, but never the last
+one. C<SIGUSR2> starts a new master from the same command line, which
+adopts the listening sockets (C<PAGI_REUSE>, see
+L<PAGI::Server::Listeners>) and sends this one C<SIGTERM> once all its
+workers are ready; until then, or if it fails, this master serves on.
 
 C<SIGTERM>/C<SIGINT> or C<< $server->shutdown >> sends C<SIGTERM> to every
 worker, waits up to C<shutdown_timeout> seconds (then C<SIGKILL>), closes the
-listeners and unlinks the Unix socket files it created.
+listeners and unlinks the Unix socket files it created (not when a hot
+restart's new master serves them).
 
 =cut
