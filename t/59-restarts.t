@@ -23,6 +23,7 @@ use Test2::V0;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use File::Spec;
+use File::Temp ();
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(sleep time);
@@ -279,6 +280,38 @@ subtest 'graceful stop: a connection accepted before it still gets its answer' =
     syswrite $fresh, "GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     like(read_response($fresh, 5), qr{\AHTTP/1\.1 200 .*done /late}s, 'its request, sent after TERM, is answered');
     is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', 'the server then stops');
+};
+
+subtest '--user: bound as root, then the app runs as the user' => sub {
+    skip_all('needs root') unless $> == 0;
+    my @nobody = getpwnam('nobody') or skip_all('no user nobody');
+    # Only root may enter $private: the socket and the PID file can be
+    # made there only before the switch. The app's log must be writable
+    # by nobody.
+    my $private = File::Temp::tempdir(CLEANUP => 1);
+    chmod 0700, $private;
+    my $open = File::Temp::tempdir(CLEANUP => 1);
+    chmod 0777, $open;
+    for my $workers (0, 2) {
+        my $sock = "$private/u$workers.sock";
+        my $log  = "$open/u$workers.log";
+        my $p = spawn_cli(
+            pgrp => 1,
+            env  => { T_LOG => $log, PAGI_ENV => 'production' },
+            args => [ '--socket', $sock, '--socket-mode', '0666', '--user', 'nobody', '--pid', "$private/u$workers.pid",
+                      '-w', $workers, '--shutdown-timeout', 5, '--no-access-log', $APP ],
+        );
+        ok(wait_until(15, sub { log_lines($log, 'startup') == ($workers || 1) }), "workers $workers: lifespan ran")
+            or diag slurp($p->{err});
+        like(http_get($sock, '/'), qr{\AHTTP/1\.1 200 }, "workers $workers: the socket made in a root-only directory serves");
+        is(slurp("$private/u$workers.pid"), "$p->{pid}\n", "workers $workers: the PID file was written there too");
+        for my $pid ($p->{pid}, map { (split ' ')[1] } log_lines($log, 'startup')) {
+            my ($uid) = slurp("/proc/$pid/status") =~ /^Uid:\s+([0-9]+)/m;
+            is($uid, $nobody[2], "workers $workers: process $pid runs as nobody");
+        }
+        kill TERM => $p->{pid};
+        is(how_it_ended(reap($p->{pid}, 15)), 'exit 0', "workers $workers: TERM stops it");
+    }
 };
 
 subtest 'systemd socket activation' => sub {

@@ -374,6 +374,9 @@ sub listen {
         return PAGI::Server::Workers::start($self);
     }
     $self->_build_ssl_config;
+    # Bound first, so that --user can drop privileges before app code runs.
+    my $err = $self->_bind(from_parent => $self->{_from_parent});
+    return Future->fail($err) if $err;
     $self->{lifespan} = PAGI::Server::Lifespan->new(
         app     => $self->{app},
         loop    => $loop,
@@ -388,6 +391,7 @@ sub listen {
         unless ($result->{ok}) {
             my $msg = $result->{message} // 'Lifespan startup failed';
             $self->_log(error => "PAGI Server startup failed: $msg");
+            PAGI::Server::Listeners::release($self);
             return Future->fail("Lifespan startup failed: $msg\n");
         }
         my $err = $self->_start_native;
@@ -402,10 +406,22 @@ sub _logger {
     return sub { $weak->_log(@_) if $weak };
 }
 
+# Binds (or adopts) the listeners, then runs run()'s _on_bound hook
+# (pagi-server: the PID file, then dropping privileges) before any app
+# code or worker runs. Returns an error message, or undef.
+sub _bind {
+    my ($self, %how) = @_;
+    my $err = PAGI::Server::Listeners::bind_all($self, %how);
+    return $err if $err;
+    my $hook = delete $self->{_on_bound} or return;
+    return if eval { $hook->($self); 1 };
+    $err = $@;
+    PAGI::Server::Listeners::release($self);
+    return $err;
+}
+
 sub _start_native {
     my ($self) = @_;
-    my $err = PAGI::Server::Listeners::bind_all($self, from_parent => $self->{_from_parent});
-    return $err if $err;
     my $h = PAGI::Server::Native::new($self->_native_config);
     my ($ok, $text) = PAGI::Server::Native::listen($h);
     unless ($ok) {
@@ -662,6 +678,7 @@ sub run {
     my ($self, %opt) = @_;
     my $loop = $self->_create_loop;
     $loop->add($self);
+    $self->{_on_bound} = $opt{_on_bound};
     my $ok = eval { $self->listen->get; 1 };
     unless ($ok) {
         my $err  = $@;

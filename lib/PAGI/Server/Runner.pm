@@ -99,25 +99,26 @@ sub run {
     # terminal and exits only once it knows whether the server came up.
     $self->{_launcher} = $self->_daemonize if $self->{daemonize};
     my $ok = eval {
-        if (defined $self->{pid_file}) {
-            $self->_write_pid_file($self->{pid_file});
-            $PID_FILE_OWNER = $self;    # the END block removes it on any exit
-        }
-        $self->_drop_privileges if $self->{user} || $self->{group};
-
-        my @run;
-        if ($self->{_launcher}) {
-            my $ready = sub { $self->_report_to_launcher("ready $$\n") };
-            # PAGI::Server says when it is bound and started; another server
-            # class is taken as ready when its run is called.
-            if (Scalar::Util::blessed($server) && $server->isa('PAGI::Server')) {
-                @run = (_on_ready => $ready);
+        # The PID file, then --user/--group: PAGI::Server runs these once
+        # its sockets are bound (so a port below 1024 works) and before any
+        # app code or worker runs; another server class before its run.
+        my $bound = sub {
+            if (defined $self->{pid_file}) {
+                $self->_write_pid_file($self->{pid_file});
+                $PID_FILE_OWNER = $self;    # the END block removes it on any exit
             }
-            else {
-                $ready->();
-            }
+            $self->_drop_privileges if $self->{user} || $self->{group};
+        };
+        my $ready = $self->{_launcher} && sub { $self->_report_to_launcher("ready $$\n") };
+        if (Scalar::Util::blessed($server) && $server->isa('PAGI::Server')) {
+            # It also says when it is started (in a worker, with workers).
+            $server->run(_on_bound => $bound, ($ready ? (_on_ready => $ready) : ()));
         }
-        $server->run(@run);
+        else {
+            $bound->();
+            $ready->() if $ready;
+            $server->run;
+        }
         1;
     };
     unless ($ok) {
@@ -640,7 +641,7 @@ sub _remove_pid_file {
     # master that failed gives it back to the old one, which serves on.
     return 1 if _other_live_pid($path);
     my $old = $self->{_replacing};
-    if ($old && (kill(0, $old) || $!{EPERM})) {
+    if ($old && _alive($old)) {
         eval { _put_pid($path, $old) };
     }
     else {
@@ -655,7 +656,17 @@ sub _other_live_pid {
     open my $fh, '<', $path or return;
     my ($pid) = (<$fh> // '') =~ /\A\s*([0-9]+)/;
     close $fh;
-    return $pid && $pid != $$ && (kill(0, $pid) || $!{EPERM}) ? $pid : undef;
+    return $pid && $pid != $$ && _alive($pid) ? $pid : undef;
+}
+
+# A process exists and is not a zombie (a daemon's exited master may stay
+# one where nothing reaps orphans).
+sub _alive {
+    my ($pid) = @_;
+    return 0 unless kill(0, $pid) || $!{EPERM};
+    open my $fh, '<', "/proc/$pid/stat" or return 1;
+    my ($state) = (<$fh> // '') =~ /\) (\S)/;
+    return !defined $state || $state ne 'Z';
 }
 
 END {

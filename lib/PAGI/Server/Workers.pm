@@ -24,7 +24,7 @@ my @PASSED = PAGI::Server::Options::names_with('worker');
 sub start {
     my ($server) = @_;
     my $loop = $server->loop;
-    my $err = PAGI::Server::Listeners::bind_all($server, reserve_tcp => $server->{reuseport});
+    my $err = $server->_bind(reserve_tcp => $server->{reuseport});
     return Future->fail($err) if $err;
     # Only this process holds the write end; each worker watches the read
     # end and sees end-of-file when the master is gone, however it died.
