@@ -350,10 +350,9 @@ sub _native_config {
         push @lines, map { 'listen=' . ($_->{tcp} ? $tls : '') . "fd:$_->{fd}" } @$held;
     }
     else {    # before binding: what will be bound (checked at construction)
-        for my $l (@{ $self->{listeners} }) {
-            my $h = $l->{type} eq 'tcp' && $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
-            push @lines, $l->{type} eq 'unix' ? "listen=unix:$l->{path}" : "listen=${tls}tcp:$h:$l->{port}";
-        }
+        push @lines, map {
+            $_->{type} eq 'unix' ? "listen=unix:$_->{path}" : "listen=${tls}tcp:" . PAGI::Server::Listeners::tcp_addr($_)
+        } @{ $self->{listeners} };
     }
     push @lines, "panic_path=$self->{_test_panic_path}" if defined $self->{_test_panic_path};
     for (@lines) {

@@ -22,12 +22,16 @@ our $VERSION = '0.003000';
 # sockets bound here, which are closed when the server is done; an
 # inherited descriptor is left open, as whoever passed it may still use it.
 
+# A TCP listener's address: HOST:PORT, [IPv6]:PORT.
+sub tcp_addr {
+    my ($l) = @_;
+    return ($l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host}) . ":$l->{port}";
+}
+
 # One key per listener address, as PAGI_REUSE writes it (without the fd).
 sub key_of {
-    my ($l, $port) = @_;
-    return "unix:$l->{path}" if $l->{type} eq 'unix';
-    my $h = $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
-    return "$h:" . ($port // $l->{port});
+    my ($l) = @_;
+    return $l->{type} eq 'unix' ? "unix:$l->{path}" : tcp_addr($l);
 }
 
 # The sockets offered by the environment, by address key:
@@ -90,6 +94,9 @@ sub describe_fd {
     my $addr = getsockname($dup) or return 'not a socket';
     my $type = getsockopt($dup, Socket::SOL_SOCKET(), Socket::SO_TYPE());
     return 'not a stream socket' unless $type && unpack('i', $type) == Socket::SOCK_STREAM();
+    # A connection (systemd's Accept=yes) is not a listener.
+    my $listening = getsockopt($dup, Socket::SOL_SOCKET(), Socket::SO_ACCEPTCONN());
+    return 'not a listening socket' unless $listening && unpack('i', $listening);
     my $family = sockaddr_family($addr);
     if ($family == AF_UNIX) {
         my $path = unpack_sockaddr_un($addr);
@@ -150,8 +157,7 @@ sub bind_all {
             push @lines, undef;
         }
         else {
-            my $h = $l->{host} =~ /:/ ? "[$l->{host}]" : $l->{host};
-            push @lines, "listen=tcp:$h:$l->{port}";
+            push @lines, 'listen=tcp:' . tcp_addr($l);
         }
     }
     # Left over: reported. Those this process surely got by exec (from
@@ -166,6 +172,14 @@ sub bind_all {
         POSIX::close($inh->{fd}) if $close && ref describe_fd($inh->{fd});
     }
 
+    # Reserved first: if one fails, the sockets reserved so far go with
+    # this scope, and nothing was bound yet.
+    my %reserved;
+    for my $i (grep { !defined $lines[$_] } 0 .. $#lines) {
+        my $r = reserve_port($server->{listeners}[$i]);
+        return $r unless ref $r;
+        $reserved{$i} = $r;
+    }
     my @bound;
     if (my @core = grep { defined } @lines) {
         # Sockets that get a socket_mode are created owner-only, then
@@ -184,30 +198,26 @@ sub bind_all {
         }
     }
     my @held;
+    delete $server->{bound_port};
     for my $i (0 .. $#lines) {
         my $l = $server->{listeners}[$i];
-        if (!defined $lines[$i]) {
-            my $r = reserve_port($l);
-            return $r unless ref $r;
-            push @held, $r;
-            next;
+        my $h = $reserved{$i};
+        unless ($h) {
+            my $b = shift @bound;
+            my ($type, undef, $port) = split / /, $b->{where}, 3;
+            $l->{port} = $port if $type eq 'tcp';
+            $h = { fd => $b->{fd}, tcp => ($type eq 'tcp' ? 1 : 0), key => key_of($l) };
+            if (my ($orig) = $lines[$i] =~ /fd:([0-9]+)\z/) {
+                # The core adopted a duplicate, which is not needed: the
+                # original is served and handed on, and stays open.
+                POSIX::close($b->{fd});
+                @$h{qw(fd inherited)} = ($orig, 1);
+            }
+            else {
+                open($h->{fh}, '+<&=', $b->{fd}) or return "Cannot hold listener fd $b->{fd}: $!\n";
+            }
         }
-        my $b = shift @bound;
-        my ($type, @rest) = split / /, $b->{where}, 3;
-        if ($type eq 'tcp') {
-            $l->{port} = $rest[1];
-            $server->{bound_port} //= $rest[1];
-        }
-        my $h = { fd => $b->{fd}, tcp => ($type eq 'tcp' ? 1 : 0), key => key_of($l) };
-        if (my ($orig) = $lines[$i] =~ /fd:([0-9]+)\z/) {
-            # The core adopted a duplicate, which is not needed: the
-            # original is served and handed on, and stays open.
-            POSIX::close($b->{fd});
-            @$h{qw(fd inherited)} = ($orig, 1);
-        }
-        else {
-            open($h->{fh}, '+<&=', $b->{fd}) or return "Cannot hold listener fd $b->{fd}: $!\n";
-        }
+        $server->{bound_port} //= $l->{port} if $h->{tcp};
         push @held, $h;
     }
     for my $l (grep { $_->{type} eq 'unix' && defined $_->{socket_mode} && !$_->{_inherited} } @{ $server->{listeners} }) {
