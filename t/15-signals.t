@@ -17,21 +17,12 @@ use lib "$FindBin::Bin/lib";
 use Time::HiRes qw(sleep);
 use ProcTest qw(spawn_cli reap wait_until children_of alive proc_state slurp
                 listening_port open_request read_response http_get write_file tmpdir
-                log_lines how_it_ended workers_busy);
+                log_lines how_it_ended workers_busy start_pagi);
 
 my $APP = write_file('app.pl', "use ProcApp; ProcApp::app();\n");
 
-# Starts pagi-server in its own process group; returns its handle and port.
-sub start_server {
-    my ($log, @args) = @_;
-    my $p = spawn_cli(
-        pgrp => 1,
-        env  => { T_LOG => $log, PAGI_ENV => 'production' },
-        args => [ '-p', 0, '--shutdown-timeout', 5, @args, $APP ],
-    );
-    my $port = listening_port($p->{err}, 15);
-    return ($p, $port);
-}
+# pagi-server in its own process group: its handle and port.
+sub start_server { return start_pagi($APP, @_) }
 
 subtest 'single process: more TERM and INT while draining' => sub {
     my $log = tmpdir() . '/single.log';

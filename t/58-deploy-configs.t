@@ -70,13 +70,6 @@ my $DIR = tempdir('pagi58-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 # marked_pids (ProcTest) finds every process this test started, and every
 # process those started (workers, daemons, a hot restart's new master).
 
-sub slurp_file {
-    my ($path) = @_;
-    open my $fh, '<', $path or die "read $path: $!";
-    local $/;
-    return scalar <$fh>;
-}
-
 sub spew {
     my ($path, $text) = @_;
     open my $fh, '>', $path or die "write $path: $!";
@@ -85,7 +78,7 @@ sub spew {
     return $path;
 }
 
-sub example { slurp_file("$EX/$_[0]") }
+sub example { slurp("$EX/$_[0]") }
 
 # Replaces each literal in $text (all its occurrences); each must be there.
 sub templated {
@@ -268,7 +261,7 @@ sub stopped_ok {
 
 # ------------------------------------------------------------ the guide
 
-my $POD = slurp_file($GUIDE);
+my $POD = slurp($GUIDE);
 my %FILE_IN_POD;
 
 subtest 'the guide shows every example file exactly' => sub {
@@ -282,7 +275,7 @@ subtest 'the guide shows every example file exactly' => sub {
         my $shown = join("\n", @lines) . "\n";
         my $path = "$ROOT/$rel";
         ok(-f $path, "$rel exists") or next;
-        is($shown, slurp_file($path), "the guide shows $rel as it is");
+        is($shown, slurp($path), "the guide shows $rel as it is");
         $FILE_IN_POD{$rel} = 1;
     }
     my @files;
@@ -294,7 +287,7 @@ subtest 'the guide shows every example file exactly' => sub {
             -d $p ? push(@dirs, $p) : push(@files, File::Spec->abs2rel($p, $ROOT));
         }
     }
-    my %manifest = map { $_ => 1 } grep { length } split /\n/, slurp_file("$ROOT/MANIFEST");
+    my %manifest = map { $_ => 1 } grep { length } split /\n/, slurp("$ROOT/MANIFEST");
     for my $f (sort @files) {
         ok($FILE_IN_POD{$f}, "$f is shown in the guide");
         ok($manifest{$f}, "$f is in MANIFEST");

@@ -30,18 +30,13 @@ use Time::HiRes qw(sleep time);
 use ExtProc qw(free_port which);
 use ProcTest qw(spawn spawn_cli start_cmd stop_cmd reap wait_until children_of alive slurp
                 listening_port open_request read_response http_get write_file tmpdir
-                log_lines how_it_ended watch);
+                log_lines how_it_ended watch start_pagi);
 
 my $APP = write_file('app.pl', "use ProcApp; ProcApp::app();\n");
 
 sub start_server {
     my ($log, @args) = @_;
-    my $p = spawn_cli(
-        pgrp => 1,
-        env  => { T_LOG => $log, PAGI_ENV => 'production' },
-        args => [ '-p', 0, '--shutdown-timeout', 5, '--no-access-log', @args, $APP ],
-    );
-    return ($p, listening_port($p->{err}, 15));
+    return start_pagi($APP, $log, '--no-access-log', @args);
 }
 
 # Requests sent one after another (a new connection each) until stop():

@@ -34,7 +34,7 @@ our @EXPORT_OK = qw(
     start_cmd finish_cmd stop_cmd cmd_output
     spawn spawn_cli reap wait_until children_of alive proc_state watch
     slurp listening_port open_request read_response http_get write_file
-    tmpdir pids_with_arg log_lines how_it_ended workers_busy cli_argv marked_pids
+    tmpdir pids_with_arg log_lines how_it_ended workers_busy cli_argv marked_pids start_pagi
 );
 
 my $ROOT = abs_path(dirname(__FILE__) . '/../..');
@@ -114,6 +114,19 @@ sub spawn_cli {
 # still finds them.
 sub cli_argv {
     return ($^X, (map { '-I' . File::Spec->rel2abs($_) } grep { !ref } @INC), cli_path(), @_);
+}
+
+# start_pagi($app, $log, @args): pagi-server in its own process group on
+# port 0 with a 5 s shutdown_timeout, serving $app (a file) in production
+# mode with T_LOG=$log (see ProcApp). Returns its handle and its port.
+sub start_pagi {
+    my ($app, $log, @args) = @_;
+    my $p = spawn_cli(
+        pgrp => 1,
+        env  => { T_LOG => $log, PAGI_ENV => 'production' },
+        args => [ '-p', 0, '--shutdown-timeout', 5, @args, $app ],
+    );
+    return ($p, listening_port($p->{err}, 15));
 }
 
 # Waits at most $secs for our child $pid; returns the raw wait status or
