@@ -123,7 +123,7 @@ for ([HUP => 1], [USR2 => 2], [TTIN => 4], [TTOU => 5]) {
     if ($sig eq 'USR2') {
         wait_for(20, sub { my $n = master(); $n && $n != $m })
             or push @events, '       (the PID file still names the old master after 20 s)';
-        push @events, sprintf('%5.1fs new master %d took over', time - $t0, master());
+        push @events, sprintf('%5.1fs new master %d wrote the PID file', time - $t0, master());
     }
 }
 waitpid $_, 0 for @kids;
