@@ -38,9 +38,11 @@ sub start {
     # is retired once every worker here is ready.
     my $old = delete $ENV{PAGI_MASTER_PID};
     $server->{_take_over_from} = $old if defined $old && $old =~ /\A[1-9][0-9]*\z/ && $old != $$;
+    # Before any worker can answer a request: a TERM sent once one has
+    # must find the handler (it reaches shutdown, which stops the workers).
+    $server->_install_signals;
     _spawn($server, $_) for 1 .. $server->{workers};
     _watch_heartbeats($server);
-    $server->_install_signals;    # TERM/INT reach shutdown, which stops the workers
     $server->_log(info => $server->_banner . " workers: $server->{workers}");
     return Future->done($server);
 }
@@ -53,6 +55,7 @@ sub start {
 sub _watch_startup_reports {
     my ($server) = @_;
     pipe(my $r, my $w) or return 0;
+    $r->blocking(0);    # _drain_reports reads what is there, never waits
     $server->{_reports}       = [ $r, $w ];
     $server->{_workers_ready} = $server->loop->new_future;
     weaken(my $weak = $server);
@@ -61,26 +64,7 @@ sub _watch_startup_reports {
         on_read     => sub {
             my (undef, $buf) = @_;
             while ($$buf =~ s/\A([^\n]*)\n//) {
-                my $line = $1;
-                next unless $weak;
-                if ($line =~ /\Abeat [0-9]+ ([0-9]+)\z/) {
-                    my $info = $weak->{worker_pids}{$1};
-                    $info->{beat} = time if $info;
-                }
-                elsif ($line =~ /\Aready [0-9]+ ([0-9]+)\z/) {
-                    my $f = $weak->{_workers_ready};
-                    $f->done if $f && !$f->is_ready;
-                    my $info = $weak->{worker_pids}{$1};
-                    $info->{ready} = 1 if $info;
-                    _replaced($weak, $1);
-                    _take_over($weak);
-                }
-                elsif ($line =~ /\Aretire ([0-9]+) ([0-9]+)\z/) {
-                    _replace($weak, $1, $2, 'reached max_requests');
-                }
-                elsif ($line =~ /\Afailed ([0-9]+) (.*)\z/) {
-                    $weak->{_startup_failure} //= "worker $1: $2";
-                }
+                _on_report($weak, $1) if $weak;
             }
             return 0;
         },
@@ -88,6 +72,38 @@ sub _watch_startup_reports {
     $server->add_child($stream);
     $server->{_reports_stream} = $stream;
     return 1;
+}
+
+sub _on_report {
+    my ($server, $line) = @_;
+    if ($line =~ /\Abeat [0-9]+ ([0-9]+)\z/) {
+        my $info = $server->{worker_pids}{$1};
+        $info->{beat} = time if $info;
+    }
+    elsif ($line =~ /\Aready [0-9]+ ([0-9]+)\z/) {
+        my $f = $server->{_workers_ready};
+        $f->done if $f && !$f->is_ready;
+        my $info = $server->{worker_pids}{$1};
+        $info->{ready} = 1 if $info;
+        _replaced($server, $1);
+        _take_over($server);
+    }
+    elsif ($line =~ /\Aretire ([0-9]+) ([0-9]+)\z/) {
+        _replace($server, $1, $2, 'reached max_requests');
+    }
+    elsif ($line =~ /\Afailed ([0-9]+) (.*)\z/) {
+        $server->{_startup_failure} //= "worker $1: $2";
+    }
+}
+
+# Reports already written but not yet read: a worker's exit can be seen
+# before the line it wrote just before exiting.
+sub _drain_reports {
+    my ($server) = @_;
+    my $r = $server->{_reports} && $server->{_reports}[0] or return;
+    my $text = '';
+    while (sysread($r, my $chunk, 65536)) { $text .= $chunk }
+    _on_report($server, $1) while $text =~ s/\A([^\n]*)\n//;
 }
 
 sub _spawn {
@@ -331,6 +347,7 @@ sub _reap {
             delete @$server{qw(_roll _rolling)};
         }
         if (!%{ $server->{worker_pids} }) {
+            _drain_reports($server);
             $server->_log(error => 'All workers have exited and none were respawned; shutting down');
             $server->{_workers_failed} = 1;
             $server->shutdown->on_ready(sub { $server->loop->stop if $server && $server->loop });
