@@ -47,15 +47,19 @@ sub start_load {
     my $stop = "$out.stop";
     my $pid  = fork // die "fork: $!";
     if (!$pid) {
-        my ($ok, $failed, %by) = (0, 0);
+        my ($ok, $failed, %by, @why) = (0, 0);
         my $deadline = time + 60;
         while (!-e $stop && time < $deadline) {
-            my $r = http_get($port, '/', 5);
+            my $t = time;
+            my $r = http_get($port, '/', 10);
             if ($r =~ m{\AHTTP/1\.1 200 .*done / ([0-9]+)}s) { $ok++; $by{$1}++ }
-            else { $failed++ }
+            else {
+                $failed++;
+                push @why, sprintf('after %.2fs: %s', time - $t, length $r ? substr($r, 0, 60) =~ s/\s+/ /gr : 'nothing');
+            }
         }
         open my $fh, '>', $out or POSIX::_exit(1);
-        print {$fh} "ok $ok\nfailed $failed\n", map { "pid $_ $by{$_}\n" } keys %by;
+        print {$fh} "ok $ok\nfailed $failed\n", map({ "pid $_ $by{$_}\n" } keys %by), map { "why $_\n" } @why;
         close $fh;
         POSIX::_exit(0);
     }
@@ -67,6 +71,7 @@ sub start_load {
         my $text = slurp($out);
         my %r = (ok => ($text =~ /^ok ([0-9]+)/m)[0], failed => ($text =~ /^failed ([0-9]+)/m)[0]);
         $r{pids}{$1} = $2 while $text =~ /^pid ([0-9]+) ([0-9]+)/mg;
+        $r{why} = [ $text =~ /^why (.*)$/mg ];
         return \%r;
     };
 }
@@ -99,7 +104,7 @@ subtest 'HUP: every worker replaced one by one, nothing dropped' => sub {
     is(scalar @new, 2, 'two workers again');
     ok(!grep({ my $n = $_; grep { $_ == $n } @old } @new), 'both are new processes');
     ok($load->{ok} > 20, "requests went on during the restart ($load->{ok})");
-    is($load->{failed}, 0, 'no request failed');
+    is($load->{failed}, 0, 'no request failed') or diag join "\n", @{ $load->{why} };
     ok((grep { $load->{pids}{$_} } @new), 'new workers answered some of them');
     like(slurp($p->{err}), qr/Received SIGHUP: replacing 2 workers one by one/, 'the master logs the restart');
 
@@ -127,7 +132,7 @@ subtest 'USR2: a new master takes over on the same socket' => sub {
     watch($new) if $new;
     sleep 0.5;
     my $load = $stop->();
-    is($load->{failed}, 0, 'no request failed during the hot restart');
+    is($load->{failed}, 0, 'no request failed during the hot restart') or diag join "\n", @{ $load->{why} };
     ok($load->{ok} > 20, "requests went on ($load->{ok})");
     my @new_workers = $new ? children_of($new) : ();
     is(scalar @new_workers, 2, 'the new master has two workers');
