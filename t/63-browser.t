@@ -1,0 +1,75 @@
+use strict;
+use warnings;
+
+# A real browser as the client: headless Chromium loads
+# examples/browser/app.pl's page from pagi-server, once over HTTPS with
+# HTTP/2 (a certificate made here, --ignore-certificate-errors) and once over
+# plain HTTP/1.1. The page's script opens a WebSocket and an EventSource to
+# the same server, exchanges a message and three events, and writes what it
+# saw into the page, which --dump-dom hands back. Every process is stopped
+# by PID and every wait is bounded.
+
+use Test2::V0;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use JSON::PP ();
+use ExtProc qw(which);
+use ProcTest qw(start_cmd stop_cmd finish_cmd spawn_cli listening_port slurp tmpdir);
+use TestCerts;
+
+my $chromium = which('chromium') || which('chromium-browser')
+    or skip_all('chromium is not installed (Debian package chromium)');
+my $APP = "$FindBin::Bin/../examples/browser/app.pl";
+
+# Loads $url in headless Chromium; returns the page's result (decoded) and
+# its title.
+sub browse {
+    my ($url) = @_;
+    my $profile = tmpdir() . '/chromium.' . int(rand 1e9);
+    my $c = start_cmd(name => 'chromium', argv => [
+        $chromium, '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+        "--user-data-dir=$profile", '--ignore-certificate-errors',
+        '--virtual-time-budget=20000', '--dump-dom', $url,
+    ]);
+    my ($status, $dom, $err) = finish_cmd($c, 60);
+    my ($title)  = $dom =~ m{<title>([^<]*)</title>};
+    my ($result) = $dom =~ m{<pre id="result">([^<]*)</pre>};
+    my $data = eval { JSON::PP->new->decode(($result // '') =~ s/&quot;/"/gr =~ s/&amp;/&/gr) };
+    diag("chromium ($status): " . substr($err, -2000)) unless $data;
+    return ($data, $title // '');
+}
+
+sub check {
+    my ($what, $data, $title, $page, $version) = @_;
+    is($title, 'done', "$what: the page's script finished");
+    is($data->{page}, $page, "$what: the page came over $page");
+    like($data->{ws}{reply} // '', qr{\Aecho over HTTP/\Q$version\E: hello x{20}}, "$what: WebSocket echo over HTTP/$version");
+    my $len = 2006 + length "echo over HTTP/$version: ";
+    like($data->{ws}{reply} // '', qr/\($len\)\z/, "$what: the whole 2,006-byte message came back");
+    is($data->{ws}{close}, 1000, "$what: WebSocket closed cleanly (1000)");
+    is($data->{sse}, [ map { "tick $_ over HTTP/$version#$_" } 1 .. 3 ], "$what: three SSE events, with their ids");
+}
+
+subtest 'HTTPS with HTTP/2' => sub {
+    my $why = TestCerts::skip_reason();
+    skip_all($why) if $why;
+    my $certs = TestCerts::make(tmpdir(), 'rsa');
+    my $p = spawn_cli(args => [ '--env', 'production', '-p', 0, '--http2', '--ssl-cert', $certs->{rsa_cert},
+                                '--ssl-key', $certs->{rsa_key}, '--no-access-log', $APP ]);
+    my $port = listening_port($p->{err}, 20);
+    ok($port, 'server is listening') or return diag(slurp($p->{err}));
+    my ($data, $title) = browse("https://127.0.0.1:$port/");
+    check('h2', $data, $title, 'h2', '2');
+    like(stop_cmd($p, 15), qr/\A0\z/, 'the server stops cleanly');
+};
+
+subtest 'plain HTTP/1.1' => sub {
+    my $p = spawn_cli(args => [ '--env', 'production', '-p', 0, '--no-access-log', $APP ]);
+    my $port = listening_port($p->{err}, 20);
+    ok($port, 'server is listening') or return diag(slurp($p->{err}));
+    my ($data, $title) = browse("http://127.0.0.1:$port/");
+    check('http/1.1', $data, $title, 'http/1.1', '1.1');
+    like(stop_cmd($p, 15), qr/\A0\z/, 'the server stops cleanly');
+};
+
+done_testing;
