@@ -21,6 +21,9 @@
 #           (no content-length, so chunked), awaiting every $send
 #   echo    reads the whole request body (looping on $receive until more is
 #           false) and sends it back in one body event
+#   sse     an SSE stream: sse.start, then 64-byte events (event, data, id)
+#           as fast as each sse.send completes, until the client goes
+#   wsecho  a WebSocket that sends every message straight back
 use strict;
 use warnings;
 use IO::Async::Loop;
@@ -85,6 +88,37 @@ my %apps = (
         await $send->({ type => 'http.response.body', body => $body, more => 0 });
     },
 );
+
+$apps{sse} = async sub {
+    my ($scope, $receive, $send) = @_;
+    die "no lifespan\n" if $scope->{type} eq 'lifespan';
+    die "sse only\n" if $scope->{type} ne 'sse';
+    # The disconnect, whenever it comes (a request body event may come first).
+    my $gone = (async sub {
+        while (1) { return if (await $receive->())->{type} =~ /disconnect/ }
+    })->();
+    await $send->({ type => 'sse.start', status => 200 });
+    my $data = 'x' x 64;
+    my $n = 0;
+    until ($gone->is_ready) {
+        # A client that has gone makes sse.send fail: that ends the loop.
+        last unless eval { await $send->({ type => 'sse.send', event => 'tick', data => $data, id => ++$n }); 1 };
+    }
+};
+
+$apps{wsecho} = async sub {
+    my ($scope, $receive, $send) = @_;
+    die "no lifespan\n" if $scope->{type} eq 'lifespan';
+    my $ev = await $receive->();
+    return unless $ev->{type} eq 'websocket.connect';
+    await $send->({ type => 'websocket.accept' });
+    while (1) {
+        $ev = await $receive->();
+        last if $ev->{type} ne 'websocket.receive';
+        await $send->({ type => 'websocket.send',
+                        (defined $ev->{text} ? (text => $ev->{text}) : (bytes => $ev->{bytes})) });
+    }
+};
 
 my $app = $apps{$name}
     or die "usage: $0 [" . join('|', sort keys %apps) . "]\n";
