@@ -130,6 +130,12 @@ impl Exchange {
         self.shared.body_wanted.load(Ordering::SeqCst)
     }
 
+    /// When the app last sent an event that Perl keeps (see `sse.rs`).
+    #[inline]
+    pub(crate) fn touched(&self) -> Option<tokio::time::Instant> {
+        self.shared.touched.at()
+    }
+
     /// The request finished (its final frame went to Perl's side, or it was
     /// abandoned): no more input is wanted.
     #[inline]
