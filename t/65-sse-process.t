@@ -81,6 +81,14 @@ subtest 'SIGTERM ends open SSE streams on both protocols, and the server exits b
     $h2->read_until(5, sub { $h2->body(1) =~ /data: open\n\n/ });
     is($h2->body(1), "data: open\n\n", 'HTTP/2 stream open');
 
+    # An app that never reads $receive (so never sees the disconnect) and
+    # sends on for ever.
+    my $deaf = h1_open($port, '/sse-deaf');
+    my $dbuf = '';
+    my $t_tick = time + 5;
+    h1_read($deaf, \$dbuf, 0.2) until (stream_of($dbuf))[1] =~ /data: tick\n\n/ || time > $t_tick;
+    like((stream_of($dbuf))[1], qr/data: tick\n\n/, 'a stream whose app never reads is open');
+
     my $t0 = time;
     kill TERM => $p->{pid};
 
@@ -90,6 +98,10 @@ subtest 'SIGTERM ends open SSE streams on both protocols, and the server exits b
     ok($done, 'HTTP/1.1: the terminating chunk came') or diag("got: $buf");
     is($body, "data: open\n\n", 'HTTP/1.1: nothing else');
     ok(time < $t_end, 'HTTP/1.1: then the connection closed');
+
+    1 while h1_read($deaf, \$dbuf, 0.5) && time < $t_end;
+    ok((stream_of($dbuf))[2], 'the one whose app never reads ended properly too') or diag("got: $dbuf");
+    ok(time < $t_end, 'and its connection closed');
 
     my $end = $h2->read_until(5, sub { $h2->ended(1) });
     is($end, 'match', 'HTTP/2: END_STREAM came');

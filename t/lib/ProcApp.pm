@@ -11,7 +11,8 @@ package ProcApp;
 # "sse-gone PID REASON" when its sse.disconnect comes; /sse-flood sends
 # events of 64 KiB as fast as $send lets it, writing "flood PID BYTES"
 # after each MiB, until T_FLOOD_MB MiB (default 16) went (then
-# "flood-done PID BYTES" and sse.close) or the client went.
+# "flood-done PID BYTES" and sse.close) or the client went; /sse-deaf
+# sends "tick" every 0.2 s for ever and never reads $receive.
 
 use strict;
 use warnings;
@@ -67,6 +68,13 @@ sub app {
 
 async sub sse {
     my ($scope, $receive, $send) = @_;
+    if ($scope->{path} eq '/sse-deaf') {
+        await $send->({ type => 'sse.start' });
+        while (1) {
+            await IO::Async::Loop->new->delay_future(after => 0.2);
+            await $send->({ type => 'sse.send', data => 'tick' });
+        }
+    }
     my $gone = (async sub {
         while (1) {
             my $ev = await $receive->();
