@@ -411,9 +411,9 @@ mod tests {
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.request_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(c.sse_idle_timeout, None);
+        assert_eq!(c.max_body_size, 0);
         let c = Config::parse("listen=unix:/s\nsse_idle_timeout=2.5").expect("valid");
         assert_eq!(c.sse_idle_timeout, Some(Duration::from_millis(2500)));
-        assert_eq!(c.max_body_size, 0);
         assert!(Config::parse("listen=unix:/s\ntimeout=-1").is_err());
     }
 

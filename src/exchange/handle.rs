@@ -263,6 +263,19 @@ mod tests {
         assert_eq!(out[0], kind::DISCONNECT);
         assert_eq!(&out[17..31], b"client_timeout");
 
+        // Events Perl keeps mark the request as touched (the SSE idle clock).
+        let (ex, _replies) = open(&c);
+        assert_eq!(ex.touched(), None);
+        c.touch(ex.shared.id + 1000); // unknown: nothing happens
+        assert_eq!(ex.touched(), None);
+        c.touch(ex.shared.id);
+        assert!(ex.touched().is_some());
+        assert_eq!(kinds(&c), [kind::REQUEST], "no record for a touch");
+        c.send_start(ex.shared.id, 200, &[]);
+        c.send_body(ex.shared.id, Bytes::new(), true);
+        drop(ex);
+        assert_eq!(kinds(&c), []);
+
         // A request that finished reports nothing when dropped.
         let (ex, _replies) = open(&c);
         c.send_start(ex.shared.id, 200, &[]);
