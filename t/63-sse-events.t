@@ -112,7 +112,8 @@ $route{close} = async sub {
     my $s = $seen{$name} = {};
     await $send->({ type => 'sse.start' });
     await $send->({ type => 'sse.send', data => 'one' });
-    await $send->({ type => 'sse.close', reason => 'done_here' });
+    my $plain = ($scope->{query_string} // '') eq 'plain';
+    await $send->({ type => 'sse.close', ($plain ? () : (reason => 'done_here')) });
     $s->{again} = await raised(sub { $send->({ type => 'sse.close' }) });
     $s->{send} = await raised(sub { $send->({ type => 'sse.send', data => 'LATE' }) });
     $s->{comment} = await raised(sub { $send->({ type => 'sse.comment', comment => 'LATE' }) });
@@ -348,6 +349,13 @@ each_protocol('sse.close ends the stream at once; a repeat is ignored, any other
     $hold{close}->done;
     pump_until($loop, 2, sub { $s->{returned} });
     ok($s->{returned}, 'the app returned afterwards, quietly');
+
+    %seen = ();
+    $hold{close} = Future->done;
+    $r = $fetch->('/close?plain');
+    ended_ok($proto, $r, 'sse.close without a reason');
+    pump_until($loop, 2, sub { $seen{close} && $seen{close}{returned} });
+    is($seen{close}{receive}, 'sse.disconnect client_closed', 'the reason is then client_closed');
 });
 
 each_protocol('declining: sse.http.response.* before sse.start' => sub {

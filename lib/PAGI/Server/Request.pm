@@ -138,8 +138,9 @@ sub _call_app {
 
 sub _disconnect_event {
     my ($self) = @_;
-    # After the app's own sse.close: its reason, as the reference reports it.
-    my $reason = $self->{gone} // ($self->{sse_closed} ? $self->{sse_closed}[0] : undef);
+    # After the app's own sse.close: its reason (client_closed without one),
+    # as the reference reports it.
+    my $reason = $self->{gone} // ($self->{sse_closed} ? $self->{sse_closed}[0] // 'client_closed' : undef);
     return { type => ($self->{sse} ? 'sse.disconnect' : 'http.disconnect'),
              (defined $reason ? (reason => $reason) : ()) };
 }
