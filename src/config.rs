@@ -62,6 +62,8 @@ pub struct Config {
     pub max_ws_frame_size: u64,
     /// WebSocket connection closed after this long with no frame either way.
     pub ws_idle_timeout: Option<Duration>,
+    /// SSE stream closed after this long without progress (see `sse.rs`).
+    pub sse_idle_timeout: Option<Duration>,
     /// Test hook: a request for exactly this path panics inside Rust.
     pub panic_path: Option<String>,
     /// The `ssl` option, for listeners marked `tls+`.
@@ -93,6 +95,7 @@ impl Default for Config {
             max_receive_queue: 1000,
             max_ws_frame_size: 65536,
             ws_idle_timeout: None,
+            sse_idle_timeout: None,
             panic_path: None,
             tls: None,
             http2: false,
@@ -275,6 +278,10 @@ const KEYS: &[(&str, Setter)] = &[
         c.ws_idle_timeout = seconds(k, v)?;
         Ok(())
     }),
+    ("sse_idle_timeout", |c, k, v| {
+        c.sse_idle_timeout = seconds(k, v)?;
+        Ok(())
+    }),
     ("http2", |c, _, v| {
         c.http2 = v != "0";
         Ok(())
@@ -403,7 +410,10 @@ mod tests {
             .expect("valid config");
         assert_eq!(c.idle_timeout, None);
         assert_eq!(c.request_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(c.sse_idle_timeout, None);
         assert_eq!(c.max_body_size, 0);
+        let c = Config::parse("listen=unix:/s\nsse_idle_timeout=2.5").expect("valid");
+        assert_eq!(c.sse_idle_timeout, Some(Duration::from_millis(2500)));
         assert!(Config::parse("listen=unix:/s\ntimeout=-1").is_err());
     }
 

@@ -117,6 +117,22 @@ impl RequestHead {
     pub fn is_websocket(&self) -> bool {
         matches!(self.upgrade, Some(Upgrade::WebSocket { .. }))
     }
+
+    /// The spec's SSE detection: an `Accept` header names
+    /// text/event-stream and the request is no WebSocket upgrade (nor
+    /// names one in an `Upgrade` header). Its scope type is then `sse`.
+    pub fn is_sse(&self) -> bool {
+        let has = |name: &[u8], needle: &[u8]| {
+            self.headers.iter().any(|(n, v)| {
+                n == name
+                    && v.windows(needle.len())
+                        .any(|w| w.eq_ignore_ascii_case(needle))
+            })
+        };
+        !self.is_websocket()
+            && has(b"accept", b"text/event-stream")
+            && !has(b"upgrade", b"websocket")
+    }
 }
 
 #[cfg(test)]
@@ -134,5 +150,31 @@ mod tests {
             [10, 11, 20]
         );
         assert_eq!(Version::Http2.as_str(), "2");
+    }
+
+    #[test]
+    fn detects_sse_requests() {
+        let mut head = RequestHead {
+            method: "POST".into(),
+            scheme: Scheme::Http,
+            authority: None,
+            path: b"/".to_vec(),
+            query: Vec::new(),
+            version: Version::Http11,
+            headers: vec![(b"accept".to_vec(), b"text/html".to_vec())],
+            body: BodyHint::Length(3),
+            expect_continue: false,
+            upgrade: None,
+        };
+        assert!(!head.is_sse());
+        head.headers
+            .push((b"accept".to_vec(), b"Text/Event-Stream".to_vec()));
+        assert!(head.is_sse(), "any method, a second Accept line");
+        head.upgrade = Some(Upgrade::WebSocket { key: Vec::new() });
+        assert!(!head.is_sse());
+        head.upgrade = None;
+        head.headers
+            .push((b"upgrade".to_vec(), b"WebSocket".to_vec()));
+        assert!(!head.is_sse());
     }
 }

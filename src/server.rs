@@ -79,6 +79,8 @@ pub struct ReqShared {
     /// The app has asked for the body (gates `100 Continue`).
     pub body_wanted: AtomicBool,
     pub body_wake: Notify,
+    /// When the app last sent an event that stays in Perl (SSE idle clock).
+    pub touched: crate::sse::Touched,
 }
 
 impl ReqShared {
@@ -92,6 +94,7 @@ impl ReqShared {
             messages: AtomicUsize::new(0),
             body_wanted: AtomicBool::new(false),
             body_wake: Notify::new(),
+            touched: crate::sse::Touched::default(),
         }
     }
 
@@ -383,6 +386,14 @@ impl ServerCore {
             return SendState::Gone;
         }
         release(slot)
+    }
+
+    /// The app sent an event that Perl keeps for now (the SSE idle clock
+    /// starts again; see `sse.rs`).
+    pub fn touch(&self, id: u64) {
+        if let Some(slot) = self.reqs().get(&id) {
+            slot.shared.touched.touch();
+        }
     }
 
     /// Hands a WebSocket control command (close, keepalive) to the connection.

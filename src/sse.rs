@@ -1,13 +1,24 @@
-//! Server-Sent Event streams: the app's stream settings and the keepalive
-//! comment timer, whichever protocol carries the stream (the HTTP/1 side is
-//! in `proto::h1::sse`).
+//! Server-Sent Event streams: the app's stream settings, the keepalive
+//! comment timer and the idle clock, whichever protocol carries the stream
+//! (the HTTP/1 side is in `proto::h1::sse`).
 //!
 //! The keepalive timer lives here, in the connection task, rather than on
 //! the Perl loop: a tick costs no wake-up of the Perl thread, the timer dies
 //! with the connection (client gone, stream ended, server stopped) without
 //! any bookkeeping, and it never keeps the Perl loop busy at shutdown.
 //! Perl formats the comment frame (the same formatting as `sse.comment`).
+//!
+//! `sse_idle_timeout`: a stream is idle while neither the app nor the
+//! client moves it on. The clock starts when the request reaches the app
+//! and starts again whenever the app sends an event on it (every `sse.*`
+//! send, the declining `sse.http.response.*` ones included) and whenever
+//! its connection finishes writing the app's bytes. A single write that
+//! makes no progress for the idle limit counts as idle too, so a client
+//! that stops reading cannot hold a stream open. The server's own
+//! keepalive comments and anything the client sends do not count.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +56,7 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream with the app's first settings.
     pub fn new(s: Settings) -> Stream {
         let mut st = Stream {
             keepalive: None,
@@ -76,9 +88,126 @@ impl Stream {
     }
 }
 
+/// The instant stamps count from (the first use in this process).
+fn epoch() -> std::time::Instant {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    *EPOCH.get_or_init(std::time::Instant::now)
+}
+
+/// When the app last sent something on a request, kept where the Perl
+/// thread can set it without waking the connection (an event that stays in
+/// Perl, such as an `sse.keepalive` before `sse.start`).
+#[derive(Debug, Default)]
+pub struct Touched(AtomicU64);
+
+impl Touched {
+    /// Notes the present moment.
+    pub fn touch(&self) {
+        let ns = epoch().elapsed().as_nanos();
+        // 0 means never; nanoseconds in a u64 last 584 years.
+        let stamp = u64::try_from(ns).unwrap_or(u64::MAX - 1).saturating_add(1);
+        self.0.store(stamp, Ordering::Relaxed);
+    }
+
+    /// The moment last noted, if any.
+    pub fn at(&self) -> Option<Instant> {
+        let stamp = self.0.load(Ordering::Relaxed);
+        (stamp > 0).then(|| Instant::from_std(epoch() + Duration::from_nanos(stamp - 1)))
+    }
+}
+
+/// The idle clock of one SSE-scope request (see the module doc). Off, it
+/// costs nothing: no clock is read.
+#[derive(Debug)]
+pub struct IdleClock {
+    /// The limit and when the clock last started; None: never idle.
+    on: Option<(Duration, Instant)>,
+}
+
+impl IdleClock {
+    /// Starts the clock now; `limit` None: never idle.
+    pub fn new(limit: Option<Duration>) -> IdleClock {
+        IdleClock {
+            on: limit.map(|d| (d, Instant::now())),
+        }
+    }
+
+    /// The stream moved on (an event from the app, a write finished).
+    pub fn reset(&mut self) {
+        if let Some((_, since)) = self.on.as_mut() {
+            *since = Instant::now();
+        }
+    }
+
+    /// The idle limit, for the message that reports it.
+    pub fn limit(&self) -> Option<Duration> {
+        self.on.map(|(d, _)| d)
+    }
+
+    /// When the stream is idle, given when the Perl side last noted a send.
+    pub fn deadline(&self, touched: Option<Instant>) -> Option<Instant> {
+        let (limit, since) = self.on?;
+        Some(touched.map_or(since, |t| t.max(since)) + limit)
+    }
+
+    /// Whether the stream is idle at `now`.
+    pub fn expired(&self, touched: Option<Instant>, now: Instant) -> bool {
+        self.deadline(touched).is_some_and(|d| now >= d)
+    }
+
+    /// The stall limit for one write: the shorter of `stall` (the
+    /// `request_timeout`) and the idle limit, and whether running out of
+    /// it means idle (rather than a write timeout).
+    pub fn write_limit(&self, stall: Option<Duration>) -> (Option<Duration>, bool) {
+        match (stall, self.limit()) {
+            (Some(s), Some(i)) if i < s => (Some(i), true),
+            (None, Some(i)) => (Some(i), true),
+            (s, _) => (s, false),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn touched_stamps_keep_their_instant() {
+        let t = Touched::default();
+        assert_eq!(t.at(), None, "never touched");
+        let before = Instant::now();
+        t.touch();
+        let at = t.at().expect("touched");
+        assert!(at >= before - Duration::from_millis(1) && at <= Instant::now());
+    }
+
+    #[test]
+    fn idle_clock_deadlines_and_write_limits() {
+        let s = Duration::from_secs;
+        let off = IdleClock::new(None);
+        assert_eq!(off.deadline(None), None);
+        assert!(!off.expired(None, Instant::now() + s(1000)));
+        assert_eq!(off.write_limit(Some(s(5))), (Some(s(5)), false));
+        assert_eq!(off.write_limit(None), (None, false));
+
+        let mut c = IdleClock::new(Some(s(2)));
+        let d0 = c.deadline(None).expect("on");
+        assert!(!c.expired(None, d0 - Duration::from_millis(1)));
+        assert!(c.expired(None, d0));
+        // A later touch from Perl moves the deadline; an earlier one does not.
+        let later = Instant::now() + s(1);
+        assert_eq!(c.deadline(Some(later)), Some(later + s(2)));
+        assert_eq!(c.deadline(Some(d0 - s(10))), Some(d0));
+        std::thread::sleep(Duration::from_millis(5));
+        c.reset();
+        assert!(c.deadline(None).expect("on") > d0);
+        assert_eq!(c.limit(), Some(s(2)));
+
+        assert_eq!(c.write_limit(None), (Some(s(2)), true));
+        assert_eq!(c.write_limit(Some(s(5))), (Some(s(2)), true));
+        assert_eq!(c.write_limit(Some(s(1))), (Some(s(1)), false));
+        assert_eq!(c.write_limit(Some(s(2))), (Some(s(2)), false));
+    }
 
     #[test]
     fn settings_from_perl_values() {

@@ -10,18 +10,37 @@ use tokio::sync::watch;
 use crate::phase::FORCE;
 
 /// Why a connection stops in the middle of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
     Closed,
     Stalled,
     Shutdown,
+    /// Writing to the client failed (reset, broken pipe).
+    WriteFailed,
+    /// A write to the client made no progress for the stall limit.
+    WriteStalled,
+    /// An SSE stream was idle for `sse_idle_timeout` (see `sse.rs`).
+    Idle,
 }
 
 impl Stop {
+    /// The disconnect reason of an `http` or `websocket` request.
     pub(crate) fn reason(&self) -> &'static str {
         match self {
-            Stop::Closed => "client_closed",
-            Stop::Stalled => "client_timeout",
+            Stop::Closed | Stop::WriteFailed => "client_closed",
+            Stop::Stalled | Stop::WriteStalled => "client_timeout",
             Stop::Shutdown => "server_shutdown",
+            Stop::Idle => "idle_timeout",
+        }
+    }
+
+    /// The disconnect reason of an SSE stream, which names a failed or
+    /// stalled write as such (the spec's `sse.disconnect` reasons).
+    pub(crate) fn sse_reason(&self) -> &'static str {
+        match self {
+            Stop::WriteFailed => "write_error",
+            Stop::WriteStalled => "write_timeout",
+            other => other.reason(),
         }
     }
 }
@@ -48,10 +67,10 @@ pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
         let deadline = stall.map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
             r = wr.write(&out[done..]) => match r {
-                Ok(0) | Err(_) => return Err(Stop::Closed),
+                Ok(0) | Err(_) => return Err(Stop::WriteFailed),
                 Ok(n) => done += n,
             },
-            _ = sleep_opt(deadline) => return Err(Stop::Stalled),
+            _ = sleep_opt(deadline) => return Err(Stop::WriteStalled),
             r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
                 return Err(Stop::Shutdown);
             },
@@ -67,5 +86,46 @@ pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_by_scope() {
+        let all = [
+            Stop::Closed,
+            Stop::Stalled,
+            Stop::Shutdown,
+            Stop::WriteFailed,
+            Stop::WriteStalled,
+            Stop::Idle,
+        ];
+        let http: Vec<_> = all.iter().map(Stop::reason).collect();
+        assert_eq!(
+            http,
+            [
+                "client_closed",
+                "client_timeout",
+                "server_shutdown",
+                "client_closed",
+                "client_timeout",
+                "idle_timeout"
+            ]
+        );
+        let sse: Vec<_> = all.iter().map(Stop::sse_reason).collect();
+        assert_eq!(
+            sse,
+            [
+                "client_closed",
+                "client_timeout",
+                "server_shutdown",
+                "write_error",
+                "write_timeout",
+                "idle_timeout"
+            ]
+        );
     }
 }

@@ -8,34 +8,13 @@ use lib "$FindBin::Bin/lib";
 use IO::Async::Loop;
 use Future::AsyncAwait;
 use Time::HiRes qw(time);
-use RawHTTP qw(start_server pump_until);
+use RawHTTP qw(start_server pump_until stream_of);
 
 # SSE streams on the wire: sse.keepalive (before and after sse.start, the
 # comment timer, interval 0), sse.comment framing, and the end of open
 # streams at a graceful shutdown (the shutdown method and SIGTERM).
 
 my $REQ = "GET /%s HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n";
-
-# Splits what arrived into the head and the de-chunked body so far.
-# Returns (status, body, terminated): terminated once the 0-size chunk came.
-sub stream_of {
-    my ($buf) = @_;
-    my $end = index($buf, "\r\n\r\n");
-    return (undef, '', 0) if $end < 0;
-    my ($status) = $buf =~ m{\AHTTP/1\.1 (\d{3})};
-    my $pos  = $end + 4;
-    my $body = '';
-    while (1) {
-        my $le = index($buf, "\r\n", $pos);
-        last if $le < 0;
-        my $size = hex substr($buf, $pos, $le - $pos);
-        return ($status, $body, 1) if $size == 0 && substr($buf, $le + 2, 2) eq "\r\n";
-        last if $size == 0 || length($buf) < $le + 2 + $size + 2;
-        $body .= substr($buf, $le + 2, $size);
-        $pos = $le + 2 + $size + 2;
-    }
-    return ($status, $body, 0);
-}
 
 sub body_of { (stream_of($_[0]{buf}))[1] }
 

@@ -492,6 +492,20 @@ sse_stream(h, id, interval, frame)
     RETVAL
 
 int
+sse_touch(h, id)
+    SV *h
+    UV id
+  PREINIT:
+    PagiServer *s;
+  CODE:
+    /* An SSE event Perl keeps for now: the stream is not idle. */
+    s = handle_of(aTHX_ h);
+    RETVAL = pagi_sse_touch(s, (uint64_t)id);
+    if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+  OUTPUT:
+    RETVAL
+
+int
 unstart(h, id)
     SV *h
     UV id

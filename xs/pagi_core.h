@@ -82,6 +82,7 @@ int32_t pagi_ws_ack(PagiServer *s, uint64_t id, size_t n);
 int32_t pagi_ws_keepalive(PagiServer *s, uint64_t id, double interval, double timeout);
 int32_t pagi_sse_stream(PagiServer *s, uint64_t id, double interval, const uint8_t *frame,
                         size_t len);
+int32_t pagi_sse_touch(PagiServer *s, uint64_t id);
 int32_t pagi_unstart(PagiServer *s, uint64_t id);
 int32_t pagi_request_end(PagiServer *s, uint64_t id, int32_t op);
 int32_t pagi_buffered(PagiServer *s, uint64_t id, uint64_t *out);

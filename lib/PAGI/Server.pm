@@ -962,7 +962,9 @@ C<request_timeout> (0 = off): a request during which nothing is read from
 or written to the client for that long is closed, the warning "Request
 stall timeout (Ns) - closing connection" is logged, and the app's
 C<$receive> yields C<http.disconnect> (reason C<client_timeout>). Fractions
-of a second are allowed.
+of a second are allowed. A started SSE stream is exempt from this stall
+clock (it has C<sse_idle_timeout>), but each write to its client still
+has C<request_timeout> to make progress; see L</SERVER-SENT EVENTS>.
 
 C<min_body_rate> (500 bytes/s; 0 = off; acts only while C<request_timeout>
 is on) stops a request body from being trickled just fast enough to dodge
@@ -988,8 +990,13 @@ clients without a proxy in front, set C<request_timeout> (e.g. 20).
 C<ws_idle_timeout> (0 = off): a WebSocket with no frame in either
 direction for that long is closed, "WebSocket idle timeout (Ns) - closing
 connection" is logged and the app sees C<websocket.disconnect> with code
-1006 and reason C<idle_timeout>. C<sse_idle_timeout> (0 = off) is stored for
-SSE idle handling.
+1006 and reason C<idle_timeout>.
+
+C<sse_idle_timeout> (0 = off): an SSE request on which nothing moves for
+that long is closed, "SSE idle timeout (Ns) - closing connection" (HTTP/2:
+"- resetting HTTP/2 stream") is logged and the app sees C<sse.disconnect>
+with reason C<idle_timeout>. What counts as moving is defined under
+L</SERVER-SENT EVENTS>.
 
 =item max_receive_queue, max_ws_frame_size
 
@@ -1127,21 +1134,141 @@ bodies.
 
 =head1 SERVER-SENT EVENTS
 
-A request whose C<Accept> header names C<text/event-stream> (and is no
-WebSocket upgrade) gets an C<sse> scope. C<sse.start> sends the head at once
-(adding C<Content-Type: text/event-stream> and C<Cache-Control: no-cache>
-unless given) and the stream is chunked. C<sse.send> writes one event (its
-C<data> split into one C<data:> line per line); C<sse.comment> writes a
-comment in which every line starts with C<:> (CR, LF and CRLF all end a
-line), so a comment can never carry an event. C<sse.keepalive>
-(C<interval> in seconds, C<comment> text) may be sent before or after
-C<sse.start>; from the start of the stream the core writes the comment
-every C<interval> seconds (at most every 10 ms) until the stream ends, and
-C<< interval => 0 >> stops it; the last one wins. An C<interval> that is not
-a non-negative number makes C<$send> die. On shutdown (the C<shutdown>
-method, TERM or INT) open streams end at once with the terminating chunk,
-and the app's C<$receive> yields C<sse.disconnect> with reason
-C<server_shutdown>.
+Everything here holds over HTTP/1.1 and HTTP/2 alike.
+
+=over 4
+
+=item The scope
+
+A request whose C<Accept> header names C<text/event-stream> (anywhere in
+it, in any case) and that is no WebSocket upgrade gets an C<sse> scope,
+whatever its method. Its C<$receive> first yields the request body as
+C<sse.request> events (C<body>, C<more>), like C<http.request>: a request
+without a body gets one, empty, with C<< more => 0 >>. After that
+C<$receive> waits for C<sse.disconnect>. SSE scopes have C<pagi.transport>
+(the write watermarks apply to their events) but no C<pagi.connection>.
+
+=item sse.start
+
+Sends the head at once with the app's C<status> (default 200) and headers,
+adding C<Content-Type: text/event-stream> and C<Cache-Control: no-cache>
+unless the app gave those fields, and the usual C<date> and C<server>. On
+HTTP/1.1 the stream is chunked and the head says C<Connection: close>: the
+connection is closed once the stream ends (as the reference does) and is
+never reused. A second C<sse.start> makes C<$send> die.
+
+=item sse.send
+
+Writes one event: C<event:>, C<id:> and C<retry:> lines when given, then
+C<data> split on LF, CRLF and bare CR into one C<data:> line each, then an
+empty line. Character strings go out as UTF-8. Empty C<data> is one empty
+C<data:> line (an event with empty data); an event without C<data> (only
+a C<retry>, say) has no C<data:> line, so a browser dispatches nothing. A
+newline (CR or LF) in C<event> or C<id>, or a C<retry> that is not a
+non-negative integer, makes C<$send> die and nothing is written.
+
+=item sse.comment
+
+Writes a comment in which every line starts with C<:> (CR, LF and CRLF all
+end a line, a line that starts with C<:> keeps it), so a comment can never
+carry an event.
+
+=item sse.keepalive
+
+C<interval> in seconds and C<comment> text; may be sent before or after
+C<sse.start>. From the start of the stream the core writes the comment
+every C<interval> seconds (at most every 10 ms) until the stream ends;
+C<< interval => 0 >> stops it; the last one wins. An C<interval> that is
+not a non-negative number makes C<$send> die. The comments are the
+server's own traffic: they do not count against the watermarks, nor as
+activity for C<sse_idle_timeout>.
+
+=item sse.close
+
+Ends the stream at once, before the app returns: what was sent goes out,
+then the end (the terminating chunk and a closed connection on HTTP/1.1,
+END_STREAM on HTTP/2), exactly as when the app returns. Its C<reason> is
+never written to the client; the app's C<$receive> then yields
+C<sse.disconnect> with that reason (C<client_closed> when none was
+given). A second C<sse.close> is ignored; any other event afterwards makes
+C<$send> die. C<sse.close> before C<sse.start> dies too.
+
+=item Returning
+
+An app that returns after C<sse.start> ends the stream as C<sse.close>
+does. One that returns without starting it gets a 500, as an C<http> app.
+
+=item Declining: sse.http.response.start, sse.http.response.body
+
+Instead of C<sse.start>, an app may answer with a plain HTTP response:
+C<sse.http.response.start> (C<status> 200-599, C<headers>) and then
+C<sse.http.response.body> events (C<body> bytes, C<more>). The body is
+gathered until C<< more => 0 >> and sent with a C<Content-Length> (none on
+a 204); no SSE header is added; on HTTP/1.1 the connection is closed
+after it. The first send wins: after C<sse.http.response.start>, a stream
+event (C<sse.start>, C<sse.send>, C<sse.comment>, C<sse.keepalive>,
+C<sse.close>) makes C<$send> die, and after C<sse.start> so do both
+decline events. A second C<sse.http.response.start> is ignored; a body
+before it, a header with CR, LF or NUL (or a control character in its
+name), a status out of range or a body of characters make C<$send> die.
+
+=item Misuse and a gone client
+
+An unknown event type, any event after C<sse.close> and the first-send-wins
+errors above die whether or not the client is still there. Otherwise, once
+the client has gone, C<$send> is a quiet no-op, and C<$receive> yields
+C<sse.disconnect>.
+
+=item sse.disconnect reasons
+
+C<client_closed> (the client closed the connection or, on HTTP/2, reset
+the stream), C<server_shutdown> (see below), C<idle_timeout> (see
+C<sse_idle_timeout>), C<write_timeout> (one write to the client made no
+progress for C<request_timeout>), C<write_error> (writing to the client
+failed, HTTP/1.1; on HTTP/2 a failed write means the stream or connection
+is gone: C<client_closed>).
+
+=item sse_idle_timeout
+
+With C<sse_idle_timeout> on, the core closes an SSE request on which
+nothing moves for that long. The clock starts when the request reaches the
+app and starts again whenever the app sends an event on it (any C<sse.*>
+event, including an C<sse.keepalive> before C<sse.start> and the decline
+events) and whenever the connection finishes writing the app's bytes to
+the client. A single write that makes no progress for that long counts as
+idle too, so a client that stops reading cannot hold a stream open (with
+a shorter C<request_timeout>, that write ends the stream as
+C<write_timeout> instead). The keepalive comments the core writes, and
+anything the client sends, do not count. An app that has not started the
+stream is closed all the same. The end is abrupt, so that the client sees
+a broken stream rather than one the app ended: the connection is closed
+without the terminating chunk (HTTP/1.1), the stream is reset with CANCEL
+(HTTP/2). The reference starts its HTTP/2 clock only at C<sse.start> and
+restarts it only on the app's events.
+
+=item request_timeout
+
+Applies to an SSE request as to any until C<sse.start> (reading its body,
+waiting for the app); a started stream may then be quiet for as long as
+the app likes, and only each single write is bounded by it.
+
+=item Shutdown
+
+On shutdown (the C<shutdown> method, TERM or INT) open streams end at once
+and properly (the terminating chunk, then the connection closes; on
+HTTP/2 END_STREAM, then GOAWAY), the app's C<$receive> yields
+C<sse.disconnect> with reason C<server_shutdown>, and an app that goes on
+sending is not waited for: its sends are no-ops and the server exits
+without waiting out C<shutdown_timeout>.
+
+=item Backpressure
+
+C<sse.send> and C<sse.comment> count against C<write_high_watermark>: the
+app's C<$send> stays pending until the client has taken the backlog down
+to C<write_low_watermark>, so a fast app and a slow client keep the
+server's memory flat. C<pagi.transport> reports the backlog.
+
+=back
 
 =head1 HTTP/1.1 BEHAVIOUR
 

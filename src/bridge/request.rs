@@ -14,19 +14,6 @@ use crate::server::{ReqShared, ServerCore};
 /// Request body bytes that may wait in Perl unconsumed before reading pauses.
 pub const BODY_WINDOW: usize = 1 << 20;
 
-/// The spec's SSE detection: the Accept header names text/event-stream and
-/// the request is not a WebSocket upgrade.
-pub fn wants_sse(headers: &[(Vec<u8>, Vec<u8>)]) -> bool {
-    let has = |name: &[u8], needle: &[u8]| {
-        headers.iter().any(|(n, v)| {
-            n == name
-                && v.windows(needle.len())
-                    .any(|w| w.eq_ignore_ascii_case(needle))
-        })
-    };
-    has(b"accept", b"text/event-stream") && !has(b"upgrade", b"websocket")
-}
-
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -107,7 +94,7 @@ fn request_record<'a>(
     }
     if websocket {
         flags |= WEBSOCKET;
-    } else if wants_sse(&head.headers) {
+    } else if head.is_sse() {
         flags |= SSE;
     }
     let (client_host, client_port, server_host, server_port) = match peer {
@@ -170,16 +157,6 @@ fn request_record<'a>(
 mod tests {
     use super::*;
     use crate::exchange::{Scheme, Upgrade, Version};
-
-    #[test]
-    fn detects_sse_requests() {
-        let mut h = vec![(b"accept".to_vec(), b"text/html".to_vec())];
-        assert!(!wants_sse(&h));
-        h.push((b"accept".to_vec(), b"Text/Event-Stream".to_vec()));
-        assert!(wants_sse(&h));
-        h.push((b"upgrade".to_vec(), b"WebSocket".to_vec()));
-        assert!(!wants_sse(&h));
-    }
 
     /// A REQUEST record read back as XS reads it.
     struct Record {

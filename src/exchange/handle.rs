@@ -130,6 +130,12 @@ impl Exchange {
         self.shared.body_wanted.load(Ordering::SeqCst)
     }
 
+    /// When the app last sent an event that Perl keeps (see `sse.rs`).
+    #[inline]
+    pub(crate) fn touched(&self) -> Option<tokio::time::Instant> {
+        self.shared.touched.at()
+    }
+
     /// The request finished (its final frame went to Perl's side, or it was
     /// abandoned): no more input is wanted.
     #[inline]
@@ -256,6 +262,19 @@ mod tests {
         c.bridge.drain(&mut out);
         assert_eq!(out[0], kind::DISCONNECT);
         assert_eq!(&out[17..31], b"client_timeout");
+
+        // Events Perl keeps mark the request as touched (the SSE idle clock).
+        let (ex, _replies) = open(&c);
+        assert_eq!(ex.touched(), None);
+        c.touch(ex.shared.id + 1000); // unknown: nothing happens
+        assert_eq!(ex.touched(), None);
+        c.touch(ex.shared.id);
+        assert!(ex.touched().is_some());
+        assert_eq!(kinds(&c), [kind::REQUEST], "no record for a touch");
+        c.send_start(ex.shared.id, 200, &[]);
+        c.send_body(ex.shared.id, Bytes::new(), true);
+        drop(ex);
+        assert_eq!(kinds(&c), []);
 
         // A request that finished reports nothing when dropped.
         let (ex, _replies) = open(&c);

@@ -309,6 +309,20 @@ pub unsafe extern "C" fn pagi_sse_stream(
     })
 }
 
+/// The app sent an SSE event that Perl keeps for now (an `sse.keepalive`
+/// before `sse.start`, a declining `sse.http.response.*`): the stream's
+/// idle clock starts again.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_sse_touch(srv: *mut PagiServer, id: u64) -> i32 {
+    guard(srv, |s| {
+        s.core.touch(id);
+        OK
+    })
+}
+
 /// Drops a response head that has not gone out yet (a file body could not
 /// be opened): 1 when one was dropped, so the app may start again; 0 when
 /// the head is already on its way.

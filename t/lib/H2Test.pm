@@ -253,12 +253,14 @@ sub window_update {
     return $self->send(H2Test::frame(H2Test::WINDOW_UPDATE, 0, $sid, pack('N', $n)));
 }
 
-# Reads what is there now (no waiting); returns 0 at EOF or on an error.
+# Reads what is there now (no waiting), or at most about $max bytes (a
+# slow reader); returns 0 at EOF or on an error.
 sub pump {
-    my ($self) = @_;
+    my ($self, $max) = @_;
     return 0 if $self->{eof};
-    while (1) {
-        my $n = sysread $self->{sock}, my $chunk, 262144;
+    my $got = 0;
+    while (!defined $max || $got < $max) {
+        my $n = sysread $self->{sock}, my $chunk, defined $max ? $max - $got : 262144;
         if (defined $n) {
             if ($n == 0) {
                 $self->{eof} = 'eof';
@@ -266,6 +268,7 @@ sub pump {
             }
             $self->{buf} .= $chunk;
             $self->{read} += $n;
+            $got += $n;
             next;
         }
         $self->{eof} = "$!" unless $! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR;

@@ -15,7 +15,7 @@ use Socket qw(SOCK_STREAM);
 use Errno qw(EAGAIN EWOULDBLOCK EINTR ECONNRESET EPIPE);
 use Time::HiRes qw(time);
 
-our @EXPORT_OK = qw(start_server stop_server pump_until);
+our @EXPORT_OK = qw(start_server stop_server pump_until stream_of);
 
 # Starts a server on an ephemeral port; returns it (listening).
 sub start_server {
@@ -50,6 +50,27 @@ sub pump_until {
         $loop->loop_once(0.02);
     }
     return $cond->() ? 1 : 0;
+}
+
+# A streamed (chunked) response read so far, as an SSE client sees it:
+# (status, the de-chunked body so far, whether the 0-size chunk came).
+sub stream_of {
+    my ($buf) = @_;
+    my $end = index($buf, "\r\n\r\n");
+    return (undef, '', 0) if $end < 0;
+    my ($status) = $buf =~ m{\AHTTP/1\.[01] (\d{3})};
+    my $pos  = $end + 4;
+    my $body = '';
+    while (1) {
+        my $le = index($buf, "\r\n", $pos);
+        last if $le < 0;
+        my $size = hex substr($buf, $pos, $le - $pos);
+        return ($status, $body, 1) if $size == 0 && substr($buf, $le + 2, 2) eq "\r\n";
+        last if $size == 0 || length($buf) < $le + 2 + $size + 2;
+        $body .= substr($buf, $le + 2, $size);
+        $pos = $le + 2 + $size + 2;
+    }
+    return ($status, $body, 0);
 }
 
 sub new {

@@ -6,8 +6,8 @@ and no certificate check) to 127.0.0.1 and drives streams on it:
 
   ws   one or more RFC 8441 WebSockets (extended CONNECT), each running the
        same list of --step actions, plus optional plain GET streams
-  sse  one GET with accept: text/event-stream, read for --duration seconds
-       or until the stream ends
+  sse  one GET with accept: text/event-stream (or --method with a --body),
+       read for --duration seconds or until the stream ends
 
 Output is one event per line, flushed at once, for the Perl tests to parse.
 Payloads are hex; S is a stream id; T is seconds since the connection was
@@ -51,7 +51,7 @@ A WebSocket that is not accepted (any status but 200) runs no frame step;
 its body is reported as data lines. ws also takes --pong (answer pings),
 --get PATH (plain GETs alongside), --plain-connect (CONNECT without
 :protocol, :scheme or :path) and --connect-protocol NAME; sse takes
---duration and --reset-after SECS. --timeout bounds the whole run and
+--duration, --reset-after SECS, --method and --body. --timeout bounds the whole run and
 --linger keeps reading after the streams are done. H2_CLIENT_DEBUG=1
 writes every h2 event to stderr.
 
@@ -383,22 +383,26 @@ class Client:
         out("open", sid, "ws", path)
         return st
 
-    def open_get(self, path, kind="get", accept=None):
+    def open_get(self, path, kind="get", accept=None, method="GET", body=None):
         a = self.args
         sid = self.conn.get_next_available_stream_id()
         headers = [
-            (":method", "GET"),
+            (":method", method),
             (":scheme", "https" if a.tls else "http"),
             (":path", path),
             (":authority", a.authority),
         ]
         if accept:
             headers.append(("accept", accept))
-        self.conn.send_headers(sid, headers, end_stream=True)
+        if body is not None:
+            headers.append(("content-length", str(len(body))))
+        self.conn.send_headers(sid, headers, end_stream=body is None)
         self.flush()
         st = Stream(sid, kind, path, [])
         self.streams[sid] = st
         out("open", sid, kind, path)
+        if body is not None:
+            self.write(st, body, end=True)
         return st
 
     def step(self, st, index):
@@ -497,7 +501,9 @@ class Client:
 
     def run_sse(self):
         a = self.args
-        st = self.open_get(a.path[0], kind="sse", accept="text/event-stream")
+        body = a.body.encode() if a.body is not None else None
+        st = self.open_get(a.path[0], kind="sse", accept="text/event-stream",
+                           method=a.method, body=body)
         start = time.monotonic()
         reset_at = start + a.reset_after if a.reset_after is not None else None
         while time.monotonic() < start + a.duration and not self.gone and not st.ended:
@@ -565,6 +571,8 @@ def main():
     s.add_argument("--duration", type=float, default=3.0)
     s.add_argument("--reset-after", type=float, default=None,
                    help="RST_STREAM (CANCEL) after this many seconds")
+    s.add_argument("--method", default="GET")
+    s.add_argument("--body", default=None, help="a request body (UTF-8), sent with content-length")
 
     a = p.parse_args()
     if a.port is None:

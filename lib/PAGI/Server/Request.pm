@@ -63,7 +63,7 @@ sub start {
                    : \&PAGI::Server::EventValidator::validate_http_send)
         : undef;
     # The common events are handled inline: this closure runs twice per request.
-    my $send = $is_sse ? sub { $validate->($_[0]) if $validate; $self->_send(@_) } : sub {
+    my $send = $is_sse ? sub { $validate->($_[0]) if $validate; $self->_sse_send(@_) } : sub {
         my ($ev) = @_;
         $validate->($ev) if $validate;
         my $type = ref $ev eq 'HASH' ? $ev->{type} // '' : '';
@@ -138,8 +138,11 @@ sub _call_app {
 
 sub _disconnect_event {
     my ($self) = @_;
+    # After the app's own sse.close: its reason (client_closed without one),
+    # as the reference reports it.
+    my $reason = $self->{gone} // ($self->{sse_closed} ? $self->{sse_closed}[0] // 'client_closed' : undef);
     return { type => ($self->{sse} ? 'sse.disconnect' : 'http.disconnect'),
-             (defined $self->{gone} ? (reason => $self->{gone}) : ()) };
+             (defined $reason ? (reason => $reason) : ()) };
 }
 
 sub _receive {
@@ -391,8 +394,7 @@ sub _send {
     my $type = $ev->{type} // '';
 
     if ($type eq 'http.response.body' || $type eq 'http.response.start'
-        || $type eq 'http.response.trailers' || $type eq 'http.fullflush'
-        || ($self->{sse} && $type =~ /\Asse\./)) {
+        || $type eq 'http.response.trailers' || $type eq 'http.fullflush') {
         if ($type eq 'http.fullflush') {
             unless (exists $self->{server}{extensions}{fullflush}) {
                 warn "PAGI: http.fullflush event rejected - extension not enabled\n";
@@ -405,7 +407,6 @@ sub _send {
             return $DONE;
         }
         return $DONE unless $self->_live;
-        return $self->_send_sse($type, $ev) if $type =~ /\Asse\./;
 
         if ($type eq 'http.response.body') {
             die "http.response.body sent before http.response.start\n" unless $self->{started};
@@ -424,11 +425,35 @@ sub _send {
         $self->_finish($log);
         return $DONE;
     }
-    my $proto = $self->{sse} ? 'sse' : 'http';
-    die "Unrecognized event type '$type' for $proto protocol\n";
+    die "Unrecognized event type '$type' for http protocol\n";
 }
 
 # ------------------------------------------------------------------- SSE
+
+my %SSE_EVENT = map { $_ => 1 } qw(sse.start sse.send sse.comment sse.keepalive sse.close
+    sse.http.response.start sse.http.response.body);
+
+# $send of an sse scope. Misuse raises whether or not the client is still
+# there: any event after sse.close (a repeat of it is ignored), a stream
+# event after a decline began, a decline after sse.start. Otherwise a send
+# after the client went is a no-op.
+sub _sse_send {
+    my ($self, $ev) = @_;
+    die "send requires an event hash reference\n" unless ref $ev eq 'HASH';
+    my $type = $ev->{type} // '';
+    return $self->_send($ev) if $type eq 'http.fullflush';
+    die "Unrecognized event type '$type' for sse protocol\n" unless $SSE_EVENT{$type};
+    if ($self->{sse_closed}) {
+        return $DONE if $type eq 'sse.close';
+        die "cannot send '$type' after sse.close\n";
+    }
+    my $decline = $type =~ /\Asse\.http\.response\./;
+    die "cannot send '$type' after sse.start\n" if $decline && $self->{started} && !$self->{declined};
+    die "cannot send '$type' after sse.http.response.start\n" if !$decline && $self->{declined};
+    return $DONE unless $self->_live;
+    return $self->_sse_decline($type, $ev) if $decline;
+    return $self->_send_sse($type, $ev);
+}
 
 sub _send_sse {
     my ($self, $type, $ev) = @_;
@@ -451,8 +476,12 @@ sub _send_sse {
         die "sse.keepalive: 'interval' must be a non-negative number of seconds\n"
             unless looks_like_number($interval) && $interval >= 0 && $interval == $interval;
         $self->{keepalive} = [$interval, _comment_frame($ev->{comment} // '')];
-        PAGI::Server::Native::sse_stream($self->{native}, $self->{id}, @{ $self->{keepalive} })
-            if $self->{started};
+        if ($self->{started}) {
+            PAGI::Server::Native::sse_stream($self->{native}, $self->{id}, @{ $self->{keepalive} });
+        }
+        else {
+            PAGI::Server::Native::sse_touch($self->{native}, $self->{id});
+        }
         return $DONE;
     }
     die "$type sent before sse.start\n" unless $self->{started};
@@ -468,20 +497,65 @@ sub _send_sse {
             die "sse.send: 'retry' must be a non-negative integer\n" unless $ev->{retry} =~ /\A\d+\z/;
             $frame .= "retry: $ev->{retry}\n";
         }
-        $frame .= "data: $_\n" for split /\r\n|\r|\n/, ($ev->{data} // ''), -1;
+        # Empty data is one empty data line (an event with data ""); an
+        # event without data (retry only, say) dispatches nothing.
+        if (defined(my $data = $ev->{data})) {
+            $frame .= "data: $_\n" for length $data ? split(/\r\n|\r|\n/, $data, -1) : ('');
+        }
         $frame .= "\n";
     }
     elsif ($type eq 'sse.comment') {
         $frame = _comment_frame($ev->{comment} // '');
     }
-    elsif ($type eq 'sse.close') {
+    else {    # sse.close: the stream ends now; its reason stays here
+        $self->{sse_closed} = [$ev->{reason}];
         return $self->_result($self->_send_body('', 0));
-    }
-    else {
-        die "Unrecognized event type '$type' for sse protocol\n";
     }
     utf8::encode($frame) if utf8::is_utf8($frame);
     return $self->_result($self->_send_body($frame, 1));
+}
+
+# sse.http.response.start / .body: a plain HTTP response instead of the
+# stream. The body is gathered until more => 0 and goes out with a
+# Content-Length; the connection (HTTP/1.1) is closed after it.
+sub _sse_decline {
+    my ($self, $type, $ev) = @_;
+    PAGI::Server::Native::sse_touch($self->{native}, $self->{id});
+    if ($type eq 'sse.http.response.start') {
+        return $DONE if $self->{declined};    # the first one wins
+        my $status = $ev->{status} // 200;
+        die "sse.http.response.start: status must be an integer between 200 and 599\n"
+            unless $status =~ /\A[2-5][0-9][0-9]\z/;
+        $self->{declined} = { status => $status, headers => _decline_headers($ev->{headers}), body => '' };
+        return $DONE;
+    }
+    my $d = $self->{declined}
+        or die "sse.http.response.body sent before sse.http.response.start\n";
+    my $body = $ev->{body} // '';
+    utf8::downgrade($body, 1)
+        or die "sse.http.response.body: body must be a byte string, not characters\n";
+    $d->{body} .= $body;
+    return $DONE if $ev->{more};
+    my @h = @{ $d->{headers} };
+    push @h, ['content-length', length $d->{body}] unless grep { lc($_->[0]) eq 'content-length' } @h;
+    $self->_start_response($d->{status}, \@h, 0);
+    return $self->_result($self->_send_body($d->{body}, 0));
+}
+
+# The decline's headers, refused here (as the core refuses a response
+# head's) so that the start event is the send that fails.
+sub _decline_headers {
+    my ($headers) = @_;
+    $headers //= [];
+    my $what = 'sse.http.response.start';
+    die "$what: headers must be an array reference\n" unless ref $headers eq 'ARRAY';
+    for my $h (@$headers) {
+        die "$what: each header must be a [name, value] pair\n"
+            unless ref $h eq 'ARRAY' && defined $h->[0] && defined $h->[1];
+        die "$what: invalid header name '$h->[0]'\n" if $h->[0] =~ /[\x00-\x1f\x7f]/;
+        die "$what: header '$h->[0]' has a value with CR, LF or NUL\n" if $h->[1] =~ /[\r\n\0]/;
+    }
+    return [ map { [@$_] } @$headers ];
 }
 
 # An SSE comment as bytes: every line (CR, LF and CRLF all end one) starts

@@ -106,6 +106,7 @@ pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer, mut p
         out: Vec::with_capacity(8192),
         unwritten: 0,
         sse: None,
+        idle: crate::sse::IdleClock::new(None),
         since: Instant::now(),
         served: false,
         eof: false,
@@ -127,6 +128,9 @@ pub(crate) struct Conn<R, W> {
     pub(crate) sd: watch::Receiver<u8>,
     /// The response in progress is an SSE stream (see `sse.rs`).
     pub(crate) sse: Option<crate::sse::Stream>,
+    /// The idle clock of the request in progress (never runs out unless it
+    /// is an SSE request and `sse_idle_timeout` is on).
+    pub(crate) idle: crate::sse::IdleClock,
     /// When the wait for the next request head began (the connection
     /// opened, or the previous response ended).
     since: Instant,
@@ -257,10 +261,13 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             .as_ref()
             .map(|Upgrade::WebSocket { key }| key.as_slice());
         let mut upgraded = false;
+        // An SSE request's connection closes after its response, whether a
+        // stream or a declining answer (as the reference does).
+        let sse_scope = head.is_sse();
         let req = ReqInfo {
             version: head.version.code(),
             is_head: head.method == "HEAD",
-            keep_alive: h1.keep_alive && ws_key.is_none(),
+            keep_alive: h1.keep_alive && ws_key.is_none() && !sse_scope,
         };
         let mut body = BodyIn::new(h1.framing);
         let mut received: u64 = 0;
@@ -272,6 +279,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let mut clock = BodyClock::new(stall, core.cfg.min_body_rate, last_io);
         let mut writer: Option<Writer> = None;
         self.sse = None;
+        self.idle =
+            crate::sse::IdleClock::new(sse_scope.then_some(core.cfg.sse_idle_timeout).flatten());
 
         let outcome: Result<(), Stop> = 'req: loop {
             // A graceful shutdown ends an SSE stream at once (see sse.rs).
@@ -314,7 +323,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 } else {
                     !body_blocked
                 };
-            let deadline = stall.map(|d| last_io + d);
+            // A started SSE stream may rightly be quiet for long: it has
+            // its own idle clock, and each write still has the stall limit.
+            let deadline = stall.filter(|_| self.sse.is_none()).map(|d| last_io + d);
             let too_slow = clock.as_mut().and_then(|c| {
                 c.reading(want_read && !body.is_done(), Instant::now());
                 c.deadline()
@@ -342,6 +353,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                         break Ok(());
                     }
                     Ok(Reply::Response(h)) => {
+                        self.idle.reset();
                         let closing = core.phase() != RUNNING || self.eof;
                         writer = Some(encode::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
                         // Frames already queued go out with the head.
@@ -356,6 +368,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 },
                 f = body_rx.recv(), if writer.is_some() => {
                     let Some(f) = f else { break Err(Stop::Closed) };
+                    self.idle.reset();
                     match self.frame(f, writer.as_mut(), &ex).await {
                         Ok(false) => {}
                         Ok(true) => break Ok(()),
@@ -371,6 +384,11 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     match self.sse_keepalive(writer.as_mut(), &ex).await {
                         Ok(()) => last_io = Instant::now(),
                         Err(s) => break Err(s),
+                    }
+                },
+                _ = sleep_opt(self.idle.deadline(ex.touched())) => {
+                    if self.idle.expired(ex.touched(), Instant::now()) {
+                        break Err(self.sse_idle());
                     }
                 },
                 _ = sleep_opt(deadline) => {
@@ -395,7 +413,11 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         };
         match outcome {
             Err(stop) => {
-                ex.set_reason(stop.reason());
+                ex.set_reason(if sse_scope {
+                    stop.sse_reason()
+                } else {
+                    stop.reason()
+                });
                 false
             }
             Ok(()) if upgraded => {

@@ -76,11 +76,19 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     }
 
     /// Writes what is gathered; the app's bytes in it stop counting as
-    /// buffered once the socket took them.
+    /// buffered once the socket took them. Each write may stall for
+    /// `request_timeout`, or for an SSE request's idle limit if shorter.
     pub(crate) async fn flush(&mut self, ex: &Exchange) -> Result<(), Stop> {
-        let stall = self.core.cfg.request_timeout;
-        write_out(&mut self.wr, &mut self.out, stall, &mut self.sd).await?;
-        ex.written(std::mem::take(&mut self.unwritten));
+        let (limit, idle) = self.idle.write_limit(self.core.cfg.request_timeout);
+        match write_out(&mut self.wr, &mut self.out, limit, &mut self.sd).await {
+            Err(Stop::WriteStalled) if idle => return Err(self.sse_idle()),
+            r => r?,
+        }
+        let app_bytes = std::mem::take(&mut self.unwritten);
+        if app_bytes > 0 {
+            self.idle.reset();
+        }
+        ex.written(app_bytes);
         Ok(())
     }
 

@@ -1,5 +1,5 @@
-//! SSE streams on an HTTP/1.x connection: writing a due keepalive comment
-//! and ending the stream at a graceful shutdown.
+//! SSE streams on an HTTP/1.x connection: writing a due keepalive comment,
+//! ending the stream at a graceful shutdown, and closing an idle one.
 
 use std::time::Duration;
 
@@ -27,6 +27,18 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             self.flush(ex).await?;
         }
         Ok(())
+    }
+
+    /// The request's idle clock ran out (see `crate::sse`): the connection
+    /// is closed without the terminating chunk, so that the client sees an
+    /// incomplete response rather than a stream the app ended.
+    pub(crate) fn sse_idle(&self) -> Stop {
+        let secs = self.idle.limit().map_or(0.0, |d| d.as_secs_f64());
+        self.core.bridge.log(
+            crate::abi::level::WARN,
+            &format!("SSE idle timeout ({secs}s) - closing connection"),
+        );
+        Stop::Idle
     }
 
     /// The server is shutting down: the stream ends properly (terminating

@@ -33,6 +33,10 @@ use guard::{Tripped, Watched};
 const CONNECTION_WINDOW: u32 = 1 << 20;
 /// How long a final GOAWAY may take to be written.
 const GOAWAY_LIMIT: Duration = Duration::from_secs(1);
+/// Once the connection ends (the client went, or a forced shutdown), how
+/// long its streams still run to tell their apps why, before they are
+/// dropped unfinished.
+const STREAMS_LAST_WORD: Duration = Duration::from_millis(200);
 /// Going away, how long the client has to answer the PING that `h2` sends
 /// with its first GOAWAY: a client that never answers would otherwise keep
 /// a connection with no stream open (after `timeout`, or through a
@@ -192,5 +196,12 @@ where
                 }
             },
         }
+    }
+    // Streams still open see the connection's end themselves (a reset, the
+    // shutdown phase) and report it with the right reason; one dropped
+    // unfinished would report a server error.
+    if !streams.is_empty() {
+        let last_word = async { while streams.next().await.is_some() {} };
+        let _ = tokio::time::timeout(STREAMS_LAST_WORD, last_word).await;
     }
 }

@@ -153,7 +153,7 @@ async fn send_data(
             cap = match stall {
                 Some(d) => tokio::time::timeout(d, wait)
                     .await
-                    .map_err(|_| Stop::Stalled)?,
+                    .map_err(|_| Stop::WriteStalled)?,
                 None => wait.await,
             }
             .and_then(Result::ok)
@@ -192,6 +192,10 @@ struct Task {
     resp: Resp,
     is_head: bool,
     sse: Option<crate::sse::Stream>,
+    /// The request is an SSE one (its disconnect reasons name writes).
+    sse_scope: bool,
+    /// Its idle clock (runs out only for an SSE request, see `crate::sse`).
+    idle: crate::sse::IdleClock,
     sd: watch::Receiver<u8>,
     /// A frame taken early to see whether the one before it was the last.
     ahead: Option<Out>,
@@ -225,6 +229,8 @@ pub(super) async fn serve(
         }
     }
     let (ex, replies) = Exchange::open(&core, &head, &ctx.peer);
+    let sse_scope = head.is_sse();
+    let idle = sse_scope.then_some(core.cfg.sse_idle_timeout).flatten();
     let task = Task {
         core,
         server: ctx.server.clone(),
@@ -236,6 +242,8 @@ pub(super) async fn serve(
         resp: Resp::Waiting(respond),
         is_head: head.method == "HEAD",
         sse: None,
+        sse_scope,
+        idle: crate::sse::IdleClock::new(idle),
         sd: ctx.core.shutdown_watch(),
         ahead: None,
     };
@@ -282,7 +290,9 @@ impl Task {
             let want_body =
                 !self.body_done && !gated && self.ex.window_open() && !self.ex.finished();
             let waiting = matches!(self.resp, Resp::Waiting(_));
-            let deadline = stall.map(|d| last_io + d);
+            // A started SSE stream may rightly be quiet for long: it has
+            // its own idle clock, and each write still has the stall limit.
+            let deadline = stall.filter(|_| self.sse.is_none()).map(|d| last_io + d);
             tokio::select! {
                 d = self.body.data(), if want_body => match d {
                     Some(Ok(chunk)) => {
@@ -323,6 +333,7 @@ impl Task {
                 },
                 f = next_frame(&mut self.ahead, &mut out_rx), if !waiting => {
                     let Some(f) = f else { break Err(Stop::Closed) };
+                    self.idle.reset();
                     match self.frame(f, &mut out_rx).await {
                         Ok(true) => break Ok(()),
                         Ok(false) => last_io = Instant::now(),
@@ -333,6 +344,11 @@ impl Task {
                 _ = sleep_opt(self.sse.as_ref().and_then(crate::sse::Stream::due)) => {
                     if let Err(s) = self.sse_keepalive().await {
                         break Err(s);
+                    }
+                },
+                _ = sleep_opt(self.idle.deadline(self.ex.touched())) => {
+                    if self.idle.expired(self.ex.touched(), Instant::now()) {
+                        break Err(self.sse_idle());
                     }
                 },
                 _ = sleep_opt(deadline) => {
@@ -353,6 +369,7 @@ impl Task {
             held,
             resp,
             sd,
+            sse_scope,
             ..
         } = self;
         let _ = body.flow_control().release_capacity(held);
@@ -371,7 +388,11 @@ impl Task {
                 }
             }
             Err(stop) => {
-                ex.set_reason(stop.reason());
+                ex.set_reason(if sse_scope {
+                    stop.sse_reason()
+                } else {
+                    stop.reason()
+                });
                 match resp {
                     Resp::Open(mut tx) => tx.send_reset(h2::Reason::CANCEL),
                     Resp::Waiting(mut r) => r.send_reset(h2::Reason::CANCEL),
@@ -419,6 +440,7 @@ impl Task {
         let Resp::Waiting(mut respond) = std::mem::replace(&mut self.resp, Resp::Closed) else {
             return Err(Stop::Closed);
         };
+        self.idle.reset();
         let bodyless = response::bodyless(h.status, self.is_head);
         let head = response::head(&h, self.server.as_ref());
         let first = rx.try_recv().ok();
@@ -450,7 +472,7 @@ impl Task {
 
     /// Handles one frame from the app. `Ok(true)`: the response is complete.
     async fn frame(&mut self, f: Out, rx: &mut UnboundedReceiver<Out>) -> Result<bool, Stop> {
-        let stall = self.core.cfg.request_timeout;
+        let (stall, idle) = self.idle.write_limit(self.core.cfg.request_timeout);
         match f {
             Out::Data(d) => {
                 let Resp::Open(tx) = &mut self.resp else {
@@ -463,7 +485,11 @@ impl Task {
                     self.ahead = rx.try_recv().ok();
                 }
                 let last = matches!(self.ahead, Some(Out::End));
-                send_data(tx, d, last, stall, Some(&self.ex)).await?;
+                match send_data(tx, d, last, stall, Some(&self.ex)).await {
+                    Err(Stop::WriteStalled) if idle => return Err(self.sse_idle()),
+                    r => r?,
+                }
+                self.idle.reset();
                 if last {
                     self.ahead = None;
                     self.resp = Resp::Closed;
@@ -521,14 +547,28 @@ impl Task {
     /// Writes a due SSE keepalive comment (the server's own traffic: not
     /// counted against the app's watermarks).
     async fn sse_keepalive(&mut self) -> Result<(), Stop> {
-        let stall = self.core.cfg.request_timeout;
+        let (stall, idle) = self.idle.write_limit(self.core.cfg.request_timeout);
         let (Resp::Open(tx), Some(st)) = (&mut self.resp, self.sse.as_mut()) else {
             return Ok(());
         };
-        match st.tick(Instant::now()) {
-            Some(frame) => send_data(tx, frame, false, stall, None).await,
-            None => Ok(()),
+        let Some(frame) = st.tick(Instant::now()) else {
+            return Ok(());
+        };
+        match send_data(tx, frame, false, stall, None).await {
+            Err(Stop::WriteStalled) if idle => Err(self.sse_idle()),
+            r => r,
         }
+    }
+
+    /// The request's idle clock ran out (see `crate::sse`): the stream is
+    /// reset, so that the client sees it cut off rather than ended.
+    fn sse_idle(&self) -> Stop {
+        let secs = self.idle.limit().map_or(0.0, |d| d.as_secs_f64());
+        self.core.bridge.log(
+            level::WARN,
+            &format!("SSE idle timeout ({secs}s) - resetting HTTP/2 stream"),
+        );
+        Stop::Idle
     }
 
     /// The server is shutting down: the SSE stream ends cleanly and the
