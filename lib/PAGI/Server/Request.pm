@@ -63,7 +63,17 @@ sub start {
                    : \&PAGI::Server::EventValidator::validate_http_send)
         : undef;
     # The common events are handled inline: this closure runs twice per request.
-    my $send = $is_sse ? sub { $validate->($_[0]) if $validate; $self->_sse_send(@_) } : sub {
+    my $send = $is_sse ? sub {
+        my ($ev) = @_;
+        $validate->($ev) if $validate;
+        # An event on a running stream, the one that comes by the thousand.
+        if (ref $ev eq 'HASH' && ($ev->{type} // '') eq 'sse.send' && $self->{started} && !$self->{declined}
+            && !$self->{sse_closed} && !$self->{done} && !defined $self->{gone}) {
+            my ($rc) = PAGI::Server::Native::send_body($h, $id, _sse_frame($ev), 0);
+            return $rc == PAGI::Server::Native::PENDING ? $self->_wait_drain : $DONE;
+        }
+        return $self->_sse_send($ev);
+    } : sub {
         my ($ev) = @_;
         $validate->($ev) if $validate;
         my $type = ref $ev eq 'HASH' ? $ev->{type} // '' : '';
@@ -487,22 +497,7 @@ sub _send_sse {
     die "$type sent before sse.start\n" unless $self->{started};
     my $frame;
     if ($type eq 'sse.send') {
-        $frame = '';
-        for my $f (qw(event id)) {
-            next unless defined $ev->{$f};
-            die "sse.send: '$f' must not contain newlines\n" if $ev->{$f} =~ /[\r\n]/;
-            $frame .= "$f: $ev->{$f}\n";
-        }
-        if (defined $ev->{retry}) {
-            die "sse.send: 'retry' must be a non-negative integer\n" unless $ev->{retry} =~ /\A\d+\z/;
-            $frame .= "retry: $ev->{retry}\n";
-        }
-        # Empty data is one empty data line (an event with data ""); an
-        # event without data (retry only, say) dispatches nothing.
-        if (defined(my $data = $ev->{data})) {
-            $frame .= "data: $_\n" for length $data ? split(/\r\n|\r|\n/, $data, -1) : ('');
-        }
-        $frame .= "\n";
+        $frame = _sse_frame($ev);
     }
     elsif ($type eq 'sse.comment') {
         $frame = _comment_frame($ev->{comment} // '');
@@ -511,8 +506,33 @@ sub _send_sse {
         $self->{sse_closed} = [$ev->{reason}];
         return $self->_result($self->_send_body('', 0));
     }
-    utf8::encode($frame) if utf8::is_utf8($frame);
     return $self->_result($self->_send_body($frame, 1));
+}
+
+# An sse.send event as bytes on the wire. A newline in event or id, or a
+# retry that is not an integer, dies. Empty data is one empty data line
+# (an event with data ""); an event without data (retry only, say)
+# dispatches nothing.
+sub _sse_frame {
+    my ($ev) = @_;
+    my $frame = '';
+    for my $f (qw(event id)) {
+        my $v = $ev->{$f} // next;
+        die "sse.send: '$f' must not contain newlines\n" if $v =~ /[\r\n]/;
+        $frame .= "$f: $v\n";
+    }
+    if (defined(my $retry = $ev->{retry})) {
+        die "sse.send: 'retry' must be a non-negative integer\n" unless $retry =~ /\A\d+\z/;
+        $frame .= "retry: $retry\n";
+    }
+    if (defined(my $data = $ev->{data})) {
+        # LF, CRLF and a bare CR each end a line of data.
+        $frame .= $data =~ /[\r\n]/ ? join('', map { "data: $_\n" } split(/\r\n|\r|\n/, $data, -1))
+                                    : "data: $data\n";
+    }
+    $frame .= "\n";
+    utf8::encode($frame) if utf8::is_utf8($frame);
+    return $frame;
 }
 
 # sse.http.response.start / .body: a plain HTTP response instead of the
