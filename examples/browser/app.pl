@@ -22,8 +22,10 @@ my $PAGE = <<'HTML';
 <script>
 const out = { page: performance.getEntriesByType('navigation')[0].nextHopProtocol, ws: {}, sse: [] };
 const finish = () => {
-  document.getElementById('result').textContent = JSON.stringify(out);
+  const json = JSON.stringify(out);
+  document.getElementById('result').textContent = json;
   document.title = 'done';
+  fetch('/result', { method: 'POST', body: json });
 };
 const wsDone = new Promise((resolve) => {
   const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
@@ -77,6 +79,21 @@ my $app = async sub {
             my $ev = await $receive->();
             last if $ev->{type} eq 'sse.disconnect';
         }
+        return;
+    }
+
+    if ($scope->{path} eq '/result' && $scope->{method} eq 'POST') {
+        my $got = '';
+        while (1) {
+            my $ev = await $receive->();
+            last if $ev->{type} ne 'http.request';
+            $got .= $ev->{body} // '';
+            last unless $ev->{more};
+        }
+        $got =~ s/[\r\n]+/ /g;
+        print STDERR "browser result: $got\n";
+        await $send->({ type => 'http.response.start', status => 204, headers => [] });
+        await $send->({ type => 'http.response.body', body => '' });
         return;
     }
 
