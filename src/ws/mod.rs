@@ -5,5 +5,6 @@
 
 pub(crate) mod accept;
 pub(crate) mod codec;
+pub(crate) mod handshake;
 pub(crate) mod session;
 mod timers;

@@ -432,7 +432,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         // A client too slow to send its head is not waited for any longer.
         self.linger = r != REQUEST_TIMEOUT;
         if !started {
-            self.out = encode::error_response(r.status, r.message, &self.core.cfg.server_header);
+            self.out =
+                encode::error_response(r.status, r.message, &self.core.cfg.server_header, r.field);
             let _ = write_out(
                 &mut self.wr,
                 &mut self.out,
