@@ -28,6 +28,7 @@ use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIM
 use crate::server::{Reply, ServerCore, FORCE, RUNNING};
 use crate::slow::{evicted, BodyClock, HeadWait, EVICT_GRACE_PARTIAL};
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
+use crate::ws::accept;
 use crate::ws::session::{Session, Stream as WsStream};
 
 /// Bytes read ahead (pipelined requests) while a response is in progress.
@@ -257,6 +258,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             .as_ref()
             .map(|Upgrade::WebSocket { key }| key.as_slice());
         let mut upgraded = false;
+        let mut ws_deflate = None;
         let req = ReqInfo {
             version: head.version.code(),
             is_head: head.method == "HEAD",
@@ -337,7 +339,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     Ok(Reply::WsAccept(a)) => {
                         // Perl accepts only requests it saw as WebSocket.
                         let Some(key) = ws_key else { break Err(Stop::Closed) };
-                        a.write_h1(&mut self.out, key);
+                        ws_deflate = accept::agree(core.cfg.ws_compression, &head.headers);
+                        a.write_h1(&mut self.out, key, ws_deflate.as_ref());
                         upgraded = true;
                         break Ok(());
                     }
@@ -406,12 +409,17 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     wr: &mut self.wr,
                     buf: std::mem::take(&mut self.buf),
                     out: std::mem::take(&mut self.out),
+                    deflate: ws_deflate,
                 };
                 // Dropping the exchange with the session reports the end
                 // unless the session or the app already did.
                 Session::new(ex, body_rx, self.sd.clone(), stream)
                     .run()
                     .await;
+                // What the client still sends (its answer to our close
+                // frame) is read and dropped before the socket closes: a
+                // reset could destroy our last frames before it read them.
+                self.linger = true;
                 false
             }
             Ok(()) => {

@@ -26,6 +26,8 @@ use crate::exchange::{BodyHint, Exchange, Replies, RequestHead, Scheme, Upgrade,
 use crate::net::peer::Peer;
 use crate::server::{Head, Out, Reply, ServerCore, FORCE, RUNNING};
 use crate::stream_io::{sleep_opt, Stop};
+use crate::ws::accept;
+use crate::ws::deflate::Agreed;
 use crate::ws::handshake;
 use crate::ws::session::{Session, Stream as WsStream};
 
@@ -245,6 +247,10 @@ pub(super) async fn serve(
         }
     }
     let (ex, replies) = Exchange::open(&core, &head, &ctx.peer);
+    let deflate = head
+        .is_websocket()
+        .then(|| accept::agree(core.cfg.ws_compression, &head.headers))
+        .flatten();
     let task = Task {
         core,
         server: ctx.server.clone(),
@@ -259,7 +265,7 @@ pub(super) async fn serve(
         sd: ctx.core.shutdown_watch(),
         ahead: None,
     };
-    task.run(replies, head.expect_continue, head.is_websocket())
+    task.run(replies, head.expect_continue, head.is_websocket(), deflate)
         .await;
 }
 
@@ -277,7 +283,13 @@ fn answer(
 }
 
 impl Task {
-    async fn run(mut self, replies: Replies, mut gated: bool, websocket: bool) {
+    async fn run(
+        mut self,
+        replies: Replies,
+        mut gated: bool,
+        websocket: bool,
+        deflate: Option<Agreed>,
+    ) {
         let Replies {
             head: mut head_rx,
             out: mut out_rx,
@@ -331,7 +343,7 @@ impl Task {
                         if !websocket {
                             break Err(Stop::Closed);
                         }
-                        match self.accept(&a.fields) {
+                        match self.accept(&a.h2_fields(deflate.as_ref())) {
                             Some(tx) => {
                                 upgraded = Some(tx);
                                 break Ok(());
@@ -384,6 +396,7 @@ impl Task {
                         wr: TunnelWrite::new(tx),
                         buf: BytesMut::new(),
                         out: Vec::new(),
+                        deflate,
                     };
                     Session::new(ex, out_rx, sd, stream).run().await;
                 } else {
