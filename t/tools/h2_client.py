@@ -47,6 +47,7 @@ Steps (ws --step, repeatable; {i} in a step is the stream's index from 0):
                      in frames of P bytes
   deflate:STRING     a masked text message compressed (permessage-deflate,
                      RSV1; the stream's compressor keeps its window)
+(ws --ws-version V sets the sec-websocket-version sent; empty: none)
   close:CODE[:TEXT]  a close frame
   wait:N             until N WebSocket frames have arrived on this stream
   wait-close         until a close frame has arrived
@@ -58,8 +59,7 @@ Steps (ws --step, repeatable; {i} in a step is the stream's index from 0):
 A WebSocket that is not accepted (any status but 200) runs no frame step;
 its body is reported as data lines. ws also takes --pong (answer pings),
 --get PATH (plain GETs alongside), --plain-connect (CONNECT without
-:protocol, :scheme or :path), --connect-protocol NAME and --ws-version V
-(the sec-websocket-version sent; empty: none); sse takes
+:protocol, :scheme or :path) and --connect-protocol NAME; sse takes
 --duration and --reset-after SECS. --timeout bounds the whole run and
 --linger keeps reading after the streams are done. H2_CLIENT_DEBUG=1
 writes every h2 event to stderr.

@@ -256,9 +256,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let ws_key = head
             .upgrade
             .as_ref()
-            .map(|Upgrade::WebSocket { key }| key.as_slice());
+            .map(|Upgrade::WebSocket { key }| key.as_slice())
+            .map(|key| (key, accept::agree(core.cfg.ws_compression, &head.headers)));
         let mut upgraded = false;
-        let mut ws_deflate = None;
         let req = ReqInfo {
             version: head.version.code(),
             is_head: head.method == "HEAD",
@@ -338,9 +338,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     // that switches the connection over to the session.
                     Ok(Reply::WsAccept(a)) => {
                         // Perl accepts only requests it saw as WebSocket.
-                        let Some(key) = ws_key else { break Err(Stop::Closed) };
-                        ws_deflate = accept::agree(core.cfg.ws_compression, &head.headers);
-                        a.write_h1(&mut self.out, key, ws_deflate.as_ref());
+                        let Some((key, deflate)) = &ws_key else { break Err(Stop::Closed) };
+                        a.write_h1(&mut self.out, key, deflate.as_ref());
                         upgraded = true;
                         break Ok(());
                     }
@@ -409,7 +408,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     wr: &mut self.wr,
                     buf: std::mem::take(&mut self.buf),
                     out: std::mem::take(&mut self.out),
-                    deflate: ws_deflate,
+                    deflate: ws_key.and_then(|(_, d)| d),
                 };
                 // Dropping the exchange with the session reports the end
                 // unless the session or the app already did.

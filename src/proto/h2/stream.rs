@@ -247,10 +247,6 @@ pub(super) async fn serve(
         }
     }
     let (ex, replies) = Exchange::open(&core, &head, &ctx.peer);
-    let deflate = head
-        .is_websocket()
-        .then(|| accept::agree(core.cfg.ws_compression, &head.headers))
-        .flatten();
     let task = Task {
         core,
         server: ctx.server.clone(),
@@ -265,6 +261,11 @@ pub(super) async fn serve(
         sd: ctx.core.shutdown_watch(),
         ahead: None,
     };
+    // permessage-deflate, as agreed should the app accept the WebSocket.
+    let deflate = head
+        .is_websocket()
+        .then(|| accept::agree(task.core.cfg.ws_compression, &head.headers))
+        .flatten();
     task.run(replies, head.expect_continue, head.is_websocket(), deflate)
         .await;
 }

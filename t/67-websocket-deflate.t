@@ -21,7 +21,7 @@ use H2Py;
 # max_ws_message_size stopped with 1009, and ws_compression => 0.
 
 $SIG{PIPE} = 'IGNORE';
-$SIG{ALRM} = sub { die "64-websocket-deflate.t: overall time limit reached\n" };
+$SIG{ALRM} = sub { die "67-websocket-deflate.t: overall time limit reached\n" };
 alarm 120;
 
 my $loop = IO::Async::Loop->new;

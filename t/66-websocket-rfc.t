@@ -23,7 +23,7 @@ use H2Py;
 # close frame.
 
 $SIG{PIPE} = 'IGNORE';
-$SIG{ALRM} = sub { die "63-websocket-rfc.t: overall time limit reached\n" };
+$SIG{ALRM} = sub { die "66-websocket-rfc.t: overall time limit reached\n" };
 alarm 150;
 
 my $loop = IO::Async::Loop->new;

@@ -19,7 +19,7 @@ use H2Py;
 # being killed.
 
 $SIG{PIPE} = 'IGNORE';
-$SIG{ALRM} = sub { die "65-websocket-shutdown.t: overall time limit reached\n" };
+$SIG{ALRM} = sub { die "69-websocket-shutdown.t: overall time limit reached\n" };
 alarm 120;
 
 my $h2_why = H2Py::skip_reason();
