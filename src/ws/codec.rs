@@ -91,10 +91,12 @@ pub(crate) fn close_frame(out: &mut Vec<u8>, code: u16, reason: &[u8]) {
 /// What a client frame (or fragmented message) amounts to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event {
+    /// A whole message (inflated when it came compressed).
     Message {
         text: bool,
         data: Bytes,
     },
+    /// A ping, with its payload for the pong.
     Ping(Bytes),
     Pong,
     /// The peer's close code and reason; None when the frame had no payload.
@@ -104,11 +106,15 @@ pub enum Event {
 /// A client violation: the close frame sent and the app's disconnect reason.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fail {
+    /// The close code sent.
     pub code: u16,
+    /// The close frame's reason.
     pub reason: &'static str,
+    /// The disconnect reason the app sees.
     pub token: &'static str,
 }
 
+/// A framing violation (1002), with the close frame's reason.
 pub(crate) const fn protocol(reason: &'static str) -> Fail {
     Fail {
         code: 1002,
@@ -117,18 +123,21 @@ pub(crate) const fn protocol(reason: &'static str) -> Fail {
     }
 }
 
+/// A frame or message over its limit.
 pub(crate) const TOO_BIG: Fail = Fail {
     code: 1009,
     reason: "Message too big",
     token: "body_too_large",
 };
 
+/// More messages waiting for the app than `max_receive_queue`.
 pub(crate) const QUEUE_FULL: Fail = Fail {
     code: 1008,
     reason: "Message queue overflow",
     token: "queue_overflow",
 };
 
+/// Text (or a close reason) that is not UTF-8.
 pub(crate) const BAD_UTF8: Fail = Fail {
     code: 1007,
     reason: "Invalid UTF-8",
@@ -140,6 +149,7 @@ fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
+/// What a client's close frame (unmasked `payload`) amounts to.
 pub(crate) fn close_event(payload: Bytes) -> Result<Event, Fail> {
     match payload.len() {
         0 => Ok(Event::Close(None)),

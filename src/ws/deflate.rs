@@ -162,6 +162,7 @@ pub(crate) struct Compressor {
 }
 
 impl Compressor {
+    /// A compressor with the window and context rule agreed to.
     pub(crate) fn new(a: &Agreed) -> Compressor {
         Compressor {
             c: Compress::new_with_window_bits(
@@ -228,6 +229,7 @@ pub(crate) struct Decompressor {
 }
 
 impl Decompressor {
+    /// A decompressor with a 32 KiB window (it takes any client window).
     pub(crate) fn new() -> Decompressor {
         Decompressor {
             d: Decompress::new(false),

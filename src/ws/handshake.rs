@@ -7,7 +7,9 @@ use base64::Engine as _;
 /// What a handshake is refused with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused {
+    /// The answer's status.
     pub(crate) status: u16,
+    /// Its plain-text body.
     pub(crate) message: &'static str,
     /// A header field the answer carries (name, value).
     pub(crate) field: Option<(&'static str, &'static str)>,
