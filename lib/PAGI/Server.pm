@@ -1028,9 +1028,12 @@ bounds the window the server compresses with, and an offer asking for 8 (a
 offer being considered; C<client_no_context_takeover> and
 C<client_max_window_bits> need nothing from the server, whose decompressor
 takes any window. An offer with unknown or repeated parameters is declined.
-Each compressing WebSocket costs about 300 KiB of compressor and
-decompressor state (made when first needed). C<< ws_compression => 0 >>
-(C<--no-ws-compression>) never agrees, and WebSockets run uncompressed.
+Compression state is made when first needed and kept for the WebSocket's
+life: about 380 KiB for the compressor (from the app's first message) and
+50 KiB for the decompressor (from the client's first compressed message);
+where many idle WebSockets matter more than bandwidth, turn it off:
+C<< ws_compression => 0 >> (C<--no-ws-compression>) never agrees, and
+WebSockets run uncompressed.
 The app cannot negotiate an extension itself: a C<Sec-WebSocket-Extensions>
 header among the C<websocket.accept> headers is dropped.
 
