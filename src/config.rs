@@ -60,6 +60,11 @@ pub struct Config {
     pub max_receive_queue: usize,
     /// Largest WebSocket frame payload a client may send; 0 = unlimited.
     pub max_ws_frame_size: u64,
+    /// Largest WebSocket message a client may send, however many frames
+    /// carry it, and inflated when compressed; 0 = unlimited.
+    pub max_ws_message_size: u64,
+    /// permessage-deflate (RFC 7692) is agreed to when a client offers it.
+    pub ws_compression: bool,
     /// WebSocket connection closed after this long with no frame either way.
     pub ws_idle_timeout: Option<Duration>,
     /// SSE stream closed after this long without progress (see `sse.rs`).
@@ -94,6 +99,8 @@ impl Default for Config {
             min_body_rate: 500,
             max_receive_queue: 1000,
             max_ws_frame_size: 65536,
+            max_ws_message_size: 16 << 20,
+            ws_compression: true,
             ws_idle_timeout: None,
             sse_idle_timeout: None,
             panic_path: None,
@@ -272,6 +279,14 @@ const KEYS: &[(&str, Setter)] = &[
     }),
     ("max_ws_frame_size", |c, k, v| {
         c.max_ws_frame_size = number(k, v)?;
+        Ok(())
+    }),
+    ("max_ws_message_size", |c, k, v| {
+        c.max_ws_message_size = number(k, v)?;
+        Ok(())
+    }),
+    ("ws_compression", |c, _, v| {
+        c.ws_compression = v != "0";
         Ok(())
     }),
     ("ws_idle_timeout", |c, k, v| {

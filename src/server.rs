@@ -76,6 +76,9 @@ pub struct ReqShared {
     pub unacked: AtomicUsize,
     /// WebSocket messages delivered to Perl and not yet taken by the app.
     pub messages: AtomicUsize,
+    /// WebSocket messages the app had taken when it last waited for the
+    /// next one: it has answered them all.
+    pub answered: AtomicU64,
     /// The app has asked for the body (gates `100 Continue`).
     pub body_wanted: AtomicBool,
     pub body_wake: Notify,
@@ -92,6 +95,7 @@ impl ReqShared {
             want_drain: AtomicBool::new(false),
             unacked: AtomicUsize::new(0),
             messages: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
             body_wanted: AtomicBool::new(false),
             body_wake: Notify::new(),
             touched: crate::sse::Touched::default(),
@@ -372,6 +376,15 @@ impl ServerCore {
                     Some(u.saturating_sub(1))
                 });
             slot.shared.consumed(n);
+        }
+    }
+
+    /// The app waits for its next WebSocket message, having taken `taken`
+    /// so far: what it sent before is queued ahead of this news.
+    pub fn ws_waiting(&self, id: u64, taken: u64) {
+        if let Some(slot) = self.reqs().get(&id) {
+            slot.shared.answered.store(taken, Ordering::SeqCst);
+            slot.shared.body_wake.notify_one();
         }
     }
 

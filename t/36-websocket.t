@@ -218,7 +218,7 @@ subtest 'handshake and scope' => sub {
     $c2->wait_close(3);
 };
 
-subtest 'echo: text, binary, fragments, ping, large, unmasked' => sub {
+subtest 'echo: text, binary, fragments, ping, large; unmasked refused' => sub {
     %rec = ();
     my $c = accepted($server, '/echo?t=echo', 'echo');
     my $r = $rec{echo};
@@ -266,9 +266,14 @@ subtest 'echo: text, binary, fragments, ping, large, unmasked' => sub {
     ok($f && $f->{payload} eq $big, '60000 bytes round-trip byte-exact')
         or diag('got ' . length($f ? $f->{payload} : ''));
 
+    # RFC 6455 section 5.1: a client frame that is not masked fails the
+    # connection (the reference server took them).
     $c->send_frame(0x81, 'plain', mask => 0);
     $f = $c->read_frame(3);
-    is($f && $f->{payload}, 'plain', 'unmasked frame accepted and echoed') or diag(dump_frame($f));
+    is($f && $f->{code}, 1002, 'an unmasked frame: close 1002') or diag(dump_frame($f));
+    wait_disconnect('echo');
+    is([ grep { ($_->{text} // '') eq 'plain' } @{ $r->{events} } ], [],
+        'the unmasked message never reached the app');
 
     $c->send_close(1000, '');
     $c->wait_close(3);

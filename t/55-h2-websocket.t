@@ -145,7 +145,7 @@ for my $kind (sort keys %server) {
         my $text = "h\xc3\xa9llo";    # UTF-8 bytes of "héllo"
         my $c = ws_run($srv, label => 'echo', paths => ["/echo?t=$t"], protocol => 'chat, superchat',
             steps => [ 'frame:81:' . unpack('H*', $text), 'binary:00ff10', 'wait:2',
-                       'nomask:81:' . unpack('H*', 'plain'), 'wait:3',
+                       'text:plain', 'wait:3',
                        'close:4001:bye', 'wait-close', 'wait-end' ]);
         is($c->settings->{ENABLE_CONNECT_PROTOCOL}, 1, 'SETTINGS_ENABLE_CONNECT_PROTOCOL = 1');
         is(($c->lines)[0], $tls ? 'connected tls=1 alpn=h2' : 'connected tls=0 alpn=none',
@@ -177,7 +177,7 @@ for my $kind (sort keys %server) {
         is(scalar @m, 3, 'three messages echoed') or diag($c->output);
         is($m[0], [1, $text], 'text echoed as text, the same UTF-8 bytes');
         is($m[1], [2, "\x00\xff\x10"], 'binary echoed as binary, byte-exact');
-        is($m[2], [1, 'plain'], 'an unmasked frame is taken and echoed, as on HTTP/1.1');
+        is($m[2], [1, 'plain'], 'a third message echoed');
         is([ map { $_->{fin} } $c->frames($sid) ], [ (1) x 4 ], 'every server frame is final');
         is([ $c->records('masked', $sid) ], [], 'server frames are not masked');
         my $ev = $rec{$t}{events};
@@ -243,9 +243,10 @@ for my $kind (sort keys %server) {
 
     subtest "$kind: protocol violations" => sub {
         %rec = ();
-        for my $case ([utf8 => 1007, 'frame:81:fffe', 'invalid UTF-8 text'],
-                      [op3  => 1002, 'frame:83:',     'reserved opcode 3'],
-                      [rsv1 => 1002, 'frame:c1:78',   'RSV1 set']) {
+        for my $case ([utf8   => 1007, 'frame:81:fffe', 'invalid UTF-8 text'],
+                      [op3    => 1002, 'frame:83:',     'reserved opcode 3'],
+                      [rsv1   => 1002, 'frame:c1:78',   'RSV1 set'],
+                      [nomask => 1002, 'nomask:81:78',  'an unmasked frame, as on HTTP/1.1']) {
             my ($name, $code, $step, $label) = @$case;
             my $t = "$name-$kind";
             my $c = ws_run($srv, label => $label, paths => ["/echo?t=$t"], steps => [ $step, 'wait-close', 'wait-end' ]);

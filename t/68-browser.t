@@ -5,7 +5,8 @@ use warnings;
 # examples/browser/app.pl's page from pagi-server, once over HTTPS with
 # HTTP/2 (a certificate made here, --ignore-certificate-errors) and once over
 # plain HTTP/1.1. The page's script opens a WebSocket and an EventSource to
-# the same server, exchanges a message and three events, and writes what it
+# the same server, exchanges a message (compressed: Chromium always offers
+# permessage-deflate) and three events, and writes what it
 # saw into the page and posts it back to the server. Every process is stopped
 # by PID and every wait is bounded.
 
@@ -48,6 +49,7 @@ sub check {
     like($data->{ws}{reply} // '', qr{\Aecho over HTTP/\Q$version\E: hello x{20}}, "$what: WebSocket echo over HTTP/$version");
     my $len = 2006 + length "echo over HTTP/$version: ";
     like($data->{ws}{reply} // '', qr/\($len\)\z/, "$what: the whole 2,006-byte message came back");
+    like($data->{ws}{extensions} // '', qr/\Apermessage-deflate\b/, "$what: WebSocket compression negotiated");
     is($data->{ws}{close}, 1000, "$what: WebSocket closed cleanly (1000)");
     is($data->{sse}, [ map { "tick $_ over HTTP/$version#$_" } 1 .. 3 ], "$what: three SSE events, with their ids");
 }

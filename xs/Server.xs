@@ -425,6 +425,14 @@ ws_ack(h, id, n)
   CODE:
     pagi_ws_ack(handle_of(aTHX_ h), (uint64_t)id, (size_t)n);
 
+void
+ws_waiting(h, id, taken)
+    SV *h
+    UV id
+    UV taken
+  CODE:
+    pagi_ws_waiting(handle_of(aTHX_ h), (uint64_t)id, (uint64_t)taken);
+
 int
 ws_accept(h, id, subprotocol, headers)
     SV *h

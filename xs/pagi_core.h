@@ -79,6 +79,7 @@ int32_t pagi_ws_accept(PagiServer *s, uint64_t id, const uint8_t *sub, size_t su
 int32_t pagi_ws_send(PagiServer *s, uint64_t id, int32_t text, const uint8_t *data, size_t len);
 int32_t pagi_ws_close(PagiServer *s, uint64_t id, uint16_t code, const uint8_t *reason, size_t len);
 int32_t pagi_ws_ack(PagiServer *s, uint64_t id, size_t n);
+int32_t pagi_ws_waiting(PagiServer *s, uint64_t id, uint64_t taken);
 int32_t pagi_ws_keepalive(PagiServer *s, uint64_t id, double interval, double timeout);
 int32_t pagi_sse_stream(PagiServer *s, uint64_t id, double interval, const uint8_t *frame,
                         size_t len);

@@ -998,7 +998,7 @@ that long is closed, "SSE idle timeout (Ns) - closing connection" (HTTP/2:
 with reason C<idle_timeout>. What counts as moving is defined under
 L</SERVER-SENT EVENTS>.
 
-=item max_receive_queue, max_ws_frame_size
+=item max_receive_queue, max_ws_frame_size, max_ws_message_size
 
 WebSocket limits. C<max_receive_queue> (1000; 0 = no limit) counts client
 messages waiting for the app's C<$receive>; one more closes the connection
@@ -1006,11 +1006,43 @@ with code 1008 ("Message queue overflow") and the app sees reason
 C<queue_overflow> after the queued messages. Whatever the limit, reading
 from a client pauses while 1 MiB of its messages waits for the app, so a
 slow app holds back the client instead of growing the server's memory.
-C<max_ws_frame_size> (65536
-bytes; 0 = no limit) is the largest frame payload a client may send; a
-larger frame is answered with close code 1009, the warning "PAGI connection
-error: ..." is logged and the app sees code 1009 with reason
-C<body_too_large>. A fragmented message may span at most 128 frames.
+
+C<max_ws_frame_size> (65536 bytes; 0 = no limit) is the largest payload of
+one frame a client may send. C<max_ws_message_size> (16777216 bytes, 16 MiB;
+0 = no limit) is the largest message: all the frames of a fragmented message
+together, and for a compressed message (see C<ws_compression>) the size it
+inflates to, so a message is judged by its bytes however many frames carry
+it (a 4 MiB message in 64-byte fragments is taken exactly as in 64 KiB
+ones). Either limit exceeded is answered with close code 1009, the warning
+"PAGI connection error: WebSocket message too big ..." is logged and the app
+sees code 1009 with reason C<body_too_large>; an oversized frame or message
+is refused as soon as its header shows it, and inflating stops at the limit,
+so a small compressed message that would inflate to far more is never
+inflated past it. A server holds up to C<max_ws_message_size> bytes per
+WebSocket while a message arrives.
+
+=item ws_compression
+
+permessage-deflate (RFC 7692), on by default: when a client offers it (every
+browser does), the handshake answer agrees and names it in
+C<Sec-WebSocket-Extensions>; compressed client messages are inflated before
+the app sees them (as plain text or bytes, like uncompressed ones) and the
+app's C<websocket.send> messages go out compressed. The offer's parameters
+are honoured as RFC 7692 says: C<server_no_context_takeover> compresses
+every message on an empty window; C<server_max_window_bits> of 9 to 15
+bounds the window the server compresses with, and an offer asking for 8 (a
+256-byte window, which zlib's deflate cannot do) is declined, the next
+offer being considered; C<client_no_context_takeover> and
+C<client_max_window_bits> need nothing from the server, whose decompressor
+takes any window. An offer with unknown or repeated parameters is declined.
+Compression state is made when first needed and kept for the WebSocket's
+life: about 380 KiB for the compressor (from the app's first message) and
+50 KiB for the decompressor (from the client's first compressed message);
+where many idle WebSockets matter more than bandwidth, turn it off:
+C<< ws_compression => 0 >> (C<--no-ws-compression>) never agrees, and
+WebSockets run uncompressed.
+The app cannot negotiate an extension itself: a C<Sec-WebSocket-Extensions>
+header among the C<websocket.accept> headers is dropped.
 
 =item sync_file_threshold
 
@@ -1115,22 +1147,37 @@ Accepted for older callers and passed to L<IO::Async::Notifier>.
 =head1 WEBSOCKET
 
 A request with C<Upgrade: websocket>, a Connection header naming
-C<upgrade> and a C<Sec-WebSocket-Key> (and no body) gets a C<websocket>
-scope; L<PAGI::Server::WebSocket> lists the events. The handshake waits for
-the app: C<websocket.accept> answers C<101 Switching Protocols>,
-C<websocket.close> answers C<403>, and the C<websocket.http.response>
-extension sends any other response. After the handshake the Rust core reads
-and writes the frames: fragmented messages are joined, pings answered,
-text checked for UTF-8, and client violations closed with the RFC 6455 code
-(1002 for framing errors, 1007 for bad UTF-8, 1009 for oversized frames),
-after which the app's C<$receive> yields C<websocket.disconnect> with that
-code and reason C<protocol_error> (C<body_too_large> for 1009). A client
-close frame is echoed and reported with the client's code and reason; a
-dropped connection is reported as code 1006, reason C<client_closed>. On
-shutdown, open WebSockets get close code 1001 and the app sees code 1006,
-reason C<server_shutdown>. Frames from clients are accepted masked or
-unmasked. C<websocket.send> counts against the write watermarks like HTTP
-bodies.
+C<upgrade> among its tokens (C<Connection: keep-alive, Upgrade>, as Firefox
+sends it, counts; any case) and no body is a WebSocket handshake. It is
+checked before the app sees it (RFC 6455 section 4.2.1): a
+C<Sec-WebSocket-Version> other than C<13> (or none) is answered C<426
+Upgrade Required> with C<Sec-WebSocket-Version: 13>, and a missing or
+malformed C<Sec-WebSocket-Key> (it must be the base64 of 16 bytes) C<400 Bad
+Request>. Over HTTP/2 (RFC 8441 extended CONNECT with C<:protocol
+websocket>) there is no key, and the version is checked the same way.
+
+A valid handshake gets a C<websocket> scope; L<PAGI::Server::WebSocket>
+lists the events. The handshake waits for the app: C<websocket.accept>
+answers C<101 Switching Protocols> (C<200> on HTTP/2), C<websocket.close>
+answers C<403>, and the C<websocket.http.response> extension sends any
+other response. After the handshake the Rust core reads and writes the
+frames: fragmented messages are joined, pings answered, compressed messages
+inflated (see C<ws_compression>), and client violations closed with the RFC
+6455 code: 1002 for framing errors (among them a client frame that is not
+masked, a reserved bit or opcode, and a 64-bit length with its top bit
+set), 1007 for text that is not UTF-8 (refused at the byte where it stops
+being UTF-8, even inside a frame still arriving), 1009 for a frame or
+message over its limit. The app's C<$receive> then yields
+C<websocket.disconnect> with that code and reason C<protocol_error>
+(C<body_too_large> for 1009). When a violation arrives right behind valid
+messages, the app still receives those messages, and what it sends for them
+reaches the client before the close frame: the close waits until the app
+asks for its next message (at most 2 seconds). A client close frame is
+echoed and reported with the client's code and reason; a dropped connection
+is reported as code 1006, reason C<client_closed>. On shutdown (C<shutdown>,
+SIGTERM), open WebSockets get close code 1001 at once and the app sees code
+1006, reason C<server_shutdown>. C<websocket.send> counts against the write
+watermarks like HTTP bodies.
 
 =head1 SERVER-SENT EVENTS
 

@@ -104,6 +104,13 @@ impl Exchange {
         true
     }
 
+    /// How many WebSocket messages the app has answered: it had taken
+    /// that many when it last waited for the next one.
+    #[inline]
+    pub(crate) fn answered(&self) -> u64 {
+        self.shared.answered.load(Ordering::SeqCst)
+    }
+
     /// Whether more input may be delivered: what Perl holds unconsumed is
     /// under the window.
     #[inline]

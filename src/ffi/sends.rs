@@ -221,6 +221,18 @@ pub unsafe extern "C" fn pagi_ws_ack(srv: *mut PagiServer, id: u64, n: usize) ->
     })
 }
 
+/// The app waits for its next WebSocket message, having taken `taken`.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_ws_waiting(srv: *mut PagiServer, id: u64, taken: u64) -> i32 {
+    guard(srv, |s| {
+        s.core.ws_waiting(id, taken);
+        OK
+    })
+}
+
 /// Pings every `interval` seconds (0: stop); `timeout` > 0 closes the
 /// connection when no pong comes back in time.
 ///

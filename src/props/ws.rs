@@ -1,4 +1,4 @@
-//! The WebSocket frame reader (`crate::ws::codec::Reader`) under hostile
+//! The WebSocket frame reader (`crate::ws::reader::Reader`) under hostile
 //! input fed in arbitrary splits.
 
 use bytes::{Bytes, BytesMut};
@@ -7,7 +7,11 @@ use proptest::prelude::*;
 
 use super::alloc::peak_during;
 use super::{config, hostile, pieces, splits};
-use crate::ws::codec::{Event, Reader, MAX_FRAGMENTS, RESERVE_STEP};
+use crate::ws::codec::Event;
+use crate::ws::reader::Reader;
+
+/// Slack allowed on top of what a read's input accounts for.
+const SLACK: usize = 1 << 20;
 
 /// One frame as the model sees it.
 #[derive(Debug, Clone)]
@@ -69,7 +73,7 @@ impl Frame {
 }
 
 fn mask() -> impl Strategy<Value = Option<[u8; 4]>> {
-    prop_oneof![3 => any::<[u8; 4]>().prop_map(Some), 1 => Just(None)]
+    prop_oneof![12 => any::<[u8; 4]>().prop_map(Some), 1 => Just(None)]
 }
 
 fn frame(fin: bool, opcode: u8, mask: Option<[u8; 4]>, payload: Vec<u8>, wide: u8) -> Frame {
@@ -186,12 +190,27 @@ fn max_frame() -> impl Strategy<Value = u64> {
     prop_oneof![Just(0), 1u64..300, Just(65536)]
 }
 
+fn max_message() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0), 1u64..600, Just(65536), Just(1 << 20)]
+}
+
+/// The limits a reader runs with: largest frame, largest message.
+type Limits = (u64, u64);
+
 /// An event, or a failure as its close code and the app's reason.
 type Got = Result<Event, (u16, &'static str)>;
 
 const PROTOCOL: (u16, &str) = (1002, "protocol_error");
 const UTF8: (u16, &str) = (1007, "protocol_error");
 const TOO_BIG: (u16, &str) = (1009, "body_too_large");
+
+/// Whether bytes of a text message could still become UTF-8.
+fn utf8_prefix(data: &[u8]) -> bool {
+    match std::str::from_utf8(data) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    }
+}
 
 fn message_event(text: bool, data: Vec<u8>) -> Got {
     if text && std::str::from_utf8(&data).is_err() {
@@ -220,73 +239,110 @@ fn close_event(p: &[u8]) -> Got {
     }
 }
 
+/// The violation in a frame's header, checked in the reader's order.
+fn header_fail(
+    f: &Frame,
+    partial: Option<&(bool, Vec<u8>)>,
+    (max, max_msg): Limits,
+) -> Option<(u16, &'static str)> {
+    let len = f.len();
+    let control = f.opcode >= 8;
+    let reserved = matches!(f.opcode, 3..=7 | 11..=15);
+    if reserved || f.rsv & 3 != 0 || f.mask.is_none() || len >> 63 != 0 {
+        return Some(PROTOCOL);
+    }
+    let bad_order = match f.opcode {
+        0 => partial.is_none() || f.rsv != 0,
+        _ if control => f.rsv != 0 || len > 125 || !f.fin,
+        // Without permessage-deflate, RSV1 is a violation too.
+        _ => f.rsv != 0 || partial.is_some(),
+    };
+    if bad_order {
+        return Some(PROTOCOL);
+    }
+    let so_far = match (f.opcode, partial) {
+        (0, Some((_, data))) => data.len() as u64,
+        _ => 0,
+    };
+    let too_big_message = !control && max_msg > 0 && so_far.saturating_add(len) > max_msg;
+    if (max > 0 && len > max) || too_big_message {
+        return Some(TOO_BIG);
+    }
+    None
+}
+
 /// What reading `frames` must give: the events up to the first failure,
-/// and (without one) the bytes taken, short of a frame still arriving.
-fn model(frames: &[Frame], max: u64) -> (Vec<Got>, usize) {
+/// and (without one) the bytes taken: a data frame still arriving gives up
+/// its header and what came of its payload, a control frame nothing.
+fn model(frames: &[Frame], limits: Limits) -> (Vec<Got>, Option<usize>) {
     let mut out = Vec::new();
     let mut taken = 0;
-    let mut partial: Option<(bool, Vec<u8>, usize)> = None;
+    // A text message in progress: (text, its bytes so far).
+    let mut partial: Option<(bool, Vec<u8>)> = None;
     for f in frames {
-        let len = f.len();
-        let control = f.opcode >= 8;
-        // In the reader's order: opcode, RSV bits, control rules, size.
-        let reserved = matches!(f.opcode, 3..=7 | 11..=15) || f.rsv != 0;
-        let bad = if reserved || (control && (len > 125 || !f.fin)) {
-            Some(PROTOCOL)
-        } else if (max > 0 && len > max) || len > (usize::MAX - f.head_len()) as u64 {
-            Some(TOO_BIG)
-        } else {
-            None
-        };
-        if let Some(fail) = bad {
+        if let Some(fail) = header_fail(f, partial.as_ref(), limits) {
             out.push(Err(fail));
-            return (out, taken);
+            return (out, None);
         }
+        let control = f.opcode >= 8;
         if f.claim.is_some() {
-            return (out, taken);
+            if control {
+                return (out, Some(taken));
+            }
+            // The payload streams in: its bytes are taken and checked.
+            let (text, mut data) = match f.opcode {
+                0 => partial.take().unwrap_or_default(),
+                op => (op == 1, Vec::new()),
+            };
+            data.extend_from_slice(&f.payload);
+            if text && !utf8_prefix(&data) {
+                out.push(Err(UTF8));
+                return (out, None);
+            }
+            return (out, Some(taken + f.head_len() + f.payload.len()));
         }
         taken += f.wire().len();
         let got = match f.opcode {
             9 => Some(Ok(Event::Ping(Bytes::from(f.payload.clone())))),
             10 => Some(Ok(Event::Pong)),
             8 => Some(close_event(&f.payload)),
-            0 => match partial.as_mut() {
-                None => Some(Err(PROTOCOL)),
-                Some((_, _, n)) if *n + 1 > MAX_FRAGMENTS => Some(Err(TOO_BIG)),
-                Some((text, data, n)) => {
-                    *n += 1;
-                    data.extend_from_slice(&f.payload);
-                    let text = *text;
-                    match f.fin {
-                        true => partial.take().map(|(_, data, _)| message_event(text, data)),
-                        false => None,
-                    }
+            op => {
+                let (text, mut data) = match op {
+                    0 => partial.take().unwrap_or_default(),
+                    op => (op == 1, Vec::new()),
+                };
+                data.extend_from_slice(&f.payload);
+                if text && !utf8_prefix(&data) {
+                    Some(Err(UTF8))
+                } else if f.fin {
+                    Some(message_event(text, data))
+                } else {
+                    partial = Some((text, data));
+                    None
                 }
-            },
-            _ if partial.is_some() => Some(Err(PROTOCOL)),
-            _ if f.fin => Some(message_event(f.opcode == 1, f.payload.clone())),
-            _ => {
-                partial = Some((f.opcode == 1, f.payload.clone(), 1));
-                None
             }
         };
         match got {
             Some(Err(fail)) => {
                 out.push(Err(fail));
-                return (out, taken);
+                return (out, None);
             }
             Some(ev) => out.push(ev),
             None => {}
         }
     }
-    (out, taken)
+    (out, Some(taken))
 }
 
 /// Feeds `input` in pieces of `sizes` (all at once when empty): the events
-/// read and the bytes taken (none counted after a failure). Each call's
-/// allocation is checked: a claimed length is never allocated at once.
-fn read(input: &[u8], sizes: &[usize], max: u64) -> Result<(Vec<Got>, usize), TestCaseError> {
-    let mut r = Reader::new(max);
+/// read and the bytes taken (None after a failure). Each call's allocation
+/// is checked: a claimed length is never allocated at once.
+fn read(
+    input: &[u8],
+    sizes: &[usize],
+    limits: Limits,
+) -> Result<(Vec<Got>, Option<usize>), TestCaseError> {
+    let mut r = Reader::new(limits.0, limits.1, false);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     let mut fed = 0;
@@ -298,7 +354,7 @@ fn read(input: &[u8], sizes: &[usize], max: u64) -> Result<(Vec<Got>, usize), Te
         loop {
             let (before, cap) = (buf.len(), buf.capacity());
             let (got, peak) = peak_during(|| r.next(&mut buf));
-            let bound = 3 * cap + 3 * fed + 2 * RESERVE_STEP + (128 << 10);
+            let bound = 3 * cap + 3 * fed + SLACK;
             prop_assert!(
                 peak <= bound,
                 "one read allocated {} bytes, bound {}",
@@ -309,28 +365,27 @@ fn read(input: &[u8], sizes: &[usize], max: u64) -> Result<(Vec<Got>, usize), Te
             match got {
                 Ok(None) => break,
                 Ok(Some(ev)) => {
-                    check_event(&ev, max)?;
+                    check_event(&ev, limits)?;
                     out.push(Ok(ev));
                 }
                 Err(f) => {
                     let got = (f.code, f.token);
                     prop_assert!([PROTOCOL, UTF8, TOO_BIG].contains(&got), "{:?}", f);
                     out.push(Err(got));
-                    return Ok((out, fed - buf.len()));
+                    return Ok((out, None));
                 }
             }
         }
     }
-    Ok((out, fed - buf.len()))
+    Ok((out, Some(fed - buf.len())))
 }
 
 /// What any event must satisfy, whatever the input.
-fn check_event(ev: &Event, max: u64) -> Result<(), TestCaseError> {
+fn check_event(ev: &Event, (_, max_msg): Limits) -> Result<(), TestCaseError> {
     match ev {
         Event::Message { text, data } => {
             prop_assert!(!text || std::str::from_utf8(data).is_ok());
-            let limit = max.saturating_mul(MAX_FRAGMENTS as u64);
-            prop_assert!(max == 0 || data.len() as u64 <= limit);
+            prop_assert!(max_msg == 0 || data.len() as u64 <= max_msg);
         }
         Event::Ping(p) => prop_assert!(p.len() <= 125),
         Event::Pong | Event::Close(None) => {}
@@ -349,10 +404,15 @@ proptest! {
     /// bytes are split: events, the close code of the first violation, and
     /// the bytes taken.
     #[test]
-    fn frames_read_as_the_model_says(fs in frames(), max in max_frame(), sizes in splits()) {
+    fn frames_read_as_the_model_says(
+        fs in frames(),
+        max in max_frame(),
+        max_msg in max_message(),
+        sizes in splits(),
+    ) {
         let input = wire(&fs);
-        let (want, taken) = model(&fs, max);
-        let (got, n) = read(&input, &sizes, max)?;
+        let (want, taken) = model(&fs, (max, max_msg));
+        let (got, n) = read(&input, &sizes, (max, max_msg))?;
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(n, taken);
     }
@@ -363,10 +423,11 @@ proptest! {
     fn hostile_frames_read_the_same_in_any_split(
         input in hostile(frames().prop_map(|fs| wire(&fs))),
         max in max_frame(),
+        max_msg in max_message(),
         sizes in splits(),
     ) {
-        let whole = read(&input, &[], max)?;
-        let split = read(&input, &sizes, max)?;
+        let whole = read(&input, &[], (max, max_msg))?;
+        let split = read(&input, &sizes, (max, max_msg))?;
         prop_assert_eq!(whole, split);
     }
 }

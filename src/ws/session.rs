@@ -1,12 +1,16 @@
 //! A WebSocket session: from the accepted handshake until either side
 //! closes. It runs over any byte stream, so the carrying protocol (an
-//! HTTP/1.1 upgrade today, an RFC 8441 stream later) only hands over the
+//! HTTP/1.1 upgrade or an RFC 8441 stream on HTTP/2) only hands over the
 //! stream once the handshake is answered.
 //!
 //! PAGI fixes what the session must do: the close code sent for each
 //! violation and the disconnect reason the app sees, pings driven by
 //! `websocket.keepalive`, and outgoing bytes counted against the write
-//! watermarks until the stream takes them.
+//! watermarks until the stream takes them. A violation that arrives right
+//! behind valid messages is answered once the app has answered those
+//! messages (within `ANSWER_GRACE`), so what it sent for them reaches the
+//! client before the close frame. With permessage-deflate agreed, the
+//! app's messages go out compressed.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -17,7 +21,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use super::codec::{close_frame, frame, Event, Fail, Reader, MAX_FRAGMENTS, QUEUE_FULL, TOO_BIG};
+use super::codec::{close_frame, frame, frame_rsv1, Event, Fail, QUEUE_FULL, TOO_BIG};
+use super::deflate::{Agreed, Compressor};
+use super::reader::Reader;
 use super::timers::{Due, Timers};
 use crate::abi::level;
 use crate::exchange::Exchange;
@@ -26,6 +32,9 @@ use crate::stream_io::{fill, sleep_opt, write_out, Stop};
 
 /// Buffer capacity kept between messages; one large message's is given back.
 const KEEP_CAPACITY: usize = 1 << 16;
+/// How long the close frame for a client's violation waits for the app to
+/// answer the messages delivered before it.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// The byte stream a session runs over, as the carrying protocol hands it on.
 pub(crate) struct Stream<R, W> {
@@ -35,6 +44,8 @@ pub(crate) struct Stream<R, W> {
     pub(crate) buf: BytesMut,
     /// Bytes to write first (the handshake answer, when not yet written).
     pub(crate) out: Vec<u8>,
+    /// permessage-deflate, when the handshake agreed to it.
+    pub(crate) deflate: Option<Agreed>,
 }
 
 /// How a session ends: the disconnect the app is told about, if any.
@@ -78,6 +89,12 @@ pub(crate) struct Session<R, W> {
     timers: Timers,
     /// Our close frame is in `out` or written: nothing else follows it.
     close_sent: bool,
+    /// permessage-deflate as agreed (None: off, or given up after an error).
+    deflate: Option<Agreed>,
+    /// Compresses the app's messages; made at the first one.
+    compressor: Option<Compressor>,
+    /// Messages handed to the app so far.
+    delivered: u64,
 }
 
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
@@ -101,6 +118,9 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
             unwritten: 0,
             timers,
             close_sent: false,
+            deflate: stream.deflate,
+            compressor: None,
+            delivered: 0,
         }
     }
 
@@ -164,15 +184,51 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
         }
     }
 
+    /// Ends the session for a client's violation, once the app has
+    /// answered the messages delivered before it (the app's own end, or
+    /// `ANSWER_GRACE`, ends the wait); a full receive queue is not waited
+    /// for.
+    async fn fail_after_answers(&mut self, f: Fail) -> Option<End> {
+        if f != QUEUE_FULL {
+            let until = tokio::time::Instant::now() + ANSWER_GRACE;
+            // The app waits for its next message once it has answered all
+            // it took; frames it sent before are queued ahead of that news.
+            while self.ex.answered() < self.delivered {
+                tokio::select! {
+                    _ = self.ex.wake() => {}
+                    o = self.rx.recv() => match o {
+                        None | Some(Out::End | Out::Abort) => break,
+                        Some(o) => {
+                            if let ControlFlow::Break(end) = self.app_frame(o).await {
+                                return end;
+                            }
+                        }
+                    },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+            while let Ok(o) = self.rx.try_recv() {
+                if matches!(o, Out::End | Out::Abort) {
+                    break;
+                }
+                if let ControlFlow::Break(end) = self.app_frame(o).await {
+                    return end;
+                }
+            }
+        }
+        self.fail(f).await
+    }
+
     /// Ends the session for a violation (or overflow), with a close frame
     /// unless one went out already.
     async fn fail(&mut self, f: Fail) -> Option<End> {
         if f.code == TOO_BIG.code {
+            let cfg = &self.ex.core().cfg;
             self.ex.core().bridge.log(
                 level::WARN,
                 &format!(
-                    "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, at most {MAX_FRAGMENTS} frames) - closing connection",
-                    self.ex.core().cfg.max_ws_frame_size
+                    "PAGI connection error: WebSocket message too big (max_ws_frame_size {} bytes, max_ws_message_size {} bytes) - closing connection",
+                    cfg.max_ws_frame_size, cfg.max_ws_message_size
                 ),
             );
         }
@@ -187,22 +243,27 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
 
     async fn session(&mut self) -> Option<End> {
         let core = self.ex.core().clone();
-        let mut reader = Reader::new(core.cfg.max_ws_frame_size);
+        let mut reader = Reader::new(
+            core.cfg.max_ws_frame_size,
+            core.cfg.max_ws_message_size,
+            self.deflate.is_some(),
+        );
         loop {
             // Every complete frame already here, then whatever that queued.
             loop {
                 let ev = match reader.next(&mut self.buf) {
                     Ok(Some(ev)) => ev,
                     Ok(None) => break,
-                    Err(f) => return self.fail(f).await,
+                    Err(f) => return self.fail_after_answers(f).await,
                 };
                 match ev {
                     Event::Message { text, data } => {
                         // The app's receive queue (max_receive_queue messages),
                         // counted until the app takes each message.
                         if !self.ex.message(text, &data) {
-                            return self.fail(QUEUE_FULL).await;
+                            return self.fail_after_answers(QUEUE_FULL).await;
                         }
+                        self.delivered += 1;
                     }
                     Event::Ping(p) => frame(&mut self.out, OpCode::Control(Control::Pong), &p),
                     Event::Pong => self.timers.ponged(),
@@ -279,8 +340,11 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
                 if self.close_sent {
                     self.ex.written(data.len());
                 } else {
-                    let op = if text { Data::Text } else { Data::Binary };
-                    frame(&mut self.out, OpCode::Data(op), &data);
+                    let op = OpCode::Data(if text { Data::Text } else { Data::Binary });
+                    match self.compress(&data) {
+                        Some(z) => frame_rsv1(&mut self.out, op, &z, true),
+                        None => frame(&mut self.out, op, &data),
+                    }
                     self.unwritten += data.len();
                 }
             }
@@ -309,6 +373,22 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Session<R, W> {
             Out::Data(_) | Out::File(_) | Out::Trailers(_) | Out::Sse(_) => {}
         }
         ControlFlow::Continue(())
+    }
+
+    /// A message of the app's, compressed when permessage-deflate was
+    /// agreed. Should the compressor fail, this message and all after it go
+    /// out uncompressed (RFC 7692 allows that for any message).
+    fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+        let agreed = self.deflate.as_ref()?;
+        let z = self
+            .compressor
+            .get_or_insert_with(|| Compressor::new(agreed))
+            .message(data);
+        if z.is_none() {
+            self.deflate = None;
+            self.compressor = None;
+        }
+        z
     }
 
     /// The server is shutting down: tell the client (1001) and end; the app

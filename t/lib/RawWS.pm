@@ -25,10 +25,13 @@ use constant {
 };
 
 # Connects and writes the upgrade request. %opt: loop, port, path
-# (default '/'), protocols (Sec-WebSocket-Protocol value), headers (extra
-# [name, value] pairs), rcvbuf (a fixed socket receive buffer, so that a
-# client that does not read holds back a bounded amount). Does not wait for
-# the answer: see ->handshake.
+# (default '/'), protocols (Sec-WebSocket-Protocol value), extensions
+# (Sec-WebSocket-Extensions value), headers (extra [name, value] pairs),
+# rcvbuf (a fixed socket receive buffer, so that a client that does not
+# read holds back a bounded amount); key, version and connection replace
+# the Sec-WebSocket-Key, Sec-WebSocket-Version and Connection values, and
+# leave the field out when given as undef. Does not wait for the answer:
+# see ->handshake.
 sub start {
     my ($class, %opt) = @_;
     my $self = $class->new(loop => $opt{loop}, port => $opt{port});
@@ -36,13 +39,16 @@ sub start {
         setsockopt($self->{sock}, SOL_SOCKET, SO_RCVBUF, pack('i', $opt{rcvbuf}))
             or die "setsockopt SO_RCVBUF: $!";
     }
+    my %field = (key => $KEY, version => 13, connection => 'Upgrade');
+    $field{$_} = $opt{$_} for grep { exists $opt{$_} } keys %field;
     my $req = 'GET ' . ($opt{path} // '/') . " HTTP/1.1\r\n"
         . "Host: 127.0.0.1\r\n"
-        . "Upgrade: websocket\r\n"
-        . "Connection: Upgrade\r\n"
-        . "Sec-WebSocket-Key: $KEY\r\n"
-        . "Sec-WebSocket-Version: 13\r\n";
+        . "Upgrade: websocket\r\n";
+    $req .= "Connection: $field{connection}\r\n"     if defined $field{connection};
+    $req .= "Sec-WebSocket-Key: $field{key}\r\n"      if defined $field{key};
+    $req .= "Sec-WebSocket-Version: $field{version}\r\n" if defined $field{version};
     $req .= "Sec-WebSocket-Protocol: $opt{protocols}\r\n" if defined $opt{protocols};
+    $req .= "Sec-WebSocket-Extensions: $opt{extensions}\r\n" if defined $opt{extensions};
     $req .= "$_->[0]: $_->[1]\r\n" for @{ $opt{headers} || [] };
     $self->write("$req\r\n");
     return $self;
@@ -171,6 +177,73 @@ sub read_nonping {
         return $f;
     }
     return undef;
+}
+
+# The frames of one fragmented binary message of $total bytes (byte k is
+# k * 31 mod 256) in frames of $piece bytes, as wire bytes.
+sub fragmented {
+    my ($total, $piece) = @_;
+    my $data = message_bytes($total);
+    my $wire = '';
+    my $n = int(($total + $piece - 1) / $piece) || 1;
+    for my $i (0 .. $n - 1) {
+        my $first = ($i == $n - 1 ? 0x80 : 0) | ($i == 0 ? BINARY : CONT);
+        $wire .= build($first, substr($data, $i * $piece, $piece), key => "\x11\x22\x33\x44");
+    }
+    return $wire;
+}
+
+sub message_bytes {
+    my ($total) = @_;
+    my $cycle = join '', map { chr($_ * 31 % 256) } 0 .. 255;
+    return substr($cycle x (int($total / 256) + 1), 0, $total);
+}
+
+# permessage-deflate (RFC 7692) with Compress::Raw::Zlib: a compressor
+# (->compress: one message's payload, without the final 00 00 ff ff) and a
+# decompressor (->inflate: one message's payload back), each keeping its
+# window across messages unless made with fresh => 1. %opt: bits (the
+# window, default 15), fresh.
+package RawWS::Deflate;
+
+use Compress::Raw::Zlib qw(Z_OK Z_STREAM_END Z_SYNC_FLUSH Z_DEFAULT_COMPRESSION);
+
+sub new {
+    my ($class, %opt) = @_;
+    my $self = bless { bits => $opt{bits} // 15, fresh => $opt{fresh} // 0 }, $class;
+    $self->_reset;
+    return $self;
+}
+
+sub _reset {
+    my ($self) = @_;
+    my $bits = $self->{bits};
+    ($self->{d}, my $st) = Compress::Raw::Zlib::Deflate->new(
+        -WindowBits => -$bits, -Level => Z_DEFAULT_COMPRESSION, -AppendOutput => 1);
+    die "deflate init: $st\n" unless $st == Z_OK;
+    ($self->{i}, $st) = Compress::Raw::Zlib::Inflate->new(
+        -WindowBits => -$bits, -AppendOutput => 1, -LimitOutput => 0, -Bufsize => 65536);
+    die "inflate init: $st\n" unless $st == Z_OK;
+}
+
+sub compress {
+    my ($self, $data) = @_;
+    my $out = '';
+    $self->{d}->deflate($data, $out) == Z_OK or die "deflate failed\n";
+    $self->{d}->flush($out, Z_SYNC_FLUSH) == Z_OK or die "deflate flush failed\n";
+    $out =~ s/\x00\x00\xff\xff\z// or die "no sync flush tail\n";
+    $self->_reset if $self->{fresh};
+    return $out;
+}
+
+# Undef when the payload does not inflate (with this window).
+sub inflate {
+    my ($self, $payload) = @_;
+    my $in = $payload . "\x00\x00\xff\xff";
+    my $out = '';
+    my $st = $self->{i}->inflate($in, $out);
+    return undef unless $st == Z_OK || $st == Z_STREAM_END;
+    return $out;
 }
 
 1;

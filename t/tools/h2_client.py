@@ -19,8 +19,11 @@ made:
   status S CODE                   response status (informational: info S CODE)
   header S NAME VALUE             one response header (VALUE to end of line)
   trailer S NAME VALUE            one trailer field
-  frame S OPCODE FIN HEX          a WebSocket frame from the server
+  frame S OPCODE FIN HEX          a WebSocket frame from the server (a
+                                  compressed message's payload inflated)
   masked S                        ... that frame was masked (a server must not)
+  rsv S BITS                      ... that frame had RSV bits set (4: RSV1,
+                                  permessage-deflate)
   close S CODE HEX                a close frame (CODE 'none' when empty)
   data S T HEX                    DATA on a stream that is not an accepted WebSocket
   end S                           END_STREAM from the server
@@ -39,6 +42,12 @@ Steps (ws --step, repeatable; {i} in a step is the stream's index from 0):
   pattern:N          a masked binary frame of N bytes, byte k = (7k + 3) mod 256
   frame:B0:HEX       a masked frame whose first byte is B0 (hex), e.g. 81
   nomask:B0:HEX      the same, not masked
+  raw:HEX            these bytes as they are
+  fragments:N:P      a masked binary message of N bytes (byte k = 31k mod 256)
+                     in frames of P bytes
+  deflate:STRING     a masked text message compressed (permessage-deflate,
+                     RSV1; the stream's compressor keeps its window)
+(ws --ws-version V sets the sec-websocket-version sent; empty: none)
   close:CODE[:TEXT]  a close frame
   wait:N             until N WebSocket frames have arrived on this stream
   wait-close         until a close frame has arrived
@@ -67,6 +76,7 @@ import ssl
 import struct
 import sys
 import time
+import zlib
 
 try:
     import h2.config
@@ -171,6 +181,10 @@ class Stream:
         self.outq = b""
         self.end_after_out = False
         self.sleep_until = None
+        # permessage-deflate, each way keeping its window (RFC 7692).
+        self.deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self.inflater = zlib.decompressobj(-15)
+        self.compressed = False
 
     @property
     def websocket(self):
@@ -283,9 +297,17 @@ class Client:
                 for b0, masked, payload in frames:
                     st.frames += 1
                     op = b0 & 0x0F
+                    if op in (1, 2):
+                        st.compressed = bool(b0 & 0x40)
+                    if (op in (0, 1, 2)) and st.compressed:
+                        payload = st.inflater.decompress(payload)
+                        if b0 & 0x80:
+                            payload += st.inflater.decompress(b"\x00\x00\xff\xff")
                     out("frame", sid, op, 1 if b0 & 0x80 else 0, payload.hex())
                     if masked:
                         out("masked", sid)
+                    if b0 & 0x70:
+                        out("rsv", sid, (b0 >> 4) & 7)
                     if op == 8:
                         st.closed_by_server = True
                         if len(payload) >= 2:
@@ -369,8 +391,9 @@ class Client:
                 (":scheme", "https" if a.tls else "http"),
                 (":path", path),
                 (":authority", a.authority),
-                ("sec-websocket-version", "13"),
             ]
+            if a.ws_version:
+                headers.append(("sec-websocket-version", a.ws_version))
             if a.protocol is not None:
                 headers.append(("sec-websocket-protocol", a.protocol))
         for h in a.header:
@@ -455,6 +478,26 @@ class Client:
                 b0, _, hexp = arg.partition(":")
                 self.write(st, ws_frame(int(b0, 16), bytes.fromhex(hexp), mask=name == "frame"))
                 out("sent", st.sid, name)
+            elif name == "raw":
+                self.write(st, bytes.fromhex(arg))
+                out("sent", st.sid, "raw")
+            elif name == "fragments":
+                total, _, piece = arg.partition(":")
+                total, piece = int(total), int(piece)
+                data = bytes((31 * k) % 256 for k in range(total))
+                n = max(1, -(-total // piece))
+                wire = b"".join(
+                    ws_frame((0x80 if i == n - 1 else 0) | (2 if i == 0 else 0),
+                             data[i * piece:(i + 1) * piece])
+                    for i in range(n))
+                self.write(st, wire)
+                out("sent", st.sid, "fragments")
+            elif name == "deflate":
+                z = st.deflater.compress(arg.encode("utf-8")) + st.deflater.flush(zlib.Z_SYNC_FLUSH)
+                if z.endswith(b"\x00\x00\xff\xff"):
+                    z = z[:-4]
+                self.write(st, ws_frame(0xC1, z))
+                out("sent", st.sid, "deflate")
             elif name == "close":
                 code, _, text = arg.partition(":")
                 self.write(st, ws_frame(0x88, struct.pack("!H", int(code)) + text.encode("utf-8")))
@@ -564,6 +607,8 @@ def main():
                    help="the :protocol of the extended CONNECT")
     w.add_argument("--plain-connect", action="store_true",
                    help="a plain CONNECT (no :protocol, :scheme, :path)")
+    w.add_argument("--ws-version", default="13",
+                   help="the sec-websocket-version sent (empty: none)")
 
     s = sub.add_parser("sse", help="one text/event-stream GET")
     common(s, False)

@@ -67,6 +67,10 @@ sub _receive {
     return Future->done({ %{ $self->{gone} } }) if $self->{gone};
     return Future->done({ type => 'websocket.disconnect', code => 1006, reason => '' })
         if $self->{done};
+    # The app has answered every message it took: the core may send the
+    # close frame for a client's violation that came right behind them.
+    PAGI::Server::Native::ws_waiting($self->{native}, $self->{id}, $self->{taken} // 0)
+        if $self->{accepted} && $self->{native};
     my $f = $self->{loop}->new_future;
     push @{ $self->{waiters} }, $f;
     return $f;
@@ -90,6 +94,7 @@ sub message {
 # The app has a message: the core may read on.
 sub _taken {
     my ($self, $ev) = @_;
+    $self->{taken}++;
     return if $self->{gone} || !$self->{native};
     PAGI::Server::Native::ws_ack($self->{native}, $self->{id},
         bytes::length($ev->{text} // $ev->{bytes}));

@@ -28,6 +28,7 @@ use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIM
 use crate::server::{Reply, ServerCore, FORCE, RUNNING};
 use crate::slow::{evicted, BodyClock, HeadWait, EVICT_GRACE_PARTIAL};
 use crate::stream_io::{fill, sleep_opt, write_out, Stop};
+use crate::ws::accept;
 use crate::ws::session::{Session, Stream as WsStream};
 
 /// Bytes read ahead (pipelined requests) while a response is in progress.
@@ -259,7 +260,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         let ws_key = head
             .upgrade
             .as_ref()
-            .map(|Upgrade::WebSocket { key }| key.as_slice());
+            .map(|Upgrade::WebSocket { key }| key.as_slice())
+            .map(|key| (key, accept::agree(core.cfg.ws_compression, &head.headers)));
         let mut upgraded = false;
         // An SSE request's connection closes after its response, whether a
         // stream or a declining answer (as the reference does).
@@ -347,8 +349,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     // that switches the connection over to the session.
                     Ok(Reply::WsAccept(a)) => {
                         // Perl accepts only requests it saw as WebSocket.
-                        let Some(key) = ws_key else { break Err(Stop::Closed) };
-                        a.write_h1(&mut self.out, key);
+                        let Some((key, deflate)) = &ws_key else { break Err(Stop::Closed) };
+                        a.write_h1(&mut self.out, key, deflate.as_ref());
                         upgraded = true;
                         break Ok(());
                     }
@@ -428,12 +430,17 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     wr: &mut self.wr,
                     buf: std::mem::take(&mut self.buf),
                     out: std::mem::take(&mut self.out),
+                    deflate: ws_key.and_then(|(_, d)| d),
                 };
                 // Dropping the exchange with the session reports the end
                 // unless the session or the app already did.
                 Session::new(ex, body_rx, self.sd.clone(), stream)
                     .run()
                     .await;
+                // What the client still sends (its answer to our close
+                // frame) is read and dropped before the socket closes: a
+                // reset could destroy our last frames before it read them.
+                self.linger = true;
                 false
             }
             Ok(()) => {
@@ -454,7 +461,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         // A client too slow to send its head is not waited for any longer.
         self.linger = r != REQUEST_TIMEOUT;
         if !started {
-            self.out = encode::error_response(r.status, r.message, &self.core.cfg.server_header);
+            self.out =
+                encode::error_response(r.status, r.message, &self.core.cfg.server_header, r.field);
             let _ = write_out(
                 &mut self.wr,
                 &mut self.out,

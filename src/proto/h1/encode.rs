@@ -198,9 +198,15 @@ impl Writer {
 
 /// The answer to a request refused before the app saw it; the connection
 /// is closed after it.
-pub fn error_response(status: u16, message: &str, server_header: &str) -> Vec<u8> {
+pub fn error_response(
+    status: u16,
+    message: &str,
+    server_header: &str,
+    field: Option<(&str, &str)>,
+) -> Vec<u8> {
+    let extra = field.map_or(String::new(), |(n, v)| format!("{n}: {v}\r\n"));
     format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\ndate: {}\r\nServer: {server_header}\r\nConnection: close\r\n\r\n{message}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\ndate: {}\r\nServer: {server_header}\r\n{extra}Connection: close\r\n\r\n{message}",
         reason(status),
         message.len(),
         http_date()

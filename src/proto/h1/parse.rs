@@ -3,6 +3,7 @@
 //! each kind of bad input gets.
 
 use crate::exchange::{BodyHint, RequestHead, Scheme, Upgrade, Version};
+use crate::ws::handshake;
 
 /// Limits from the server options (`max_request_line_size` is internal to the
 /// reference and fixed at 8192 there).
@@ -60,21 +61,22 @@ impl Head {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// The client's `Sec-WebSocket-Key` when this is a WebSocket upgrade:
-    /// `Upgrade: websocket`, a Connection header naming upgrade, the key,
-    /// and no request body.
-    pub fn websocket_key(&self) -> Option<&[u8]> {
-        let has = |name: &[u8], pred: &dyn Fn(&[u8]) -> bool| {
-            self.headers.iter().any(|(n, v)| n == name && pred(v))
+    /// Whether this is a WebSocket handshake: `Upgrade: websocket`, a
+    /// Connection header naming upgrade among its tokens (`keep-alive,
+    /// Upgrade` as Firefox sends it), and no request body.
+    pub fn wants_websocket(&self) -> bool {
+        let has = |name: &[u8], token: &[u8]| {
+            self.headers
+                .iter()
+                .any(|(n, v)| n == name && has_token(v, token))
         };
-        let upgrade = has(b"upgrade", &|v| {
-            v.trim_ascii().eq_ignore_ascii_case(b"websocket")
-        });
-        let connection = has(b"connection", &|v| {
-            v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-        });
-        if !upgrade || !connection || !self.framing.is_empty() {
+        has(b"upgrade", b"websocket") && has(b"connection", b"upgrade") && self.framing.is_empty()
+    }
+
+    /// The client's `Sec-WebSocket-Key` when this is a WebSocket handshake
+    /// (`parse` has checked it).
+    pub fn websocket_key(&self) -> Option<&[u8]> {
+        if !self.wants_websocket() {
             return None;
         }
         self.header(b"sec-websocket-key").map(<[u8]>::trim_ascii)
@@ -131,10 +133,16 @@ impl Head {
 pub struct Reject {
     pub status: u16,
     pub message: &'static str,
+    /// A header field the answer carries (name, value).
+    pub field: Option<(&'static str, &'static str)>,
 }
 
 pub const fn reject_with(status: u16, message: &'static str) -> Reject {
-    Reject { status, message }
+    Reject {
+        status,
+        message,
+        field: None,
+    }
 }
 
 pub const BAD_REQUEST: Reject = reject_with(400, "Bad Request");
@@ -321,21 +329,29 @@ pub fn parse(buf: &[u8], lim: &Limits) -> Result<Option<(Head, usize)>, Reject> 
     } else {
         conn_keep && !conn_close
     };
-    Ok(Some((
-        Head {
-            method,
-            raw_path: raw_path.to_vec(),
-            query: query.to_vec(),
-            version,
-            headers,
-            framing,
-            content_length,
-            // RFC 9110 10.1.1: an HTTP/1.0 client's Expect is ignored.
-            expect_continue: expect_continue && version == 11,
-            keep_alive,
-        },
-        n,
-    )))
+    let head = Head {
+        method,
+        raw_path: raw_path.to_vec(),
+        query: query.to_vec(),
+        version,
+        headers,
+        framing,
+        content_length,
+        // RFC 9110 10.1.1: an HTTP/1.0 client's Expect is ignored.
+        expect_continue: expect_continue && version == 11,
+        keep_alive,
+    };
+    // A WebSocket handshake the server cannot take is answered here.
+    if head.wants_websocket() {
+        if let Err(r) = handshake::check_h1(&head.headers) {
+            return Err(Reject {
+                status: r.status,
+                message: r.message,
+                field: r.field,
+            });
+        }
+    }
+    Ok(Some((head, n)))
 }
 
 #[cfg(test)]
@@ -483,7 +499,7 @@ mod tests {
 
     #[test]
     fn converts_to_the_neutral_head() {
-        let (h, _) = p("GET /chat?x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k \r\n\r\n")
+        let (h, _) = p("GET /chat?x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ== \r\nSec-WebSocket-Version: 13\r\n\r\n")
             .expect("valid")
             .expect("complete");
         let (r, f) = h.into_request(Scheme::Http);
@@ -495,7 +511,12 @@ mod tests {
             (r.version, r.body, r.authority.as_deref()),
             (Version::Http11, BodyHint::None, None)
         );
-        assert_eq!(r.upgrade, Some(Upgrade::WebSocket { key: b"k".to_vec() }));
+        assert_eq!(
+            r.upgrade,
+            Some(Upgrade::WebSocket {
+                key: b"dGhlIHNhbXBsZSBub25jZQ==".to_vec()
+            })
+        );
         assert_eq!(r.header(b"host"), Some(&b"h"[..]));
         assert!(f.keep_alive && f.framing.is_empty());
         let (h, _) = p("POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\n")
@@ -511,6 +532,46 @@ mod tests {
             .expect("valid")
             .expect("complete");
         assert_eq!(h.into_request(Scheme::Http).0.body, BodyHint::Chunked);
+    }
+
+    #[test]
+    fn websocket_handshakes_are_checked() {
+        let ws = |conn: &str, extra: &str| {
+            p(&format!("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: {conn}\r\n{extra}\r\n"))
+        };
+        let good = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+        // Firefox's Connection field: a token list, any case.
+        for conn in [
+            "Upgrade",
+            "keep-alive, Upgrade",
+            "keep-alive,upgrade",
+            "UPGRADE , close",
+        ] {
+            let (h, _) = ws(conn, good).expect("valid").expect("complete");
+            assert!(h.websocket_key().is_some(), "{conn}");
+        }
+        let refused = |extra: &str| {
+            ws("Upgrade", extra)
+                .map(|_| ())
+                .map_err(|r| (r.status, r.field))
+        };
+        let version = Err((426, Some(("Sec-WebSocket-Version", "13"))));
+        assert_eq!(
+            refused("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+            version
+        );
+        assert_eq!(
+            refused("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n"),
+            version
+        );
+        assert_eq!(refused("Sec-WebSocket-Version: 13\r\n"), Err((400, None)));
+        assert_eq!(
+            refused("Sec-WebSocket-Key: not-sixteen-bytes\r\nSec-WebSocket-Version: 13\r\n"),
+            Err((400, None))
+        );
+        // Not a handshake (no upgrade token): an HTTP request like any other.
+        let (h, _) = ws("keep-alive", "").expect("valid").expect("complete");
+        assert!(h.websocket_key().is_none());
     }
 
     #[test]

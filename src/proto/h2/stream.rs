@@ -26,6 +26,9 @@ use crate::exchange::{BodyHint, Exchange, Replies, RequestHead, Scheme, Upgrade,
 use crate::net::peer::Peer;
 use crate::server::{Head, Out, Reply, ServerCore, FORCE, RUNNING};
 use crate::stream_io::{sleep_opt, Stop};
+use crate::ws::accept;
+use crate::ws::deflate::Agreed;
+use crate::ws::handshake;
 use crate::ws::session::{Session, Stream as WsStream};
 
 /// What every stream of a connection shares.
@@ -40,6 +43,8 @@ pub(super) struct Ctx {
 struct Refusal {
     status: u16,
     message: &'static str,
+    /// A header field the answer carries (name, value).
+    field: Option<(&'static str, &'static str)>,
 }
 
 /// The stream's request head as the seam's `RequestHead`. `ended`: the
@@ -58,6 +63,7 @@ fn request_head(
         return Err(Refusal {
             status: 501,
             message: "CONNECT method not supported",
+            field: None,
         });
     }
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -87,6 +93,15 @@ fn request_head(
         Some(n) if n > 0 => BodyHint::Length(n),
         _ => BodyHint::Unknown,
     };
+    // RFC 8441 section 5: Sec-WebSocket-Version as in RFC 6455 (no key).
+    if websocket && !handshake::version_ok(&headers) {
+        let r = handshake::WRONG_VERSION;
+        return Err(Refusal {
+            status: r.status,
+            message: r.message,
+            field: r.field,
+        });
+    }
     let expect_continue = !ended
         && req
             .headers()
@@ -212,7 +227,14 @@ pub(super) async fn serve(
     let head = match request_head(&req, ctx.peer.scheme(), ended) {
         Ok(h) => h,
         Err(r) => {
-            answer(&mut respond, r.status, r.message, ctx.server.as_ref());
+            let (mut head, body) = response::plain(r.status, r.message, ctx.server.as_ref());
+            if let Some((n, v)) = r.field {
+                head.headers_mut()
+                    .insert(n, http::HeaderValue::from_static(v));
+            }
+            if let Ok(mut tx) = respond.send_response(head, false) {
+                let _ = tx.send_data(body, true);
+            }
             return;
         }
     };
@@ -247,7 +269,12 @@ pub(super) async fn serve(
         sd: ctx.core.shutdown_watch(),
         ahead: None,
     };
-    task.run(replies, head.expect_continue, head.is_websocket())
+    // permessage-deflate, as agreed should the app accept the WebSocket.
+    let deflate = head
+        .is_websocket()
+        .then(|| accept::agree(task.core.cfg.ws_compression, &head.headers))
+        .flatten();
+    task.run(replies, head.expect_continue, head.is_websocket(), deflate)
         .await;
 }
 
@@ -265,7 +292,13 @@ fn answer(
 }
 
 impl Task {
-    async fn run(mut self, replies: Replies, mut gated: bool, websocket: bool) {
+    async fn run(
+        mut self,
+        replies: Replies,
+        mut gated: bool,
+        websocket: bool,
+        deflate: Option<Agreed>,
+    ) {
         let Replies {
             head: mut head_rx,
             out: mut out_rx,
@@ -321,7 +354,7 @@ impl Task {
                         if !websocket {
                             break Err(Stop::Closed);
                         }
-                        match self.accept(&a.fields) {
+                        match self.accept(&a.h2_fields(deflate.as_ref())) {
                             Some(tx) => {
                                 upgraded = Some(tx);
                                 break Ok(());
@@ -381,6 +414,7 @@ impl Task {
                         wr: TunnelWrite::new(tx),
                         buf: BytesMut::new(),
                         out: Vec::new(),
+                        deflate,
                     };
                     Session::new(ex, out_rx, sd, stream).run().await;
                 } else {
