@@ -172,12 +172,6 @@ sub wait_disconnect {
     return $rec{$t} && $rec{$t}{disconnect};
 }
 
-sub dump_frame {
-    my ($f) = @_;
-    return 'no frame' unless $f;
-    return sprintf('opcode %d fin %d len %d code %s reason %s', $f->{opcode}, $f->{fin},
-        length $f->{payload}, $f->{code} // '-', $f->{reason} // '-');
-}
 
 my $server = start_server($loop, app => $app);
 
@@ -234,7 +228,7 @@ subtest 'echo: text, binary, fragments, ping, large; unmasked refused' => sub {
     is(length($ev && $ev->{text} // ''), 5, 'five characters');
     ok($ev && utf8::is_utf8($ev->{text}), 'character string');
     ok(!exists $ev->{bytes}, 'no bytes key on a text message');
-    is($f && $f->{first}, 0x81, 'echo is a final text frame') or diag(dump_frame($f));
+    is($f && $f->{first}, 0x81, 'echo is a final text frame') or diag(RawWS::describe($f));
     ok($f && !$f->{masked}, 'server frame unmasked');
     is($f && $f->{payload}, $bytes, 'payload is the UTF-8 bytes');
 
@@ -243,7 +237,7 @@ subtest 'echo: text, binary, fragments, ping, large; unmasked refused' => sub {
     $ev = $r->{events}[1];
     is($ev && $ev->{bytes}, "\x00\xff\x10", 'bytes exact');
     ok(!exists $ev->{text}, 'no text key on a binary message');
-    is($f && $f->{first}, 0x82, 'echo is a final binary frame') or diag(dump_frame($f));
+    is($f && $f->{first}, 0x82, 'echo is a final binary frame') or diag(RawWS::describe($f));
     is($f && $f->{payload}, "\x00\xff\x10", 'binary payload exact');
 
     $c->write(RawWS::build(0x01, 'frag1-')
@@ -253,7 +247,7 @@ subtest 'echo: text, binary, fragments, ping, large; unmasked refused' => sub {
     my @got = grep { $_ } map { $c->read_frame(3) } 1 .. 2;
     my ($pong) = grep { $_->{opcode} == 0xA } @got;
     my ($msg)  = grep { $_->{opcode} == 0x1 } @got;
-    ok($pong, 'ping answered with a pong') or diag(join '; ', map { dump_frame($_) } @got);
+    ok($pong, 'ping answered with a pong') or diag(join '; ', map { RawWS::describe($_) } @got);
     is($pong && $pong->{payload}, 'pp', 'pong carries the ping payload');
     is($msg && $msg->{payload}, 'frag1-frag2-frag3', 'fragments echoed as one message');
     is(scalar @{ $r->{events} }, 3, 'app got one message for three fragments');
@@ -262,7 +256,7 @@ subtest 'echo: text, binary, fragments, ping, large; unmasked refused' => sub {
     my $big = join '', map { chr(($_ * 7) % 256) } 1 .. 60000;
     $c->send_frame(0x82, $big);
     $f = $c->read_frame(5);
-    is($f && $f->{opcode}, 2, 'large message echoed as binary') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 2, 'large message echoed as binary') or diag(RawWS::describe($f));
     ok($f && $f->{payload} eq $big, '60000 bytes round-trip byte-exact')
         or diag('got ' . length($f ? $f->{payload} : ''));
 
@@ -270,7 +264,7 @@ subtest 'echo: text, binary, fragments, ping, large; unmasked refused' => sub {
     # connection (the reference server took them).
     $c->send_frame(0x81, 'plain', mask => 0);
     $f = $c->read_frame(3);
-    is($f && $f->{code}, 1002, 'an unmasked frame: close 1002') or diag(dump_frame($f));
+    is($f && $f->{code}, 1002, 'an unmasked frame: close 1002') or diag(RawWS::describe($f));
     wait_disconnect('echo');
     is([ grep { ($_->{text} // '') eq 'plain' } @{ $r->{events} } ], [],
         'the unmasked message never reached the app');
@@ -284,7 +278,7 @@ subtest 'close handshake from the client' => sub {
     my $c = accepted($server, '/echo?t=cclose', 'client close');
     $c->send_close(1000, 'bye');
     my $f = $c->read_nonping(3);
-    is($f && $f->{opcode}, 8, 'server answers with a close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'server answers with a close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 1000, 'code 1000');
     is($f && $f->{reason}, 'bye', 'reason bye');
     my $d = wait_disconnect('cclose');
@@ -296,7 +290,7 @@ subtest 'close from the server' => sub {
     %rec = ();
     my $c = accepted($server, '/server-close?t=sclose', 'server close');
     my $f = $c->read_nonping(3);
-    is($f && $f->{opcode}, 8, 'close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 4000, 'code 4000');
     is($f && $f->{reason}, 'done', "reason 'done'");
     $c->send_close(4000, '');
@@ -322,7 +316,7 @@ subtest 'protocol errors' => sub {
         my $c = accepted($server, "/echo?t=$t", $label);
         $c->write($wire);
         my $f = $c->read_nonping(3);
-        is($f && $f->{opcode}, 8, "$label: close frame") or diag(dump_frame($f));
+        is($f && $f->{opcode}, 8, "$label: close frame") or diag(RawWS::describe($f));
         is($f && $f->{code}, $code, "$label: code $code");
         like($c->wait_close(3), qr/^(eof|reset)$/, "$label: connection closed");
         my $d = wait_disconnect($t);
@@ -338,7 +332,7 @@ subtest 'max_ws_frame_size' => sub {
     my $c = accepted($small, '/echo?t=big', 'oversized frame');
     $c->send_frame(0x82, 'b' x 2000);
     my $f = $c->read_nonping(3);
-    is($f && $f->{opcode}, 8, 'close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 1009, 'code 1009');
     like($c->wait_close(3), qr/^(eof|reset)$/, 'connection closed');
     my $d = wait_disconnect('big');
@@ -349,14 +343,14 @@ subtest 'max_ws_frame_size' => sub {
     my $payload = 'f' x 1000;
     $ok->send_frame(0x82, $payload);
     $f = $ok->read_frame(3);
-    is($f && $f->{payload}, $payload, '1000-byte frame echoed') or diag(dump_frame($f));
+    is($f && $f->{payload}, $payload, '1000-byte frame echoed') or diag(RawWS::describe($f));
     $ok->send_close(1000, '');
     $ok->wait_close(3);
 
     my $huge = accepted($small, '/echo?t=huge', 'claimed 2^64-1 length');
     $huge->write("\x81\x7F" . ("\xFF" x 8));
     my $hf = $huge->read_nonping(3);
-    note('on a 2^64-1 length: ' . dump_frame($hf));
+    note('on a 2^64-1 length: ' . RawWS::describe($hf));
     like($huge->wait_close(3), qr/^(eof|reset)$/, 'connection closed');
     my ($resp) = RawHTTP->request($loop, $small->port, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     is($resp && $resp->{status}, 200, 'server still answers HTTP');
@@ -392,7 +386,7 @@ subtest 'denials and app failures' => sub {
 
     $c = accepted($server, '/return?t=return', 'app returns after accept');
     my $f = $c->read_nonping(3);
-    is($f && $f->{opcode}, 8, 'close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 1000, 'code 1000');
     $c->send_close(1000, '');
     $c->wait_close(3);
@@ -400,7 +394,7 @@ subtest 'denials and app failures' => sub {
     @warnings = ();
     $c = accepted($server, '/die-late?t=late', 'app dies after accept');
     $f = $c->read_nonping(3);
-    is($f && $f->{opcode}, 8, 'close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 1011, 'code 1011');
     $c->wait_close(3);
     pump_until($loop, 1, sub { grep { /late boom/ } @warnings });
@@ -421,7 +415,7 @@ subtest 'unfinished denials and data after close' => sub {
 
     $c = accepted($server, '/close-then-send?t=cts', 'close then send');
     my $f = $c->read_nonping(3);
-    is($f && $f->{code}, 4001, 'close frame 4001') or diag(dump_frame($f));
+    is($f && $f->{code}, 4001, 'close frame 4001') or diag(RawWS::describe($f));
     $c->send_close(4001, '');
     $c->wait_close(3);
     my @after;
@@ -445,7 +439,7 @@ subtest 'max_receive_queue' => sub {
     my $c = accepted($qs, '/hold?t=queue', 'queue');
     $c->write(join '', map { RawWS::build(0x81, "m$_") } 1 .. 5);
     my $f = $c->read_nonping(3);
-    is($f && $f->{opcode}, 8, 'close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 1008, 'code 1008');
     is($f && $f->{reason}, 'Message queue overflow', "reason 'Message queue overflow'");
     note('connection after the overflow: ' . $c->wait_close(2));
@@ -484,7 +478,7 @@ subtest 'websocket.keepalive' => sub {
     %rec = ();
     my $c = accepted($server, '/keepalive?t=ka', 'keepalive');
     my $f = $c->read_frame(2);
-    is($f && $f->{opcode}, 9, 'a ping arrives') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 9, 'a ping arrives') or diag(RawWS::describe($f));
     is($f && $f->{payload}, '', 'server ping without payload');
     ok($f && !$f->{masked}, 'server ping unmasked');
     my $how = $c->wait_close(3);
@@ -575,7 +569,7 @@ subtest 'server shutdown with an open WebSocket' => sub {
     my $t0 = time;
     my $sf = $ss->shutdown;
     my $f = $c->read_nonping(5);
-    is($f && $f->{opcode}, 8, 'close frame') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 8, 'close frame') or diag(RawWS::describe($f));
     is($f && $f->{code}, 1001, 'code 1001');
     my $d = wait_disconnect('sd', 5);
     is($d && $d->{code}, 1006, 'app: code 1006');

@@ -87,12 +87,6 @@ sub wait_disconnect {
     return $rec{$t} && $rec{$t}{disconnect};
 }
 
-sub dump_frame {
-    my ($f) = @_;
-    return 'no frame' unless $f;
-    return sprintf('opcode %d fin %d rsv %d len %d code %s', $f->{opcode}, $f->{fin}, $f->{rsv},
-        length $f->{payload}, $f->{code} // '-');
-}
 
 # The frames the client gets until (and with) a close frame.
 sub frames_to_close {
@@ -146,7 +140,7 @@ subtest 'HTTP/1.1 handshake: key, version, Connection tokens' => sub {
         my $c = accepted($server, '/echo?t=conn', "Connection: $conn", connection => $conn);
         $c->send_text('hi');
         my $f = $c->read_frame(3);
-        is($f && $f->{payload}, 'hi', "Connection: $conn: echo") or diag(dump_frame($f));
+        is($f && $f->{payload}, 'hi', "Connection: $conn: echo") or diag(RawWS::describe($f));
         $c->send_close(1000);
         $c->wait_close(3);
     }
@@ -201,7 +195,7 @@ subtest 'HTTP/1.1: unmasked frames and 64-bit lengths with the top bit set' => s
     my $c = accepted($server, '/echo?t=nomask', 'unmasked');
     $c->send_frame(0x81, 'plain', mask => 0);
     my $f = $c->read_nonping(3);
-    is($f && $f->{code}, 1002, 'an unmasked text frame: close 1002') or diag(dump_frame($f));
+    is($f && $f->{code}, 1002, 'an unmasked text frame: close 1002') or diag(RawWS::describe($f));
     my $d = wait_disconnect('nomask');
     is($d && $d->{code}, 1002, 'app: code 1002');
     is($d && $d->{reason}, 'protocol_error', 'app: reason protocol_error');
@@ -210,7 +204,7 @@ subtest 'HTTP/1.1: unmasked frames and 64-bit lengths with the top bit set' => s
     $c = accepted($server, '/echo?t=topbit', 'top bit');
     $c->write("\x82\xFF" . pack('NN', 0x80000000, 0) . "\x01\x02\x03\x04");
     $f = $c->read_nonping(3);
-    is($f && $f->{code}, 1002, 'a 64-bit length with its top bit set: 1002, not 1009') or diag(dump_frame($f));
+    is($f && $f->{code}, 1002, 'a 64-bit length with its top bit set: 1002, not 1009') or diag(RawWS::describe($f));
     $d = wait_disconnect('topbit');
     is($d && $d->{code}, 1002, 'app: code 1002');
 };
@@ -222,7 +216,7 @@ subtest 'HTTP/1.1: message limits are on sizes, not frame counts' => sub {
         $c->write(RawWS::fragmented($FOUR, $piece), 30);
         my $f = $c->read_frame(20);
         is($f && length($f->{payload}), $FOUR, "a 4 MiB message in $piece-byte fragments is echoed whole")
-            or diag(dump_frame($f));
+            or diag(RawWS::describe($f));
         ok($f && $f->{payload} eq RawWS::message_bytes($FOUR), 'byte-exact');
         $c->send_close(1000);
         $c->wait_close(3);
@@ -232,7 +226,7 @@ subtest 'HTTP/1.1: message limits are on sizes, not frame counts' => sub {
         # The close comes once the limit is crossed; the rest may not be read.
         eval { $c->write($wire, 10) };
         $f = $c->read_nonping(10);
-        is($f && $f->{code}, 1009, "4 MiB + 1 byte in $piece-byte fragments: close 1009") or diag(dump_frame($f));
+        is($f && $f->{code}, 1009, "4 MiB + 1 byte in $piece-byte fragments: close 1009") or diag(RawWS::describe($f));
         my $d = wait_disconnect("over$piece");
         is($d && $d->{reason}, 'body_too_large', 'app: reason body_too_large');
     }
@@ -241,7 +235,7 @@ subtest 'HTTP/1.1: message limits are on sizes, not frame counts' => sub {
     $c->write(RawWS::fragmented(1 << 20, 64), 30);
     my $f = $c->read_frame(20);
     is($f && length($f->{payload}), 1 << 20, 'default limits: 1 MiB in 64-byte fragments echoed')
-        or diag(dump_frame($f));
+        or diag(RawWS::describe($f));
     $c->send_close(1000);
     $c->wait_close(3);
 };
@@ -256,7 +250,7 @@ subtest 'HTTP/1.1: text that is not UTF-8 is refused where it breaks' => sub {
     $c->write(substr($frame, 0, 4 + 4 + 20));
     my $t0 = time;
     my $f = $c->read_nonping(3);
-    is($f && $f->{code}, 1007, 'close 1007 before the frame is complete') or diag(dump_frame($f));
+    is($f && $f->{code}, 1007, 'close 1007 before the frame is complete') or diag(RawWS::describe($f));
     note(sprintf 'closed %.3f s after the bad bytes', time - $t0);
     my $d = wait_disconnect('utf8');
     is($d && $d->{code}, 1007, 'app: code 1007');
@@ -305,7 +299,7 @@ subtest 'HTTP/1.1: a violation right behind valid messages' => sub {
         my @f = frames_to_close($c, 5);
         is([ map { $_->{opcode} == RawWS::CLOSE ? "close $_->{code}" : $_->{payload} } @f ],
            [ 'one', 'two', 'close 1002' ],
-           "$path: both echoes reach the client, then the close frame") or diag(join '; ', map { dump_frame($_) } @f);
+           "$path: both echoes reach the client, then the close frame") or diag(join '; ', map { RawWS::describe($_) } @f);
         my $d = wait_disconnect($t);
         is([ map { $_->{text} // "$_->{type} $_->{code}" } @{ $rec{$t}{events} } ],
            [ 'one', 'two', 'websocket.disconnect 1002' ], "$path: the app got both messages, then the disconnect");
@@ -317,7 +311,7 @@ subtest 'HTTP/1.1: a violation right behind valid messages' => sub {
     my $t0 = time;
     my $f = $c->read_nonping(5);
     my $took = time - $t0;
-    is($f && $f->{code}, 1002, 'an app that does not read: close 1002 all the same') or diag(dump_frame($f));
+    is($f && $f->{code}, 1002, 'an app that does not read: close 1002 all the same') or diag(RawWS::describe($f));
     ok($took < 4, 'within the grace of about 2 s') or diag("took $took s");
     note(sprintf 'close after %.2f s', $took);
 };

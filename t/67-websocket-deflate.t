@@ -75,12 +75,6 @@ sub wait_disconnect {
     return $rec{$t} && $rec{$t}{disconnect};
 }
 
-sub dump_frame {
-    my ($f) = @_;
-    return 'no frame' unless $f;
-    return sprintf('opcode %d fin %d rsv %d len %d code %s', $f->{opcode}, $f->{fin}, $f->{rsv},
-        length $f->{payload}, $f->{code} // '-');
-}
 
 subtest 'what the server agrees to' => sub {
     for my $case (
@@ -140,13 +134,13 @@ subtest 'compressed and plain messages both ways' => sub {
     $c->send_frame(0xC2, $out->compress($bin));
     for my $i (0 .. $#sent) {
         my $f = $c->read_frame(5);
-        is($f && $f->{rsv}, 4, "echo $i is compressed (RSV1)") or diag(dump_frame($f));
+        is($f && $f->{rsv}, 4, "echo $i is compressed (RSV1)") or diag(RawWS::describe($f));
         is($f && $in->inflate($f->{payload}), $sent[$i], "echo $i inflates to what was sent");
         ok($f && length($f->{payload}) < length($sent[$i]), "echo $i is smaller than the message")
             if length($sent[$i]) > 100;
     }
     my $f = $c->read_frame(5);
-    is($f && $f->{opcode}, 2, 'the binary echo is binary') or diag(dump_frame($f));
+    is($f && $f->{opcode}, 2, 'the binary echo is binary') or diag(RawWS::describe($f));
     is($f && $in->inflate($f->{payload}), $bin, 'and inflates to the bytes');
     my @ev = @{ $rec{msgs}{events} };
     is([ map { $_->{text} } @ev[0 .. 4] ], [ ($text) x 3, 'plain text', $big ],
@@ -201,7 +195,7 @@ subtest 'violations' => sub {
         my ($c) = accepted($srv, "/echo?t=$t", $label, extensions => $OFFER);
         $c->write($wire);
         my $f = $c->read_nonping(3);
-        is($f && $f->{code}, $code, "$label: close $code") or diag(dump_frame($f));
+        is($f && $f->{code}, $code, "$label: close $code") or diag(RawWS::describe($f));
         my $d = wait_disconnect($t);
         is($d && $d->{code}, $code, "$label: app sees $code");
     }
@@ -216,7 +210,7 @@ subtest 'inflating stops at max_ws_message_size' => sub {
     $c->send_frame(0xC2, $z);
     my $f = $c->read_nonping(5);
     is($f && $f->{code}, 1009, 'a message that would inflate to 8 MiB (limit 1 MiB): close 1009')
-        or diag(dump_frame($f));
+        or diag(RawWS::describe($f));
     my $d = wait_disconnect('bomb');
     is($d && $d->{reason}, 'body_too_large', 'app: reason body_too_large');
     is([ grep { $_->{type} eq 'websocket.receive' } @{ $rec{bomb}{events} } ], [], 'nothing was delivered');
@@ -225,7 +219,7 @@ subtest 'inflating stops at max_ws_message_size' => sub {
     $c->send_frame(0xC2, RawWS::Deflate->new->compress("\0" x (1 << 20)));
     $f = $c->read_frame(5);
     is($f && length(RawWS::Deflate->new->inflate($f->{payload}) // ''), 1 << 20,
-       'exactly 1 MiB inflated is echoed') or diag(dump_frame($f));
+       'exactly 1 MiB inflated is echoed') or diag(RawWS::describe($f));
     $c->send_close(1000);
     $c->wait_close(3);
 };

@@ -181,6 +181,14 @@ sub read_nonping {
 
 # The frames of one fragmented binary message of $total bytes (byte k is
 # k * 31 mod 256) in frames of $piece bytes, as wire bytes.
+# A frame (from read_frame) in words, for diagnostics.
+sub describe {
+    my ($f) = @_;
+    return 'no frame' unless $f;
+    return sprintf('opcode %d fin %d rsv %d len %d code %s reason %s', $f->{opcode}, $f->{fin}, $f->{rsv} // 0,
+        length $f->{payload}, $f->{code} // '-', $f->{reason} // '-');
+}
+
 sub fragmented {
     my ($total, $piece) = @_;
     my $data = message_bytes($total);
