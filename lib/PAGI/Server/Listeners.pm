@@ -138,7 +138,8 @@ sub bind_all {
             next;
         }
         if (my $inh = delete $offered->{ _match($offered, $l) // '' }) {
-            my $got = describe_fd($inh->{fd});
+            # collect() has looked at systemd's already; PAGI_REUSE only names them.
+            my $got = $inh->{source} eq 'systemd' ? $inh : describe_fd($inh->{fd});
             if (ref $got && $got->{type} eq $l->{type}) {
                 $l->{_inherited} = 1;
                 # A hot restart's new master takes over its predecessor's
