@@ -72,6 +72,8 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
     return SvPVX(buf);
 }
 
+#include "request.h"
+
 /* An offset or length of send_file for the core: -1 when undef (or
  * negative: the core treats both as "not given"). A value past int64 sets
  * *beyond and becomes INT64_MAX, never a cut value. */
@@ -295,6 +297,66 @@ send_body(h, id, body, fin)
     EXTEND(SP, 2);
     mPUSHi(rc);
     if (log_len) mPUSHp((const char *)log, log_len);
+
+SV *
+request_new(server, id, scope, flags, class)
+    SV *server
+    UV id
+    SV *scope
+    IV flags
+    const char *class
+  CODE:
+    RETVAL = request_new(aTHX_ server, id, scope, flags, class);
+  OUTPUT:
+    RETVAL
+
+void
+http_closures(self)
+    SV *self
+  PREINIT:
+    HV *req;
+  PPCODE:
+    /* ($receive, $send) of an http scope (see request.h). */
+    if (!(req = hash_of(self))) croak("http_closures: a request object is needed");
+    EXTEND(SP, 2);
+    mPUSHs(req_closure(aTHX_ req, pagi_http_receive));
+    mPUSHs(req_closure(aTHX_ req, pagi_http_send));
+
+int
+req_start(self, status, headers, trailers)
+    SV *self
+    SV *status
+    SV *headers
+    SV *trailers
+  CODE:
+    if (!hash_of(self)) croak("req_start: a request object is needed");
+    RETVAL = req_start(aTHX_ hash_of(self), status, headers, trailers);
+  OUTPUT:
+    RETVAL
+
+int
+req_body(self, body, more)
+    SV *self
+    SV *body
+    int more
+  CODE:
+    if (!hash_of(self)) croak("req_body: a request object is needed");
+    RETVAL = req_body(aTHX_ hash_of(self), body, more);
+  OUTPUT:
+    RETVAL
+
+void
+req_after_body(self, fin, more, log)
+    SV *self
+    int fin
+    int more
+    SV *log
+  PREINIT:
+    STRLEN len = 0; const char *l = "";
+  CODE:
+    if (!hash_of(self)) croak("req_after_body: a request object is needed");
+    if (IS_DEFINED(log)) l = SvPVbyte(log, len);
+    req_after_body(aTHX_ hash_of(self), fin, more, (const uint8_t *)l, len);
 
 void
 send_file(h, id, path, fd, offset, length, fin)

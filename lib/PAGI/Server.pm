@@ -550,7 +550,7 @@ sub _drain {
         my ($kind, $id, $a, $b) = @r[$i .. $i + 3];
         if ($kind == PAGI::Server::Native::REC_REQUEST) {
             ($b & PAGI::Server::Native::F_WEBSOCKET)
-                ? PAGI::Server::WebSocket::start($self, $id, $a)
+                ? PAGI::Server::WebSocket::start($self, $id, $a, $b)
                 : PAGI::Server::Request::start($self, $id, $a, $b);
             $self->_on_request_complete if $self->{_retire_after};
         }

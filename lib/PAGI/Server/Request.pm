@@ -4,7 +4,7 @@ use strict;
 use warnings;
 
 use Future;
-use Scalar::Util qw(weaken blessed looks_like_number);
+use Scalar::Util qw(blessed looks_like_number);
 
 use PAGI::Server::ConnectionState;
 use PAGI::Server::EventValidator;
@@ -20,50 +20,46 @@ my $ERROR_BODY = 'Internal Server Error';
 
 # The result of every $send that need not wait: one shared, already
 # completed Future (awaiting a done Future only reads it).
-my $DONE = Future->done;
+our $DONE = Future->done;
 
-# $flags: the REQUEST record's flags. F_BODY_EMPTY: the request has no
-# body; F_EXPECT: the client waits for "100 Continue", which the core sends
-# once the app first asks for the body.
+# A new request from a REQUEST record ($flags: its F_* flags). The request
+# object and its scope's state, extensions, pagi.connection and
+# pagi.transport are made by Native::request_new (xs/request.h), and so
+# are the $receive and $send of a plain http scope.
 sub start {
     my ($server, $id, $scope, $flags) = @_;
-    my $body_empty = $flags & PAGI::Server::Native::F_BODY_EMPTY;
-    my $is_sse = $scope->{type} eq 'sse';    # decided by the core
-    _share_server_state($server, $scope);
-
-    my $h    = $server->{native};
-    my $reqs = $server->{requests};
-    # Also set later: started (response head sent), done (final frame
-    # sent), gone (disconnect reason), queue (events not yet received;
-    # made on first use: a request without a body that the app never
-    # reads needs none).
-    my $self = bless {
-        id      => $id,
-        server  => $server,
-        native  => $h,
-        loop    => $server->{loop_cache},
-    }, __PACKAGE__;
-    $self->{sse}    = 1 if $is_sse;
-    $self->{empty}  = 1 if $body_empty;    # the one http.request is implied
-    $self->{expect} = 1 if $flags & PAGI::Server::Native::F_EXPECT;
-    weaken($self->{server});
-    $reqs->{$id} = $self;
-
-    # Connection state (http scopes only, per the spec) and transport state.
-    unless ($is_sse) {
-        $self->{cstate} = $scope->{'pagi.connection'}
-            = PAGI::Server::ConnectionState->_for_request($self->{loop});
+    my $self = PAGI::Server::Native::request_new($server, $id, $scope, $flags, __PACKAGE__);
+    my ($receive, $send) = $self->{sse} || $server->{validate_events}
+        ? $self->_closures : PAGI::Server::Native::http_closures($self);
+    my $f = $self->_call_app($scope, $receive, $send) or return;
+    if ($self->{done} && !$f->is_failed) {
+        # Fast path: the app answered completely before returning.
+        $self->{app_done} = 1;
+        $self->{cstate}->_mark_complete if $self->{cstate};
+        $self->{tstate}->_detach;
+        delete $server->{requests}{$id};
     }
-    $self->_attach_transport($scope);
+    else {
+        $self->_app_finished($f);
+    }
+    return;
+}
 
+# $receive and $send in Perl: for SSE, and for validate_events (every event
+# checked against the spec before it is acted on).
+sub _closures {
+    my ($self) = @_;
+    my ($h, $id) = @$self{qw(native id)};
     my $receive = sub { $self->_receive };
-    # validate_events: check every event against the spec before acting on it.
-    my $validate = $server->{validate_events}
-        ? ($is_sse ? \&PAGI::Server::EventValidator::validate_sse_send
-                   : \&PAGI::Server::EventValidator::validate_http_send)
+    my $validate = $self->{server}{validate_events}
+        ? ($self->{sse} ? \&PAGI::Server::EventValidator::validate_sse_send
+                        : \&PAGI::Server::EventValidator::validate_http_send)
         : undef;
-    # The common events are handled inline: this closure runs twice per request.
-    my $send = $is_sse ? sub {
+    return ($receive, sub {
+        $validate->($_[0]);
+        return $self->_send($_[0]);
+    }) unless $self->{sse};
+    return ($receive, sub {
         my ($ev) = @_;
         $validate->($ev) if $validate;
         # An event on a running stream, the one that comes by the thousand.
@@ -73,62 +69,7 @@ sub start {
             return $rc == PAGI::Server::Native::PENDING ? $self->_wait_drain : $DONE;
         }
         return $self->_sse_send($ev);
-    } : sub {
-        my ($ev) = @_;
-        $validate->($ev) if $validate;
-        my $type = ref $ev eq 'HASH' ? $ev->{type} // '' : '';
-        if ($type eq 'http.response.body' && $self->{started} && !defined $ev->{file} && !defined $ev->{fh}) {
-            return $DONE if $self->{done} || defined $self->{gone} || $self->{body_done};
-            return $self->_result($self->_send_body($ev->{body}, $ev->{more}));
-        }
-        if ($type eq 'http.response.start' && !$self->{started} && !$self->{done} && !defined $self->{gone}) {
-            return $self->_result($self->_start_response($ev->{status}, $ev->{headers}, $ev->{trailers}));
-        }
-        return $self->_send($ev);
-    };
-
-    my $f = $self->_call_app($scope, $receive, $send) or return;
-    if ($self->{done} && !$f->is_failed) {
-        # Fast path: the app answered completely before returning.
-        $self->{app_done} = 1;
-        $self->{cstate}->_mark_complete if $self->{cstate};
-        $self->{tstate}->_detach;
-        delete $reqs->{$id};
-    }
-    else {
-        $self->_app_finished($f);
-    }
-    return;
-}
-
-# The server's lifespan state (copied) and extensions in a new scope.
-sub _share_server_state {
-    my ($server, $scope) = @_;
-    my $state = $server->{state};
-    $scope->{state} = %$state ? {%$state} : {};
-    my $ext = $server->{extensions};
-    # Over TLS the core has put the connection's own `tls` entry here; the
-    # server-wide `tls` entry (a marker) never reaches an app.
-    my $own = $scope->{extensions};
-    $scope->{extensions} = %$ext ? {%$ext} : {};
-    delete $scope->{extensions}{tls} if exists $ext->{tls};
-    $scope->{extensions}{tls} = $own->{tls} if $own;
-}
-
-# pagi.transport: watermarks and the bytes the core still holds for this
-# request.
-sub _attach_transport {
-    my ($self, $scope) = @_;
-    my ($h, $id, $server) = @$self{qw(native id server)};
-    weaken(my $weak = $self);
-    $self->{tstate} = $scope->{'pagi.transport'} = PAGI::Server::TransportState->_new_unchecked(
-        sub {
-            $weak && !$weak->{done} && !defined $weak->{gone}
-                ? PAGI::Server::Native::buffered($h, $id) : 0;
-        },
-        $server->{write_high_watermark},
-        $server->{write_low_watermark},
-    );
+    });
 }
 
 # Calls the app. Returns its Future once that is ready; while it is still
@@ -291,33 +232,23 @@ sub _log_access {
     $server->_write_access_log($line);
 }
 
+# The response is complete: the request is done, its access-log line (if
+# any) is written, and it is forgotten once the app has returned too.
 sub _finish {
     my ($self, $log) = @_;
-    $self->{done} = 1;
-    $self->_log_access($log) if defined $log;
-    $self->_forget;
+    PAGI::Server::Native::req_after_body($self, 1, 0, $log);
 }
 
+# http.response.start; dies on a bad status or headers, leaving the
+# response unstarted. Returns the core's code.
 sub _start_response {
     my ($self, $status, $headers, $trailers) = @_;
-    die "http.response.start: status must be an integer between 100 and 599\n"
-        unless defined $status && $status =~ /\A[1-5][0-9][0-9]\z/;
-    $headers //= [];
-    die "http.response.start: headers must be an array reference\n" unless ref $headers eq 'ARRAY';
-    # Bad header bytes die here, leaving the response unstarted.
-    my $rc = PAGI::Server::Native::send_start($self->{native}, $self->{id}, $status, $headers);
-    $self->{cstate}->_mark_response_started if $self->{cstate};
-    $self->{started}  = 1;
-    $self->{trailers} = $trailers ? 1 : 0;
-    return $rc;
+    return PAGI::Server::Native::req_start($self, $status, $headers, $trailers);
 }
 
 sub _send_body {
     my ($self, $body, $more) = @_;
-    my $fin = !$more && !$self->{trailers};
-    my ($rc, $log) = PAGI::Server::Native::send_body($self->{native}, $self->{id}, $body, $fin ? 1 : 0);
-    $self->_after_body($fin, $more, $log);
-    return $rc;
+    return PAGI::Server::Native::req_body($self, $body, $more ? 1 : 0);
 }
 
 # A file or fh body, which ends the response (the spec ignores `more`
@@ -388,14 +319,11 @@ sub _fd_of {
     return $fd;
 }
 
+# The final frame finishes the request; more => 0 while trailers are due
+# ends the body.
 sub _after_body {
     my ($self, $fin, $more, $log) = @_;
-    if ($fin) {
-        $self->_finish($log);
-    }
-    elsif (!$more) {
-        $self->{body_done} = 1;
-    }
+    PAGI::Server::Native::req_after_body($self, $fin ? 1 : 0, $more ? 1 : 0, $log);
 }
 
 sub _send {

@@ -27,8 +27,10 @@ sub new {
     return $class->_new_unchecked(@arg{qw(measure high low arm_drain)});
 }
 
-# The server's per-request constructor: its arguments are known good, and
-# it runs once per request. Other fields appear when first needed:
+# A constructor whose arguments are known good. (The server's per-request
+# objects are made in C, with `native` and `id` in place of `measure`:
+# see PAGI::Server::Native::request_new.) Other fields appear when first
+# needed:
 # on_high/on_drain (callback lists), high_now (crossed the high mark, not
 # yet drained), cycle (counts high crossings; stale drain hooks compare
 # it), detached.
@@ -43,6 +45,12 @@ sub _new_unchecked {
 
 sub buffered_amount {
     my ($self) = @_;
+    # The server's own (xs/request.h): the core's count for its request,
+    # until the request is over.
+    if (my $h = $self->{native}) {
+        my $n = PAGI::Server::Native::buffered($h, $self->{id});
+        return $n > 0 ? int $n : 0;
+    }
     my $m = $self->{measure} or return 0;
     my $n;
     {
@@ -147,7 +155,7 @@ sub _detach {
     $self->{high} = $self->high_water_mark if ref $self->{high};
     $self->{low}  = $self->low_water_mark  if ref $self->{low};
     $self->{detached} = 1;
-    delete @$self{qw(measure arm high_now on_high on_drain)};
+    delete @$self{qw(measure native arm high_now on_high on_drain)};
     return;
 }
 

@@ -4,7 +4,6 @@ use strict;
 use warnings;
 
 use Future;
-use Scalar::Util qw(weaken);
 use bytes ();    # bytes::length: a message's size on the wire
 
 use PAGI::Server::EventValidator;
@@ -24,29 +23,20 @@ my $DONE = Future->done;
 my $TOKEN = qr/\A[!#\$%&'*+\-.^_`|~0-9A-Za-z]+\z/;
 
 sub start {
-    my ($server, $id, $scope) = @_;
+    my ($server, $id, $scope, $flags) = @_;
     my @subprotocols;
     for my $h (@{ $scope->{headers} }) {
         next unless $h->[0] eq 'sec-websocket-protocol';
         push @subprotocols, grep { length } map { s/\A\s+|\s+\z//gr } split /,/, $h->[1];
     }
     $scope->{subprotocols} = \@subprotocols;
-    PAGI::Server::Request::_share_server_state($server, $scope);
+    # As for HTTP: the scope's state, extensions and pagi.transport.
+    my $self = PAGI::Server::Native::request_new($server, $id, $scope, $flags, __PACKAGE__);
     $scope->{extensions}{'websocket.http.response'} = {};
-
-    my $self = bless {
-        id      => $id,
-        server  => $server,
-        native  => $server->{native},
-        loop    => $server->{loop_cache},
-        queue   => [],
-        waiters => [],
-        gone    => undef,   # the websocket.disconnect event, once known
-        done    => 0,       # the session is over on our side (ended or denied)
-    }, __PACKAGE__;
-    weaken($self->{server});
-    $server->{requests}{$id} = $self;
-    $self->_attach_transport($scope);
+    $self->{queue}   = [];
+    $self->{waiters} = [];
+    $self->{gone}    = undef;   # the websocket.disconnect event, once known
+    $self->{done}    = 0;       # the session is over on our side (ended or denied)
 
     my $validate = $server->{validate_events}
         ? \&PAGI::Server::EventValidator::validate_websocket_send : undef;

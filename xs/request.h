@@ -1,0 +1,249 @@
+/* The per-request hot path of PAGI::Server::Request, in C: building the
+ * request object and its state objects, the $receive/$send an HTTP app
+ * gets, and the two sends nearly every response is made of. Each request
+ * runs these once or twice, so the Perl statements they replaced were most
+ * of what the server's Perl side cost per request.
+ *
+ * The request is still the blessed hash PAGI::Server::Request works on;
+ * what is not on the fast path (SSE, validate_events, file bodies,
+ * trailers, backpressure waits, every error) is left to its Perl methods.
+ * Included by Server.xs after handle_of, croak_panic and pack_headers. */
+#ifndef PAGI_REQUEST_H
+#define PAGI_REQUEST_H
+
+static SV *hv_get(pTHX_ HV *hv, const char *k, I32 klen) {
+    SV **v = hv_fetch(hv, k, klen, 0);
+    return v ? *v : NULL;
+}
+#define GETS(hv, k) hv_get(aTHX_ (hv), "" k "", (I32)(sizeof(k) - 1))
+#define IS_TRUE(sv) ((sv) && SvTRUE(sv))
+#define IS_DEFINED(sv) ((sv) && SvOK(sv))
+
+/* The hash behind a hash reference, or NULL. */
+static HV *hash_of(SV *rv) {
+    return rv && SvROK(rv) && SvTYPE(SvRV(rv)) == SVt_PVHV ? (HV *)SvRV(rv) : NULL;
+}
+
+/* The result of every send that need not wait (Request.pm's $DONE). */
+static SV *done_future(pTHX) {
+    return get_sv("PAGI::Server::Request::DONE", GV_ADD);
+}
+
+/* $req->METHOD(@args) in scalar context; the result outlives the call's
+ * temporaries (it is mortal in the caller's scope). */
+static SV *call_req(pTHX_ HV *req, const char *method, SV *a1, SV *a2) {
+    dSP;
+    SV *self = sv_2mortal(newRV_inc((SV *)req)), *r;
+    int n;
+    ENTER; SAVETMPS;
+    PUSHMARK(SP);
+    EXTEND(SP, 3);
+    PUSHs(self);
+    if (a1) PUSHs(a1);
+    if (a2) PUSHs(a2);
+    PUTBACK;
+    n = call_method(method, G_SCALAR);
+    SPAGAIN;
+    r = n ? SvREFCNT_inc(POPs) : &PL_sv_undef;
+    if (!n) SvREFCNT_inc_simple_void(r);
+    PUTBACK;
+    FREETMPS; LEAVE;
+    return sv_2mortal(r);
+}
+
+static PagiServer *req_core(pTHX_ HV *req, uint64_t *id) {
+    SV *h = GETS(req, "native"), *i = GETS(req, "id");
+    if (!h) croak("PAGI::Server: the request has no native server handle");
+    *id = i ? (uint64_t)SvUV(i) : 0;
+    return handle_of(aTHX_ h);
+}
+
+/* What a send returns: $DONE, or a Future that waits for the client. */
+static SV *req_result(pTHX_ HV *req, int rc) {
+    return rc == PAGI_PENDING ? call_req(aTHX_ req, "_wait_drain", NULL, NULL) : done_future(aTHX);
+}
+
+/* http.response.start; dies (leaving the response unstarted) on a bad
+ * status or bad headers. Returns the core's code. */
+static int req_start(pTHX_ HV *req, SV *status, SV *headers, SV *trailers) {
+    PagiServer *s; uint64_t id; char *buf; STRLEN len, sl; const char *st; int rc;
+    HV *cs;
+    st = IS_DEFINED(status) ? SvPV(status, sl) : (sl = 0, "");
+    if (sl != 3 || st[0] < '1' || st[0] > '5' || !isDIGIT(st[1]) || !isDIGIT(st[2]))
+        croak("http.response.start: status must be an integer between 100 and 599\n");
+    if (IS_DEFINED(headers)
+        && !(SvROK(headers) && SvTYPE(SvRV(headers)) == SVt_PVAV && !SvOBJECT(SvRV(headers))))
+        croak("http.response.start: headers must be an array reference\n");
+    s = req_core(aTHX_ req, &id);
+    buf = IS_DEFINED(headers) ? pack_headers(aTHX_ headers, &len) : (len = 4, "\0\0\0\0");
+    rc = pagi_send_start(s, id, (uint16_t)((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0')),
+                         (const uint8_t *)buf, len);
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    /* ConnectionState::_mark_response_started, which only sets this. */
+    if ((cs = hash_of(GETS(req, "cstate")))) (void)hv_stores(cs, "started", newSViv(1));
+    (void)hv_stores(req, "started", newSViv(1));
+    (void)hv_stores(req, "trailers", newSViv(IS_TRUE(trailers) ? 1 : 0));
+    return rc;
+}
+
+/* After the final frame: the request is done; its access-log line (if
+ * any) is written, and it is forgotten once the app has returned too. */
+static void req_finish(pTHX_ HV *req, const uint8_t *log, size_t log_len) {
+    HV *server, *reqs;
+    (void)hv_stores(req, "done", newSViv(1));
+    if (log_len)
+        call_req(aTHX_ req, "_log_access", sv_2mortal(newSVpvn((const char *)log, log_len)), NULL);
+    if (IS_TRUE(GETS(req, "app_done")) && (server = hash_of(GETS(req, "server")))
+        && (reqs = hash_of(GETS(server, "requests")))) {
+        SV *id = GETS(req, "id");
+        if (id) (void)hv_delete_ent(reqs, id, G_DISCARD, 0);
+    }
+}
+
+/* The state a body frame leaves: the final one finishes the request; one
+ * with more => 0 while trailers are due ends the body. */
+static void req_after_body(pTHX_ HV *req, int fin, int more, const uint8_t *log, size_t log_len) {
+    if (fin)
+        req_finish(aTHX_ req, log, log_len);
+    else if (!more)
+        (void)hv_stores(req, "body_done", newSViv(1));
+}
+
+/* http.response.body with bytes (not a file). Returns the core's code. */
+static int req_body(pTHX_ HV *req, SV *body, int more) {
+    PagiServer *s; uint64_t id; const char *b = ""; STRLEN len = 0;
+    const uint8_t *log = NULL; size_t log_len = 0; int rc;
+    int fin = !more && !IS_TRUE(GETS(req, "trailers"));
+    s = req_core(aTHX_ req, &id);
+    if (IS_DEFINED(body)) b = SvPVbyte(body, len);
+    rc = pagi_send_body(s, id, (const uint8_t *)b, len, fin, &log, &log_len);
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    req_after_body(aTHX_ req, fin, more, log, log_len);
+    return rc;
+}
+
+/* The request an app's $receive or $send belongs to: magic on the CV
+ * holds a counted reference, CvXSUBANY the quick way to it. */
+static MGVTBL req_closure_vtbl;
+
+static SV *req_closure(pTHX_ HV *req, XSUBADDR_t body) {
+    CV *cv = newXS_flags(NULL, body, __FILE__, NULL, 0);
+    sv_magicext((SV *)cv, (SV *)req, PERL_MAGIC_ext, &req_closure_vtbl, NULL, 0);
+    CvXSUBANY(cv).any_ptr = req;
+    return newRV_noinc((SV *)cv);
+}
+
+/* $receive of an http scope: Request::_receive. */
+XS_INTERNAL(pagi_http_receive) {
+    dXSARGS;
+    PERL_UNUSED_VAR(items);
+    ST(0) = call_req(aTHX_ (HV *)CvXSUBANY(cv).any_ptr, "_receive", NULL, NULL);
+    XSRETURN(1);
+}
+
+/* $send of an http scope: the common events, in the common state, are
+ * handled here; the rest (and every error message) by Request::_send. */
+XS_INTERNAL(pagi_http_send) {
+    dXSARGS;
+    HV *req = (HV *)CvXSUBANY(cv).any_ptr, *e;
+    SV *ev = items > 0 ? ST(0) : &PL_sv_undef;
+    if ((e = hash_of(ev)) && !SvOBJECT((SV *)e)) {
+        SV *type = GETS(e, "type");
+        STRLEN tl = 0;
+        const char *t = IS_DEFINED(type) ? SvPV(type, tl) : "";
+        if (tl == 18 && memEQ(t, "http.response.body", 18) && IS_TRUE(GETS(req, "started"))
+            && !IS_DEFINED(GETS(e, "file")) && !IS_DEFINED(GETS(e, "fh"))) {
+            if (IS_TRUE(GETS(req, "done")) || IS_DEFINED(GETS(req, "gone"))
+                || IS_TRUE(GETS(req, "body_done")))
+                ST(0) = done_future(aTHX);
+            else
+                ST(0) = req_result(aTHX_ req, req_body(aTHX_ req, GETS(e, "body"), IS_TRUE(GETS(e, "more"))));
+            XSRETURN(1);
+        }
+        if (tl == 19 && memEQ(t, "http.response.start", 19) && !IS_TRUE(GETS(req, "started"))
+            && !IS_TRUE(GETS(req, "done")) && !IS_DEFINED(GETS(req, "gone"))) {
+            ST(0) = req_result(aTHX_ req, req_start(aTHX_ req, GETS(e, "status"), GETS(e, "headers"),
+                                                    GETS(e, "trailers")));
+            XSRETURN(1);
+        }
+    }
+    ST(0) = call_req(aTHX_ req, "_send", ev, NULL);
+    XSRETURN(1);
+}
+
+/* A copy of a hash, or an empty one ({%$h} for a hash that may be
+ * missing). */
+static HV *hv_copy(pTHX_ HV *h) {
+    return h && HvUSEDKEYS(h) ? newHVhv(h) : newHV();
+}
+
+/* A new request: a hash blessed into `class` (PAGI::Server::Request or
+ * its subclass PAGI::Server::WebSocket), registered in the server's
+ * requests, with the server's lifespan state (copied) and
+ * extensions in the scope, and pagi.connection (http scopes only, per
+ * the spec) and pagi.transport. */
+static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const char *class) {
+    HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req, *ext, *own, *reqs, *ts;
+    SV *self, *native, *loop, *tls = NULL, *id_sv, *srv;
+    int sse = (flags & PAGI_F_SSE) != 0, ws = (flags & PAGI_F_WEBSOCKET) != 0;
+    if (!server || !scope) croak("PAGI::Server::Request: a server and a scope hash are needed");
+    native = GETS(server, "native");
+    loop = GETS(server, "loop_cache");
+
+    (void)hv_stores(scope, "state", newRV_noinc((SV *)hv_copy(aTHX_ hash_of(GETS(server, "state")))));
+    /* Over TLS the core has put the connection's own `tls` entry in the
+     * scope's extensions; the server-wide `tls` entry (a marker) never
+     * reaches an app. */
+    ext = hash_of(GETS(server, "extensions"));
+    own = hash_of(GETS(scope, "extensions"));
+    if (own) tls = newSVsv(GETS(own, "tls") ? GETS(own, "tls") : &PL_sv_undef);
+    {
+        HV *mine = hv_copy(aTHX_ ext);
+        if (ext && hv_exists(ext, "tls", 3)) (void)hv_delete(mine, "tls", 3, G_DISCARD);
+        if (tls) (void)hv_stores(mine, "tls", tls);
+        (void)hv_stores(scope, "extensions", newRV_noinc((SV *)mine));
+    }
+
+    req = newHV();
+    id_sv = newSVuv(id);
+    (void)hv_stores(req, "id", id_sv);
+    srv = newRV_inc((SV *)server);
+    sv_rvweaken(srv);
+    (void)hv_stores(req, "server", srv);
+    (void)hv_stores(req, "native", native ? newSVsv(native) : newSV(0));
+    (void)hv_stores(req, "loop", loop ? newSVsv(loop) : newSV(0));
+    if (sse) (void)hv_stores(req, "sse", newSViv(1));
+    /* The one http.request of a request without a body is implied. */
+    if ((flags & PAGI_F_BODY_EMPTY) && !ws) (void)hv_stores(req, "empty", newSViv(1));
+    /* The client waits for "100 Continue", which the core sends once the
+     * app first asks for the body. */
+    if ((flags & PAGI_F_EXPECT) && !ws) (void)hv_stores(req, "expect", newSViv(1));
+    self = sv_bless(newRV_noinc((SV *)req), gv_stashpv(class, GV_ADD));
+    if ((reqs = hash_of(GETS(server, "requests"))))
+        (void)hv_store_ent(reqs, id_sv, newSVsv(self), 0);
+
+    if (!sse && !ws) {
+        /* ConnectionState::_for_request: OPEN (0) and the loop. */
+        HV *cs = newHV();
+        SV *rv;
+        (void)hv_stores(cs, "state", newSViv(0));
+        (void)hv_stores(cs, "loop", loop ? newSVsv(loop) : newSV(0));
+        rv = sv_bless(newRV_noinc((SV *)cs), gv_stashpvs("PAGI::Server::ConnectionState", GV_ADD));
+        (void)hv_stores(req, "cstate", rv);
+        (void)hv_stores(scope, "pagi.connection", newSVsv(rv));
+    }
+    /* TransportState measuring the core's count for this request. */
+    ts = newHV();
+    (void)hv_stores(ts, "native", native ? newSVsv(native) : newSV(0));
+    (void)hv_stores(ts, "id", newSVuv(id));
+    (void)hv_stores(ts, "high", newSVsv(GETS(server, "write_high_watermark") ? GETS(server, "write_high_watermark") : &PL_sv_undef));
+    (void)hv_stores(ts, "low", newSVsv(GETS(server, "write_low_watermark") ? GETS(server, "write_low_watermark") : &PL_sv_undef));
+    {
+        SV *rv = sv_bless(newRV_noinc((SV *)ts), gv_stashpvs("PAGI::Server::TransportState", GV_ADD));
+        (void)hv_stores(req, "tstate", rv);
+        (void)hv_stores(scope, "pagi.transport", newSVsv(rv));
+    }
+    return self;
+}
+
+#endif
