@@ -151,6 +151,8 @@ pub struct ServerCore {
     accept_pause: Mutex<Option<tokio::time::Instant>>,
     /// Connections waiting for a request head (evicted at capacity).
     pub head_waiters: HeadWaiters,
+    /// Sends held back while Perl works through a batch of records.
+    pub held: crate::held::Held<Out, Reply>,
 }
 
 impl ServerCore {
@@ -164,6 +166,7 @@ impl ServerCore {
             shutdown: watch::Sender::new(RUNNING),
             accept_pause: Mutex::new(None),
             head_waiters: HeadWaiters::default(),
+            held: crate::held::Held::default(),
         })
     }
 
@@ -263,7 +266,7 @@ impl ServerCore {
         }
         slot.held = Some(Head { status, headers });
         if status < 200 {
-            return release(slot);
+            return self.release(slot);
         }
         SendState::Ready
     }
@@ -293,10 +296,12 @@ impl ServerCore {
         if let Some(log) = slot.log.as_mut() {
             log.status = 101;
         }
-        match tx.send(Reply::WsAccept(crate::ws::accept::Accept::new(fields))) {
-            Ok(()) => SendState::Ready,
-            Err(_) => SendState::Gone,
+        if tx.is_closed() {
+            return SendState::Gone;
         }
+        self.held
+            .head(tx, Reply::WsAccept(crate::ws::accept::Accept::new(fields)));
+        SendState::Ready
     }
 
     /// Drops a head that is still held back, so the app can start the
@@ -320,14 +325,14 @@ impl ServerCore {
         }
         if !fin {
             // Any body call, even an empty one (a flush), lets a held head go.
-            release(slot);
+            self.release(slot);
             return (state, None);
         }
         // The end is queued before the head goes: a protocol woken by the
         // head sees the whole response (HTTP/2 then ends the stream on its
         // last DATA frame instead of an empty one after it).
-        let _ = slot.body.send(Out::End);
-        release(slot);
+        self.held.body(&slot.body, Out::End);
+        self.release(slot);
         let slot = reqs.remove(&id);
         drop(reqs);
         let line = slot.and_then(|s| {
@@ -350,8 +355,23 @@ impl ServerCore {
         }
         // A closed receiver means the connection dropped the body (HEAD, or
         // the connection ended); the disconnect path reports the latter.
-        let _ = slot.body.send(out);
+        self.held.body(&slot.body, out);
         state
+    }
+
+    /// Sends a held head to the connection, after the frames queued with
+    /// it (the connection takes those frames with the head, in one write).
+    fn release(&self, slot: &mut Slot) -> SendState {
+        let Some(head) = slot.held.take() else {
+            return SendState::Ready;
+        };
+        match slot.head.take() {
+            Some(tx) if !tx.is_closed() => {
+                self.held.head(tx, Reply::Response(head));
+                SendState::Ready
+            }
+            _ => SendState::Gone,
+        }
     }
 
     /// Queues a WebSocket message on an accepted connection.
@@ -382,6 +402,9 @@ impl ServerCore {
     /// The app waits for its next WebSocket message, having taken `taken`
     /// so far: what it sent before is queued ahead of this news.
     pub fn ws_waiting(&self, id: u64, taken: u64) {
+        // The answers to those messages go before a close frame this lets
+        // the connection send.
+        self.held.deliver();
         if let Some(slot) = self.reqs().get(&id) {
             slot.shared.answered.store(taken, Ordering::SeqCst);
             slot.shared.body_wake.notify_one();
@@ -395,10 +418,11 @@ impl ServerCore {
         let Some(slot) = reqs.get_mut(&id) else {
             return SendState::Gone;
         };
-        if slot.body.send(out).is_err() {
+        if slot.body.is_closed() {
             return SendState::Gone;
         }
-        release(slot)
+        self.held.body(&slot.body, out);
+        self.release(slot)
     }
 
     /// The app sent an event that Perl keeps for now (the SSE idle clock
@@ -412,7 +436,10 @@ impl ServerCore {
     /// Hands a WebSocket control command (close, keepalive) to the connection.
     pub fn ws_control(&self, id: u64, out: Out) -> SendState {
         match self.reqs().get(&id) {
-            Some(slot) if slot.head.is_none() && slot.body.send(out).is_ok() => SendState::Ready,
+            Some(slot) if slot.head.is_none() && !slot.body.is_closed() => {
+                self.held.body(&slot.body, out);
+                SendState::Ready
+            }
             _ => SendState::Gone,
         }
     }
@@ -448,8 +475,8 @@ impl ServerCore {
             };
         }
         let body = crate::file_body::FileBody::new(file, start, len);
-        let _ = slot.body.send(Out::File(body));
-        release(slot);
+        self.held.body(&slot.body, Out::File(body));
+        self.release(slot);
         drop(reqs);
         if fin {
             self.send_body(id, Bytes::new(), true)
@@ -463,9 +490,9 @@ impl ServerCore {
         let Some(mut slot) = self.reqs().remove(&id) else {
             return (SendState::Gone, None);
         };
-        let _ = slot.body.send(Out::Trailers(fields));
-        release(&mut slot);
-        let _ = slot.body.send(Out::End);
+        self.held.body(&slot.body, Out::Trailers(fields));
+        self.release(&mut slot);
+        self.held.body(&slot.body, Out::End);
         slot.shared.finish();
         (
             SendState::Ready,
@@ -476,10 +503,10 @@ impl ServerCore {
     /// Ends a request without a proper response: the connection is closed.
     pub fn abort(&self, id: u64) {
         if let Some(mut slot) = self.reqs().remove(&id) {
-            let _ = slot.body.send(Out::Abort);
+            self.held.body(&slot.body, Out::Abort);
             // A started response keeps its head, as in the reference: the
             // client sees the status, then the connection closes.
-            release(&mut slot);
+            self.release(&mut slot);
             slot.shared.finish();
             // Dropping `slot.head` (if unsent) ends the connection's wait
             // for a head, which closes the connection.
@@ -501,18 +528,6 @@ impl ServerCore {
             slot.shared.body_wanted.store(true, Ordering::SeqCst);
             slot.shared.consumed(n);
         }
-    }
-}
-
-/// Sends a held head to the connection, after the frames queued with it
-/// (the connection takes those frames with the head, in one write).
-fn release(slot: &mut Slot) -> SendState {
-    let Some(head) = slot.held.take() else {
-        return SendState::Ready;
-    };
-    match slot.head.take().map(|tx| tx.send(Reply::Response(head))) {
-        Some(Ok(())) => SendState::Ready,
-        _ => SendState::Gone,
     }
 }
 

@@ -311,16 +311,13 @@ request_new(server, id, scope, flags, class)
     RETVAL
 
 void
-http_closures(self)
-    SV *self
-  PREINIT:
-    HV *req;
-  PPCODE:
-    /* ($receive, $send) of an http scope (see request.h). */
-    if (!(req = hash_of(self))) croak("http_closures: a request object is needed");
-    EXTEND(SP, 2);
-    mPUSHs(req_closure(aTHX_ req, pagi_http_receive));
-    mPUSHs(req_closure(aTHX_ req, pagi_http_send));
+http_start(server, id, scope, flags)
+    SV *server
+    UV id
+    SV *scope
+    IV flags
+  CODE:
+    http_start(aTHX_ server, id, scope, flags);
 
 int
 req_start(self, status, headers, trailers)
@@ -587,6 +584,16 @@ unstart(h, id)
     if (RETVAL == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
   OUTPUT:
     RETVAL
+
+void
+flush(h)
+    SV *h
+  PREINIT:
+    PagiServer *s;
+  CODE:
+    /* Ends the batch drain() began: held sends go out. */
+    s = handle_of(aTHX_ h);
+    if (pagi_server_flush(s) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
 
 void
 drain(h)

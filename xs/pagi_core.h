@@ -64,6 +64,7 @@ int32_t pagi_server_listen(PagiServer *s, const uint8_t **out, size_t *out_len);
 int32_t pagi_server_text(PagiServer *s, const uint8_t **out, size_t *out_len);
 int32_t pagi_server_fd(PagiServer *s);
 int32_t pagi_server_drain(PagiServer *s, const uint8_t **out, size_t *out_len);
+int32_t pagi_server_flush(PagiServer *s);
 int32_t pagi_send_start(PagiServer *s, uint64_t id, uint16_t status, const uint8_t *hdrs, size_t len);
 int32_t pagi_send_body(PagiServer *s, uint64_t id, const uint8_t *data, size_t len, int32_t fin,
                        const uint8_t **log, size_t *log_len);

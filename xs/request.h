@@ -246,4 +246,100 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     return self;
 }
 
+/* ConnectionState::_mark_complete for a request nobody asked to be told
+ * about (no callbacks, no Future): OPEN becomes DONE. Otherwise the Perl
+ * method runs. */
+static void cstate_complete(pTHX_ SV *rv) {
+    HV *cs = hash_of(rv);
+    SV *st;
+    if (!cs) return;
+    if (!SvOBJECT((SV *)cs) || strNE(HvNAME(SvSTASH((SV *)cs)), "PAGI::Server::ConnectionState")
+        || hv_exists(cs, "on_done", 7) || hv_exists(cs, "on_gone", 7)) {
+        dSP;
+        ENTER; SAVETMPS;
+        PUSHMARK(SP); XPUSHs(rv); PUTBACK;
+        call_method("_mark_complete", G_DISCARD);
+        FREETMPS; LEAVE;
+        return;
+    }
+    st = GETS(cs, "state");
+    if (st && SvIV(st) == 0) sv_setiv(st, 1);
+}
+
+/* TransportState::_detach for one the server made (plain marks, no
+ * callbacks): it stops measuring. Otherwise the Perl method runs. */
+static void tstate_detach(pTHX_ SV *rv) {
+    HV *ts = hash_of(rv);
+    SV *high, *low;
+    if (!ts || IS_TRUE(GETS(ts, "detached"))) return;
+    high = GETS(ts, "high"); low = GETS(ts, "low");
+    if (!SvOBJECT((SV *)ts) || strNE(HvNAME(SvSTASH((SV *)ts)), "PAGI::Server::TransportState")
+        || (high && SvROK(high)) || (low && SvROK(low)) || hv_exists(ts, "on_high", 7)
+        || hv_exists(ts, "on_drain", 8) || hv_exists(ts, "arm", 3) || hv_exists(ts, "measure", 7)) {
+        dSP;
+        ENTER; SAVETMPS;
+        PUSHMARK(SP); XPUSHs(rv); PUTBACK;
+        call_method("_detach", G_DISCARD);
+        FREETMPS; LEAVE;
+        return;
+    }
+    (void)hv_stores(ts, "detached", newSViv(1));
+    (void)hv_delete(ts, "native", 6, G_DISCARD);
+    (void)hv_delete(ts, "high_now", 8, G_DISCARD);
+}
+
+/* A plain http request (not SSE, validate_events off), from its REQUEST
+ * record to the app's return. When the app has answered completely and
+ * its Future is done, the request ends here (what _app_finished does in
+ * that case); otherwise Request::_app_ran takes over. */
+static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags) {
+    SV *self = sv_2mortal(request_new(aTHX_ server_rv, id, scope_rv, flags, "PAGI::Server::Request"));
+    HV *req = (HV *)SvRV(self), *server = hash_of(server_rv);
+    SV *receive = sv_2mortal(req_closure(aTHX_ req, pagi_http_receive));
+    SV *send = sv_2mortal(req_closure(aTHX_ req, pagi_http_send));
+    SV *app = GETS(server, "app"), *f, *err = NULL;
+    int n, fast = 0;
+    dSP;
+    if (!app) croak("PAGI::Server: no app");
+    ENTER; SAVETMPS;
+    PUSHMARK(SP);
+    EXTEND(SP, 3);
+    PUSHs(scope_rv); PUSHs(receive); PUSHs(send);
+    PUTBACK;
+    n = call_sv(app, G_SCALAR | G_EVAL);
+    SPAGAIN;
+    f = n ? POPs : &PL_sv_undef;
+    SvREFCNT_inc_simple_void(f);
+    PUTBACK;
+    if (SvTRUE(ERRSV)) err = newSVsv(ERRSV);
+    FREETMPS; LEAVE;
+    sv_2mortal(f);
+    if (err) sv_2mortal(err);
+
+    if (!err && IS_TRUE(GETS(req, "done")) && sv_isobject(f)
+        && strEQ(HvNAME(SvSTASH(SvRV(f))), "Future")) {
+        dSP;
+        ENTER; SAVETMPS;
+        PUSHMARK(SP); XPUSHs(f); PUTBACK;
+        n = call_method("is_done", G_SCALAR);
+        SPAGAIN;
+        fast = n && SvTRUE(TOPs);
+        if (n) (void)POPs;
+        PUTBACK;
+        FREETMPS; LEAVE;
+    }
+    if (!fast) {
+        call_req(aTHX_ req, "_app_ran", f, err ? err : &PL_sv_undef);
+        return;
+    }
+    (void)hv_stores(req, "app_done", newSViv(1));
+    cstate_complete(aTHX_ GETS(req, "cstate"));
+    tstate_detach(aTHX_ GETS(req, "tstate"));
+    {
+        HV *reqs = hash_of(GETS(server, "requests"));
+        SV *id_sv = GETS(req, "id");
+        if (reqs && id_sv) (void)hv_delete_ent(reqs, id_sv, G_DISCARD, 0);
+    }
+}
+
 #endif

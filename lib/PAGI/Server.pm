@@ -543,11 +543,23 @@ sub _drain {
     my ($self) = @_;
     my $h = $self->{native} or return;
     my @r = PAGI::Server::Native::drain($h);
+    # What the apps send while these records are handled is held by the core
+    # until the batch ends (one wake-up of its threads per batch), so the
+    # batch must end whatever happens.
+    my $ok = eval { $self->_dispatch(\@r); 1 };
+    my $err = $@;
+    PAGI::Server::Native::flush($self->{native}) if $self->{native};
+    die $err unless $ok;
+}
+
+# Acts on drained records: four values each (kind, id, a, b).
+sub _dispatch {
+    my ($self, $r) = @_;
     my $reqs = $self->{requests};
-    for (my $i = 0; $i < @r; $i += 4) {
+    for (my $i = 0; $i < @$r; $i += 4) {
         # An app run by an earlier record may have released the core.
-        $h = $self->{native} or last;
-        my ($kind, $id, $a, $b) = @r[$i .. $i + 3];
+        my $h = $self->{native} or last;
+        my ($kind, $id, $a, $b) = @$r[$i .. $i + 3];
         if ($kind == PAGI::Server::Native::REC_REQUEST) {
             ($b & PAGI::Server::Native::F_WEBSOCKET)
                 ? PAGI::Server::WebSocket::start($self, $id, $a, $b)

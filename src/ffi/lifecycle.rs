@@ -211,6 +211,22 @@ pub unsafe extern "C" fn pagi_server_drain(
         s.core.bridge.drain(&mut s.drained);
         *out = s.drained.as_ptr();
         *out_len = s.drained.len();
+        // Perl now works through these records: what it sends meanwhile is
+        // held until `pagi_server_flush` (see held.rs).
+        s.core.held.hold();
+        OK
+    })
+}
+
+/// Ends the batch `pagi_server_drain` began: the sends held meanwhile go
+/// to their connections.
+///
+/// # Safety
+/// `srv` is live.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_server_flush(srv: *mut PagiServer) -> i32 {
+    guard(srv, |s| {
+        s.core.held.release();
         OK
     })
 }

@@ -24,24 +24,15 @@ our $DONE = Future->done;
 
 # A new request from a REQUEST record ($flags: its F_* flags). The request
 # object and its scope's state, extensions, pagi.connection and
-# pagi.transport are made by Native::request_new (xs/request.h), and so
-# are the $receive and $send of a plain http scope.
+# pagi.transport are made by Native::request_new (xs/request.h); a plain
+# http request is run by Native::http_start, app call included.
 sub start {
     my ($server, $id, $scope, $flags) = @_;
+    return PAGI::Server::Native::http_start($server, $id, $scope, $flags)
+        unless $flags & PAGI::Server::Native::F_SSE || $server->{validate_events};
     my $self = PAGI::Server::Native::request_new($server, $id, $scope, $flags, __PACKAGE__);
-    my ($receive, $send) = $self->{sse} || $server->{validate_events}
-        ? $self->_closures : PAGI::Server::Native::http_closures($self);
-    my $f = $self->_call_app($scope, $receive, $send) or return;
-    if ($self->{done} && !$f->is_failed) {
-        # Fast path: the app answered completely before returning.
-        $self->{app_done} = 1;
-        $self->{cstate}->_mark_complete if $self->{cstate};
-        $self->{tstate}->_detach;
-        delete $server->{requests}{$id};
-    }
-    else {
-        $self->_app_finished($f);
-    }
+    my $f = $self->_call_app($scope, $self->_closures) or return;
+    $self->_app_finished($f);
     return;
 }
 
@@ -77,6 +68,12 @@ sub _closures {
 sub _call_app {
     my ($self, $scope, $receive, $send) = @_;
     my $f = eval { $self->{server}{app}->($scope, $receive, $send) };
+    return $self->_app_returned($f, $@);
+}
+
+# The app returned $f (or died with $err): as _call_app.
+sub _app_returned {
+    my ($self, $f, $err) = @_;
     # Async subs return plain Futures; anything else must at least act like one.
     if ($f && (ref $f eq 'Future' || (blessed($f) && $f->can('is_ready')))) {
         return $f if $f->is_ready;
@@ -84,7 +81,15 @@ sub _call_app {
         $f->on_ready(sub { $self->_app_finished($_[0]) });
         return;
     }
-    return $f ? $DONE : Future->fail($@ || "application did not return a Future\n");
+    return $f ? $DONE : Future->fail($err || "application did not return a Future\n");
+}
+
+# The app of a request run by Native::http_start returned (or died) without
+# having finished its response.
+sub _app_ran {
+    my ($self, $f, $err) = @_;
+    $f = $self->_app_returned($f, $err) or return;
+    $self->_app_finished($f);
 }
 
 sub _disconnect_event {

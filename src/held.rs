@@ -1,0 +1,172 @@
+//! Channel sends to connection tasks held back while Perl works through a
+//! batch of records. Every send that wakes a task from the Perl thread can
+//! cost the runtime an unpark (a syscall and a context switch); held until
+//! the batch ends, a batch of responses wakes the runtime about once.
+//!
+//! Order is kept: while holding, every send from the Perl thread either
+//! joins the queue or first delivers it (`deliver`). A response waits at
+//! most `MAX_WAIT` (or `MAX_SENDS` sends) for its batch to end, so a slow
+//! app later in the batch cannot hold back the answers before it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+const MAX_WAIT: Duration = Duration::from_micros(500);
+const MAX_SENDS: usize = 256;
+
+/// `B`: what goes on a response's body channel; `H`: its head.
+enum Send<B, H> {
+    Body(mpsc::UnboundedSender<B>, B),
+    Head(oneshot::Sender<H>, H),
+}
+
+impl<B, H> Send<B, H> {
+    fn go(self) {
+        // A closed receiver: the connection dropped the response (HEAD, or
+        // it ended); its own disconnect path reports that.
+        match self {
+            Send::Body(tx, out) => {
+                let _ = tx.send(out);
+            }
+            Send::Head(tx, reply) => {
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
+
+struct State<B, H> {
+    on: bool,
+    since: Option<Instant>,
+    sends: Vec<Send<B, H>>,
+}
+
+/// The held sends of one server.
+pub struct Held<B, H>(Mutex<State<B, H>>);
+
+impl<B, H> Default for Held<B, H> {
+    fn default() -> Self {
+        Held(Mutex::new(State {
+            on: false,
+            since: None,
+            sends: Vec::new(),
+        }))
+    }
+}
+
+impl<B, H> Held<B, H> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<B, H>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A batch begins: sends are held from now on.
+    pub fn hold(&self) {
+        self.state().on = true;
+    }
+
+    /// The batch is over: everything held goes, and sends go at once again.
+    pub fn release(&self) {
+        let sends = {
+            let mut st = self.state();
+            st.on = false;
+            st.since = None;
+            std::mem::take(&mut st.sends)
+        };
+        sends.into_iter().for_each(Send::go);
+    }
+
+    /// Delivers what is held now (before a send that must not overtake
+    /// it), still holding afterwards.
+    pub fn deliver(&self) {
+        let sends = {
+            let mut st = self.state();
+            st.since = None;
+            std::mem::take(&mut st.sends)
+        };
+        sends.into_iter().for_each(Send::go);
+    }
+
+    /// Sends `out` on a response's body channel, or holds it.
+    pub fn body(&self, tx: &mpsc::UnboundedSender<B>, out: B) {
+        if self.state().on {
+            self.push(Send::Body(tx.clone(), out));
+        } else {
+            let _ = tx.send(out);
+        }
+    }
+
+    /// Sends a response head, or holds it.
+    pub fn head(&self, tx: oneshot::Sender<H>, reply: H) {
+        if self.state().on {
+            self.push(Send::Head(tx, reply));
+        } else {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn push(&self, send: Send<B, H>) {
+        let overdue = {
+            let mut st = self.state();
+            st.sends.push(send);
+            let since = *st.since.get_or_insert_with(Instant::now);
+            st.sends.len() >= MAX_SENDS || since.elapsed() >= MAX_WAIT
+        };
+        if overdue {
+            self.deliver();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_in_order_until_released() {
+        let held: Held<u8, u16> = Held::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        held.hold();
+        held.body(&tx, 1);
+        held.body(&tx, 2);
+        assert!(rx.try_recv().is_err(), "held while the batch runs");
+        held.release();
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.try_recv(), Ok(2));
+        // Not holding: at once.
+        held.body(&tx, 1);
+        assert_eq!(rx.try_recv(), Ok(1));
+    }
+
+    #[test]
+    fn deliver_keeps_holding() {
+        let held: Held<u8, u16> = Held::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        held.hold();
+        held.body(&tx, 1);
+        held.deliver();
+        assert_eq!(rx.try_recv(), Ok(1));
+        held.body(&tx, 2);
+        assert!(rx.try_recv().is_err(), "still holding after deliver");
+        held.release();
+        assert_eq!(rx.try_recv(), Ok(2));
+    }
+
+    #[test]
+    fn a_long_batch_does_not_hold_for_long() {
+        let held: Held<u8, u16> = Held::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        held.hold();
+        held.body(&tx, 1);
+        std::thread::sleep(MAX_WAIT * 2);
+        held.body(&tx, 2);
+        assert_eq!(rx.try_recv(), Ok(1), "overdue sends go");
+        assert_eq!(rx.try_recv(), Ok(2));
+        let (htx, mut hrx) = oneshot::channel();
+        held.head(htx, 204);
+        assert!(hrx.try_recv().is_err());
+        held.release();
+        assert_eq!(hrx.try_recv(), Ok(204));
+    }
+}
