@@ -41,6 +41,8 @@ struct State<B, H> {
     on: bool,
     since: Option<Instant>,
     sends: Vec<Send<B, H>>,
+    /// The last batch's emptied Vec, kept so a batch does not allocate.
+    spare: Vec<Send<B, H>>,
 }
 
 /// The held sends of one server.
@@ -52,6 +54,7 @@ impl<B, H> Default for Held<B, H> {
             on: false,
             since: None,
             sends: Vec::new(),
+            spare: Vec::new(),
         }))
     }
 }
@@ -68,24 +71,26 @@ impl<B, H> Held<B, H> {
 
     /// The batch is over: everything held goes, and sends go at once again.
     pub fn release(&self) {
-        let sends = {
-            let mut st = self.state();
-            st.on = false;
-            st.since = None;
-            std::mem::take(&mut st.sends)
-        };
-        sends.into_iter().for_each(Send::go);
+        self.state().on = false;
+        self.deliver();
     }
 
     /// Delivers what is held now (before a send that must not overtake
     /// it), still holding afterwards.
     pub fn deliver(&self) {
-        let sends = {
+        let mut sends = {
             let mut st = self.state();
+            if st.sends.is_empty() {
+                return;
+            }
             st.since = None;
-            std::mem::take(&mut st.sends)
+            let spare = std::mem::take(&mut st.spare);
+            std::mem::replace(&mut st.sends, spare)
         };
-        sends.into_iter().for_each(Send::go);
+        sends.drain(..).for_each(Send::go);
+        // A burst's Vec is not kept for good.
+        sends.shrink_to(MAX_SENDS);
+        self.state().spare = sends;
     }
 
     /// Sends `out` on a response's body channel, or holds it.

@@ -125,6 +125,7 @@ BOOT:
     size_t i;
     for (i = 0; i < sizeof pagi_numbers / sizeof pagi_numbers[0]; i++)
         newCONSTSUB(stash, pagi_numbers[i].name, newSViv(pagi_numbers[i].value));
+    request_boot(aTHX);
 }
 
 IV

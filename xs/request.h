@@ -11,6 +11,23 @@
 #ifndef PAGI_REQUEST_H
 #define PAGI_REQUEST_H
 
+/* Looked up once (BOOT), not per request: $PAGI::Server::Request::DONE's
+ * SV (Request.pm assigns it when loaded) and the three classes' stashes. */
+#define MY_CXT_KEY "PAGI::Server::Native::_request" XS_VERSION
+typedef struct {
+    SV *done;
+    HV *req_stash, *cs_stash, *ts_stash;
+} my_cxt_t;
+START_MY_CXT
+
+static void request_boot(pTHX) {
+    MY_CXT_INIT;
+    MY_CXT.done = get_sv("PAGI::Server::Request::DONE", GV_ADD);
+    MY_CXT.req_stash = gv_stashpvs("PAGI::Server::Request", GV_ADD);
+    MY_CXT.cs_stash = gv_stashpvs("PAGI::Server::ConnectionState", GV_ADD);
+    MY_CXT.ts_stash = gv_stashpvs("PAGI::Server::TransportState", GV_ADD);
+}
+
 static SV *hv_get(pTHX_ HV *hv, const char *k, I32 klen) {
     SV **v = hv_fetch(hv, k, klen, 0);
     return v ? *v : NULL;
@@ -26,7 +43,8 @@ static HV *hash_of(SV *rv) {
 
 /* The result of every send that need not wait (Request.pm's $DONE). */
 static SV *done_future(pTHX) {
-    return get_sv("PAGI::Server::Request::DONE", GV_ADD);
+    dMY_CXT;
+    return MY_CXT.done;
 }
 
 /* $req->METHOD(@args) in scalar context; the result outlives the call's
@@ -186,6 +204,7 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req, *ext, *own, *reqs, *ts;
     SV *self, *native, *loop, *tls = NULL, *id_sv, *srv;
     int sse = (flags & PAGI_F_SSE) != 0, ws = (flags & PAGI_F_WEBSOCKET) != 0;
+    dMY_CXT;
     if (!server || !scope) croak("PAGI::Server::Request: a server and a scope hash are needed");
     native = GETS(server, "native");
     loop = GETS(server, "loop_cache");
@@ -218,7 +237,8 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     /* The client waits for "100 Continue", which the core sends once the
      * app first asks for the body. */
     if ((flags & PAGI_F_EXPECT) && !ws) (void)hv_stores(req, "expect", newSViv(1));
-    self = sv_bless(newRV_noinc((SV *)req), gv_stashpv(class, GV_ADD));
+    self = sv_bless(newRV_noinc((SV *)req),
+                    strEQ(class, "PAGI::Server::Request") ? MY_CXT.req_stash : gv_stashpv(class, GV_ADD));
     if ((reqs = hash_of(GETS(server, "requests"))))
         (void)hv_store_ent(reqs, id_sv, newSVsv(self), 0);
 
@@ -228,7 +248,7 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
         SV *rv;
         (void)hv_stores(cs, "state", newSViv(0));
         (void)hv_stores(cs, "loop", loop ? newSVsv(loop) : newSV(0));
-        rv = sv_bless(newRV_noinc((SV *)cs), gv_stashpvs("PAGI::Server::ConnectionState", GV_ADD));
+        rv = sv_bless(newRV_noinc((SV *)cs), MY_CXT.cs_stash);
         (void)hv_stores(req, "cstate", rv);
         (void)hv_stores(scope, "pagi.connection", newSVsv(rv));
     }
@@ -239,7 +259,7 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     (void)hv_stores(ts, "high", newSVsv(GETS(server, "write_high_watermark") ? GETS(server, "write_high_watermark") : &PL_sv_undef));
     (void)hv_stores(ts, "low", newSVsv(GETS(server, "write_low_watermark") ? GETS(server, "write_low_watermark") : &PL_sv_undef));
     {
-        SV *rv = sv_bless(newRV_noinc((SV *)ts), gv_stashpvs("PAGI::Server::TransportState", GV_ADD));
+        SV *rv = sv_bless(newRV_noinc((SV *)ts), MY_CXT.ts_stash);
         (void)hv_stores(req, "tstate", rv);
         (void)hv_stores(scope, "pagi.transport", newSVsv(rv));
     }
@@ -252,8 +272,9 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
 static void cstate_complete(pTHX_ SV *rv) {
     HV *cs = hash_of(rv);
     SV *st;
+    dMY_CXT;
     if (!cs) return;
-    if (!SvOBJECT((SV *)cs) || strNE(HvNAME(SvSTASH((SV *)cs)), "PAGI::Server::ConnectionState")
+    if (!SvOBJECT((SV *)cs) || SvSTASH((SV *)cs) != MY_CXT.cs_stash
         || hv_exists(cs, "on_done", 7) || hv_exists(cs, "on_gone", 7)) {
         dSP;
         ENTER; SAVETMPS;
@@ -271,9 +292,10 @@ static void cstate_complete(pTHX_ SV *rv) {
 static void tstate_detach(pTHX_ SV *rv) {
     HV *ts = hash_of(rv);
     SV *high, *low;
+    dMY_CXT;
     if (!ts || IS_TRUE(GETS(ts, "detached"))) return;
     high = GETS(ts, "high"); low = GETS(ts, "low");
-    if (!SvOBJECT((SV *)ts) || strNE(HvNAME(SvSTASH((SV *)ts)), "PAGI::Server::TransportState")
+    if (!SvOBJECT((SV *)ts) || SvSTASH((SV *)ts) != MY_CXT.ts_stash
         || (high && SvROK(high)) || (low && SvROK(low)) || hv_exists(ts, "on_high", 7)
         || hv_exists(ts, "on_drain", 8) || hv_exists(ts, "arm", 3) || hv_exists(ts, "measure", 7)) {
         dSP;
