@@ -312,13 +312,15 @@ request_new(server, id, scope, flags, class)
     RETVAL
 
 void
-http_start(server, id, scope, flags)
+http_start(server, id, scope, flags, body = NULL, more = 0)
     SV *server
     UV id
     SV *scope
     IV flags
+    SV *body
+    int more
   CODE:
-    http_start(aTHX_ server, id, scope, flags);
+    http_start(aTHX_ server, id, scope, flags, body, more);
 
 int
 req_start(self, status, headers, trailers)

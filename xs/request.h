@@ -311,10 +311,11 @@ static void tstate_detach(pTHX_ SV *rv) {
 }
 
 /* A plain http request (not SSE, validate_events off), from its REQUEST
- * record to the app's return. When the app has answered completely and
+ * record to the app's return; `body`/`more`: the first piece of its body,
+ * when that came with it (else NULL). When the app has answered completely and
  * its Future is done, the request ends here (what _app_finished does in
  * that case); otherwise Request::_app_ran takes over. */
-static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags) {
+static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *body, int more) {
     SV *self = sv_2mortal(request_new(aTHX_ server_rv, id, scope_rv, flags, "PAGI::Server::Request"));
     HV *req = (HV *)SvRV(self), *server = hash_of(server_rv);
     SV *receive = sv_2mortal(req_closure(aTHX_ req, pagi_http_receive));
@@ -323,6 +324,17 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags) {
     int n, fast = 0;
     dSP;
     if (!app) croak("PAGI::Server: no app");
+    if (body) {
+        /* The first piece of the body came with the request (Request::body
+         * would queue it just so). */
+        HV *ev = newHV();
+        AV *queue = newAV();
+        (void)hv_stores(ev, "type", newSVpvs("http.request"));
+        (void)hv_stores(ev, "body", newSVsv(body));
+        (void)hv_stores(ev, "more", newSViv(more));
+        av_push(queue, newRV_noinc((SV *)ev));
+        (void)hv_stores(req, "queue", newRV_noinc((SV *)queue));
+    }
     ENTER; SAVETMPS;
     PUSHMARK(SP);
     EXTEND(SP, 3);

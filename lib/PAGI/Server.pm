@@ -561,9 +561,18 @@ sub _dispatch {
         my $h = $self->{native} or last;
         my ($kind, $id, $a, $b) = @$r[$i .. $i + 3];
         if ($kind == PAGI::Server::Native::REC_REQUEST) {
-            ($b & PAGI::Server::Native::F_WEBSOCKET)
-                ? PAGI::Server::WebSocket::start($self, $id, $a, $b)
-                : PAGI::Server::Request::start($self, $id, $a, $b);
+            if ($b & PAGI::Server::Native::F_WEBSOCKET) {
+                PAGI::Server::WebSocket::start($self, $id, $a, $b);
+            }
+            # A body the core read along with its head comes right behind
+            # it: the app's first $receive then finds it waiting.
+            elsif (($r->[$i + 4] // -1) == PAGI::Server::Native::REC_BODY && $r->[$i + 5] == $id) {
+                PAGI::Server::Request::start($self, $id, $a, $b, @$r[$i + 6, $i + 7]);
+                $i += 4;
+            }
+            else {
+                PAGI::Server::Request::start($self, $id, $a, $b);
+            }
             $self->_on_request_complete if $self->{_retire_after};
         }
         elsif ($kind == PAGI::Server::Native::REC_BODY) {

@@ -33,6 +33,10 @@ use crate::ws::session::{Session, Stream as WsStream};
 
 /// Bytes read ahead (pipelined requests) while a response is in progress.
 const READ_AHEAD: usize = 64 * 1024;
+/// A body of at most this many bytes (Content-Length) is read, as far as it
+/// has already arrived, before its request goes to Perl: the app then gets
+/// it in one piece, with the request (see `gather`).
+const GATHER: u64 = 256 * 1024;
 /// After the server closes its side, input still arriving is read and
 /// dropped for this long (at most `LINGER_BYTES`) instead of being answered
 /// with a reset that could destroy the response before the client reads it.
@@ -237,6 +241,20 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     }
 
     /// Serves one request; returns whether the connection may be reused.
+    /// Reads what has already arrived of a `len`-byte body, without
+    /// waiting: nothing is there yet, the end of the stream or an error
+    /// stop it, and the body loop of `exchange` sees to those.
+    fn gather(&mut self, len: usize) {
+        use futures_util::FutureExt;
+        self.buf.reserve(len.saturating_sub(self.buf.len()));
+        while self.buf.len() < len {
+            match fill(&mut self.rd, &mut self.buf).now_or_never() {
+                Some(Ok(n)) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+
     async fn exchange(&mut self, head: Head) -> bool {
         let core = self.core.clone();
         let (head, h1) = head.into_request(self.peer.scheme());
@@ -249,6 +267,10 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         if max_body > 0 && h1.content_length.is_some_and(|n| n > max_body) {
             self.refuse(PAYLOAD_TOO_LARGE, false).await;
             return false;
+        }
+        if let (parse::Framing::Length(n @ 1..=GATHER), false) = (h1.framing, head.expect_continue)
+        {
+            self.gather(n as usize);
         }
         let (mut ex, replies) = Exchange::open(&core, &head, &self.peer);
         let Replies {
