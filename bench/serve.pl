@@ -10,19 +10,21 @@
 #
 # With PAGI_BENCH_CERT and PAGI_BENCH_KEY set (PEM files) the server is given
 # ssl => { cert_file, key_file } and serves HTTPS; both servers take the same
-# option. With PAGI_BENCH_HTTP2=1 the server is given http2 => 1, and
-# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections.
+# option. With PAGI_BENCH_HTTP2=1 the server is given http2 => 1,
+# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections and PAGI_BENCH_WORKERS=N
+# sets workers (this build and the reference alike).
 #
 # APP is one of the apps of bench/apps.pl (hello by default).
 use strict;
 use warnings;
 use IO::Async::Loop;
 use File::Basename qw(dirname);
+use File::Spec;
 use PAGI::Server;
 
 my $name = shift // 'hello';
 
-my $apps = do(dirname(__FILE__) . '/apps.pl') or die "bench/apps.pl: " . ($@ || $!) . "\n";
+my $apps = do(File::Spec->rel2abs(dirname(__FILE__)) . '/apps.pl') or die "bench/apps.pl: " . ($@ || $!) . "\n";
 
 my $app = $apps->{$name}
     or die "usage: $0 [" . join('|', sort keys %$apps) . "]\n";
@@ -44,6 +46,7 @@ my $server = PAGI::Server->new(
     %tls,
     ($ENV{PAGI_BENCH_HTTP2} ? (http2 => 1) : ()),
     ($ENV{PAGI_BENCH_MAX_CONNECTIONS} ? (max_connections => $ENV{PAGI_BENCH_MAX_CONNECTIONS}) : ()),
+    ($ENV{PAGI_BENCH_WORKERS} ? (workers => $ENV{PAGI_BENCH_WORKERS}) : ()),
 );
 $loop->add($server);
 $server->listen->get;
