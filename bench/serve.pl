@@ -10,8 +10,9 @@
 #
 # With PAGI_BENCH_CERT and PAGI_BENCH_KEY set (PEM files) the server is given
 # ssl => { cert_file, key_file } and serves HTTPS; both servers take the same
-# option. With PAGI_BENCH_HTTP2=1 the server is given http2 => 1, and
-# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections.
+# option. With PAGI_BENCH_HTTP2=1 the server is given http2 => 1,
+# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections, and
+# PAGI_BENCH_TIMEOUT=S sets timeout (the wait for a request head).
 #
 # APP is one of:
 #   hello   (default) 13-byte "Hello, World!" with content-length
@@ -140,6 +141,7 @@ my $server = PAGI::Server->new(
     %tls,
     ($ENV{PAGI_BENCH_HTTP2} ? (http2 => 1) : ()),
     ($ENV{PAGI_BENCH_MAX_CONNECTIONS} ? (max_connections => $ENV{PAGI_BENCH_MAX_CONNECTIONS}) : ()),
+    ($ENV{PAGI_BENCH_TIMEOUT} ? (timeout => $ENV{PAGI_BENCH_TIMEOUT}) : ()),
 );
 $loop->add($server);
 $server->listen->get;
