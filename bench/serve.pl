@@ -11,8 +11,9 @@
 # With PAGI_BENCH_CERT and PAGI_BENCH_KEY set (PEM files) the server is given
 # ssl => { cert_file, key_file } and serves HTTPS; both servers take the same
 # option. With PAGI_BENCH_HTTP2=1 the server is given http2 => 1,
-# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections and PAGI_BENCH_WORKERS=N
-# sets workers (this build and the reference alike).
+# PAGI_BENCH_MAX_CONNECTIONS=N sets max_connections, PAGI_BENCH_WORKERS=N
+# sets workers and PAGI_BENCH_TIMEOUT=S sets timeout (the wait for a
+# request head), for this build and the reference alike.
 #
 # APP is one of the apps of bench/apps.pl (hello by default).
 use strict;
@@ -47,6 +48,7 @@ my $server = PAGI::Server->new(
     ($ENV{PAGI_BENCH_HTTP2} ? (http2 => 1) : ()),
     ($ENV{PAGI_BENCH_MAX_CONNECTIONS} ? (max_connections => $ENV{PAGI_BENCH_MAX_CONNECTIONS}) : ()),
     ($ENV{PAGI_BENCH_WORKERS} ? (workers => $ENV{PAGI_BENCH_WORKERS}) : ()),
+    ($ENV{PAGI_BENCH_TIMEOUT} ? (timeout => $ENV{PAGI_BENCH_TIMEOUT}) : ()),
 );
 $loop->add($server);
 $server->listen->get;

@@ -178,6 +178,11 @@ impl ServerCore {
         self.conns.load(Ordering::SeqCst)
     }
 
+    /// Requests opened so far (a count that only grows).
+    pub fn requests_opened(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
     pub fn shutdown_watch(&self) -> watch::Receiver<u8> {
         self.shutdown.subscribe()
     }

@@ -1,10 +1,13 @@
 //! Reading and writing a byte stream under the server's rules (a stall
 //! limit, the force-close phase of a shutdown), shared by every protocol.
 
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
 use crate::phase::FORCE;
@@ -54,6 +57,33 @@ pub(crate) async fn fill<R: AsyncRead + Unpin>(
     rd.read_buf(buf).await
 }
 
+/// The most `fill_lazy` reads at once (into the stack).
+pub(crate) const LAZY_READ: usize = 4096;
+
+/// Reads more bytes into `buf` like `fill`, but holds no buffer while it
+/// waits: the read goes to the stack, and `buf` grows only by the bytes that
+/// came. For a connection waiting for its next request with nothing
+/// buffered, where `fill` would reserve its 16 KiB for as long as the client
+/// stays quiet. `Ok(0)` is end of stream.
+pub(crate) async fn fill_lazy<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut tmp = [MaybeUninit::<u8>::uninit(); LAZY_READ];
+        let mut rb = ReadBuf::uninit(&mut tmp);
+        match Pin::new(&mut *rd).poll_read(cx, &mut rb) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {
+                buf.extend_from_slice(rb.filled());
+                Poll::Ready(Ok(rb.filled().len()))
+            }
+        }
+    })
+    .await
+}
+
 /// Writes all of `out`, giving up when the client stalls for `stall` or the
 /// server is force-closing.
 pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
@@ -92,6 +122,38 @@ pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lazy_read_holds_no_buffer_until_bytes_come() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+            let mut buf = BytesMut::new();
+            // Nothing to read: the read waits, and `buf` has no capacity.
+            let waited =
+                tokio::time::timeout(Duration::from_millis(20), fill_lazy(&mut server, &mut buf))
+                    .await;
+            assert!(waited.is_err());
+            assert_eq!(buf.capacity(), 0);
+            client
+                .write_all(b"GET / HTTP/1.1\r\n")
+                .await
+                .expect("write");
+            assert_eq!(fill_lazy(&mut server, &mut buf).await.expect("read"), 16);
+            assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+            assert!(buf.capacity() < 1024, "capacity {}", buf.capacity());
+            // More than fits the stack buffer at once comes in pieces, all of it.
+            let big = vec![7u8; LAZY_READ * 3 + 5];
+            client.write_all(&big).await.expect("write");
+            drop(client);
+            let mut got = BytesMut::new();
+            while fill_lazy(&mut server, &mut got).await.expect("read") > 0 {}
+            assert_eq!(&got[..], &big[..]);
+        });
+    }
 
     #[test]
     fn reasons_by_scope() {

@@ -12,7 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::abi::kind;
@@ -24,6 +24,9 @@ pub struct Bridge {
     buf: Mutex<Vec<u8>>,
     armed: AtomicBool,
     efd: OwnedFd,
+    /// Capacity of the buffer the last drain handed out (kept by Perl's
+    /// side until its next drain).
+    handed_out: AtomicUsize,
 }
 
 /// Appends the fields of one record (the layout XS reads back).
@@ -68,6 +71,7 @@ impl Bridge {
         Ok(Bridge {
             buf: Mutex::new(Vec::with_capacity(64 * 1024)),
             armed: AtomicBool::new(false),
+            handed_out: AtomicUsize::new(0),
             // SAFETY: fd was just returned by eventfd and is owned by nobody else.
             efd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
@@ -85,6 +89,12 @@ impl Bridge {
             buf.extend_from_slice(&id.to_ne_bytes());
             fill(&mut RecordWriter { buf: &mut buf });
         }
+        self.wake();
+    }
+
+    /// Wakes Perl unless it was woken already (a push does; with nothing
+    /// queued Perl drains nothing).
+    pub fn wake(&self) {
         if !self.armed.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A
@@ -117,6 +127,14 @@ impl Bridge {
         spare.shrink_to(SPARE_CAPACITY);
         let mut buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::swap(&mut *buf, spare);
+        self.handed_out.store(spare.capacity(), Ordering::Relaxed);
+    }
+
+    /// The buffer of the last drain is larger than a drain keeps for reuse
+    /// (a burst went through it): it is given back by the next drain, which
+    /// `wake` brings about on a server that has gone quiet.
+    pub fn holds_burst(&self) -> bool {
+        self.handed_out.load(Ordering::Relaxed) > SPARE_CAPACITY
     }
 }
 
@@ -155,5 +173,31 @@ mod tests {
         assert!(readable(b.fd()));
         b.drain(&mut out);
         assert_eq!(out, vec![kind::IDLE, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_burst_buffer_is_given_back_by_a_wake_and_an_empty_drain() {
+        let b = Bridge::new().expect("eventfd");
+        let mut out = Vec::new();
+        let big = vec![1u8; 4 * SPARE_CAPACITY];
+        b.push(kind::BODY, 1, |w| {
+            w.bytes(&big).u8(0);
+        });
+        b.drain(&mut out);
+        assert!(out.len() > 4 * SPARE_CAPACITY);
+        assert!(b.holds_burst(), "the burst's buffer was handed out");
+        // Nothing more comes: a wake makes Perl drain nothing, and that
+        // drain shrinks the burst's buffer.
+        b.wake();
+        assert!(readable(b.fd()));
+        b.drain(&mut out);
+        assert!(out.is_empty());
+        assert!(!b.holds_burst());
+        b.drain(&mut out);
+        assert!(
+            out.capacity() <= SPARE_CAPACITY,
+            "capacity {}",
+            out.capacity()
+        );
     }
 }

@@ -41,6 +41,7 @@ pub fn start(
             }
         }
     }
+    rt.spawn(crate::memory::give_back_when_quiet(core.clone()));
     Ok(())
 }
 

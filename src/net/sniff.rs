@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::proto::h2::guard::PREFACE;
+use crate::stream_io::fill_lazy;
 
 /// What a cleartext connection with `http2` on opens with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +51,8 @@ pub async fn hear<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, limit: D
             if n == PREFACE.len() {
                 return Heard::H2c;
             }
-            buf.reserve(8192);
-            match io.read_buf(buf).await {
+            // No buffer is held while the client is silent.
+            match fill_lazy(io, buf).await {
                 Ok(0) | Err(_) => return Heard::Http1,
                 Ok(_) => {}
             }
@@ -65,6 +66,7 @@ pub async fn hear<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, limit: D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     fn sniff(input: &[u8]) -> (Heard, Vec<u8>) {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -27,7 +27,7 @@ use crate::proto::h1::encode::{self, ReqInfo, Writer};
 use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
 use crate::server::{Reply, ServerCore, FORCE, RUNNING};
 use crate::slow::{evicted, BodyClock, HeadWait, EVICT_GRACE_PARTIAL};
-use crate::stream_io::{fill, sleep_opt, write_out, Stop};
+use crate::stream_io::{fill, fill_lazy, sleep_opt, write_out, Stop};
 use crate::ws::accept;
 use crate::ws::session::{Session, Stream as WsStream};
 
@@ -94,21 +94,34 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     format!("{msg}{at}")
 }
 
+/// Capacity reserved for a response head, taken when one is written: `out`
+/// has none while the connection waits for a request.
+const HEAD_RESERVE: usize = 1024;
+
 /// Runs HTTP/1.x on an admitted connection until it closes. `pre`: bytes
 /// already read from it (while telling h2c from HTTP/1.x).
-pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer, mut pre: BytesMut) {
+///
+/// A connection waiting for its next request costs little: it holds no
+/// read or write buffer then (see `next_head`), and the state of a request
+/// in progress (`exchange`) is boxed, so only a request being served pays
+/// for it. (Not an `async fn`: its arguments would stay in the future
+/// beside the `Conn` made of them, and `run` takes `&mut self` for the
+/// same reason.)
+pub fn serve<S: Split>(
+    core: Arc<ServerCore>,
+    stream: S,
+    peer: Peer,
+    pre: BytesMut,
+) -> impl Future<Output = ()> + Send {
     let (rd, wr) = stream.halves();
-    let conn = Conn {
+    let mut conn = Conn {
         sd: core.shutdown_watch(),
         core,
         peer,
         rd,
         wr,
-        buf: {
-            pre.reserve(8192);
-            pre
-        },
-        out: Vec::with_capacity(8192),
+        buf: pre,
+        out: Vec::new(),
         unwritten: 0,
         sse: None,
         idle: crate::sse::IdleClock::new(None),
@@ -117,7 +130,7 @@ pub async fn serve<S: Split>(core: Arc<ServerCore>, stream: S, peer: Peer, mut p
         eof: false,
         linger: false,
     };
-    conn.run().await;
+    async move { conn.run().await }
 }
 
 pub(crate) struct Conn<R, W> {
@@ -148,22 +161,30 @@ pub(crate) struct Conn<R, W> {
 }
 
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
-    async fn run(mut self) {
+    async fn run(&mut self) {
+        let mut refused = None;
         loop {
+            // Nothing is awaited while the result of `next_head` is alive:
+            // a `Head` kept here would take room in this future while it
+            // waits for the next request.
             let head = match self.next_head().await {
-                Ok(Some(h)) => h,
+                Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(r) => {
-                    self.refuse(r, false).await;
+                    refused = Some(r);
                     break;
                 }
             };
-            let keep = self.exchange(head).await;
+            let keep = Box::pin(self.exchange(head)).await;
             self.served = true;
             if !keep || self.eof || self.core.phase() != RUNNING {
                 break;
             }
             self.since = Instant::now();
+        }
+        if let Some(r) = refused {
+            // Boxed, like `exchange`: only a refused head pays for its answer.
+            Box::pin(self.refuse(r, false)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.wr.shutdown()).await;
         if self.linger && !self.eof {
@@ -211,6 +232,8 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 && (self.served || Instant::now() >= since + FIRST_REQUEST_GRACE)
             {
                 return Ok(None);
+            } else {
+                self.release_buffers();
             }
             if wait.is_none() && Instant::now() >= register_at {
                 wait = Some(core.head_waiters.enter(since));
@@ -218,19 +241,22 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
             if let (Some(w), false) = (wait.as_mut(), self.buf.is_empty()) {
                 w.partial();
             }
+            let grace = (self.buf.is_empty() && !self.served && core.phase() != RUNNING)
+                .then_some(since + FIRST_REQUEST_GRACE);
             tokio::select! {
-                r = fill(&mut self.rd, &mut self.buf) => match r {
+                r = read_more(&mut self.rd, &mut self.buf, true) => match r {
                     Ok(0) | Err(_) => return Ok(None),
                     Ok(_) => {}
                 },
-                // One timer: the registration time first, then the deadline.
-                _ = sleep_opt(next_wake(deadline, register_at, wait.is_none())) => {
+                // One timer: the registration time first, then the deadline,
+                // or sooner the end of a first request's grace in a graceful
+                // shutdown (checked at the top of the loop).
+                _ = sleep_opt(earliest(next_wake(deadline, register_at, wait.is_none()), grace)) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return if self.buf.is_empty() { Ok(None) } else { Err(REQUEST_TIMEOUT) };
                     }
                 },
                 _ = evicted(&mut wait) => return Ok(None),
-                _ = sleep_opt((!self.served && core.phase() != RUNNING).then_some(since + FIRST_REQUEST_GRACE)) => {},
                 r = self.sd.changed() => {
                     if r.is_err() || *self.sd.borrow() == FORCE {
                         return Ok(None);
@@ -240,7 +266,6 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
     }
 
-    /// Serves one request; returns whether the connection may be reused.
     /// Reads what has already arrived of a `len`-byte body, without
     /// waiting: nothing is there yet, the end of the stream or an error
     /// stop it, and the body loop of `exchange` sees to those.
@@ -255,6 +280,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
     }
 
+    /// Serves one request; returns whether the connection may be reused.
     async fn exchange(&mut self, head: Head) -> bool {
         let core = self.core.clone();
         let (head, h1) = head.into_request(self.peer.scheme());
@@ -355,7 +381,10 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 c.deadline()
             });
             tokio::select! {
-                r = fill(&mut self.rd, &mut self.buf), if want_read => match r {
+                // With the body all in and nothing buffered, this read only
+                // watches for the client going away (or pipelining): it
+                // takes no buffer until bytes come.
+                r = read_more(&mut self.rd, &mut self.buf, body.is_done()), if want_read => match r {
                     // A half-close after a complete request: the client
                     // still reads, so the response goes out, then we close.
                     Ok(0) if body.is_done() => {
@@ -379,6 +408,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                     Ok(Reply::Response(h)) => {
                         self.idle.reset();
                         let closing = core.phase() != RUNNING || self.eof;
+                        self.out.reserve(HEAD_RESERVE);
                         writer = Some(encode::write_head(&mut self.out, &h, &req, &core.cfg.server_header, closing));
                         // Frames already queued go out with the head.
                         match self.pump(&mut body_rx, writer.as_mut(), &ex).await {
@@ -477,6 +507,21 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         }
     }
 
+    /// Gives back the read and write buffers while nothing is in them: a
+    /// connection waiting for its next request holds none (after a large
+    /// request they may be large), and `read_more` reads into the stack
+    /// until bytes come.
+    fn release_buffers(&mut self) {
+        // An empty `buf` may still hold the allocation its last bytes were
+        // split from, with no capacity left: replaced all the same.
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+    }
+
     /// A refused request: answered (head errors, oversized or bad bodies)
     /// unless a response has started; the connection closes either way.
     async fn refuse(&mut self, r: Reject, started: bool) -> Stop {
@@ -497,6 +542,30 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     }
 }
 
+/// Reads more from the client. Between requests (`between`) with nothing
+/// buffered, without taking a buffer until bytes come (`fill_lazy`);
+/// otherwise (part of a head is in, or a body is being read) straight into
+/// `buf` with room to spare.
+async fn read_more<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    between: bool,
+) -> std::io::Result<usize> {
+    if between && buf.is_empty() {
+        fill_lazy(rd, buf).await
+    } else {
+        fill(rd, buf).await
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// When a connection waiting for its head next has something to do: join
 /// the eviction registry (while not in it), or give up at the deadline.
 fn next_wake(
@@ -508,5 +577,83 @@ fn next_wake(
         (Some(d), true) => Some(d.min(register_at)),
         (None, true) => Some(register_at),
         (d, false) => d,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+
+    fn conn(stream: DuplexStream) -> Conn<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>> {
+        let cfg = crate::config::Config::parse("listen=tcp:127.0.0.1:0").expect("config");
+        let core = Arc::new(ServerCore::new(cfg).expect("core"));
+        let (rd, wr) = tokio::io::split(stream);
+        Conn {
+            sd: core.shutdown_watch(),
+            core,
+            peer: Peer::Unix {
+                path: "test".into(),
+            },
+            rd,
+            wr,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            unwritten: 0,
+            sse: None,
+            idle: crate::sse::IdleClock::new(None),
+            since: Instant::now(),
+            served: true,
+            eof: false,
+            linger: false,
+        }
+    }
+
+    #[test]
+    fn a_connection_waiting_for_a_request_holds_no_buffer() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let mut c = conn(server);
+            // As after a large request: both buffers grown, both empty.
+            c.buf = BytesMut::with_capacity(1 << 20);
+            c.out = Vec::with_capacity(1 << 20);
+            let waited = tokio::time::timeout(Duration::from_millis(20), c.next_head()).await;
+            assert!(waited.is_err(), "nothing was sent");
+            assert_eq!(c.buf.capacity(), 0, "read buffer given back");
+            assert_eq!(c.out.capacity(), 0, "write buffer given back");
+
+            // Pipelined requests: the first is taken, the second stays
+            // buffered (not given back) and is taken without a read.
+            client
+                .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let a = c.next_head().await.expect("a head").expect("a request");
+            assert_eq!(a.raw_path, b"/a");
+            assert!(!c.buf.is_empty());
+            assert!(c.buf.capacity() <= crate::stream_io::LAZY_READ);
+            let b = c.next_head().await.expect("a head").expect("a request");
+            assert_eq!(b.raw_path, b"/b");
+            assert!(c.buf.is_empty());
+
+            // A head in pieces is put together.
+            client
+                .write_all(b"GET /c HTTP/1.1\r\nHo")
+                .await
+                .expect("write");
+            let waited = tokio::time::timeout(Duration::from_millis(20), c.next_head()).await;
+            assert!(waited.is_err(), "half a head");
+            client.write_all(b"st: x\r\n\r\n").await.expect("write");
+            let h = c.next_head().await.expect("a head").expect("a request");
+            assert_eq!(h.raw_path, b"/c");
+
+            // The client going away ends the wait quietly.
+            drop(client);
+            assert!(c.next_head().await.expect("no error").is_none());
+        });
     }
 }
