@@ -314,6 +314,7 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         // An SSE request's connection closes after its response, whether a
         // stream or a declining answer (as the reference does).
         let sse_scope = head.is_sse();
+        let client_keeps = h1.keep_alive;
         let req = ReqInfo {
             version: head.version.code(),
             is_head: head.method == "HEAD",
@@ -501,7 +502,10 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
                 // A body the app left unread can be skipped if it is all here.
                 while let Ok(Some(_)) = body.take(&mut self.buf) {}
                 let keep = w.keep_alive && body.is_done() && !self.eof;
-                self.linger = !keep;
+                // A client that asked for the close sends nothing more, so
+                // there is nothing to linger for once its request is read.
+                let asked = !client_keeps && body.is_done() && self.buf.is_empty();
+                self.linger = !keep && !asked;
                 keep
             }
         }
