@@ -6,13 +6,13 @@
 
 mod abi;
 mod access_log;
+mod batch;
 mod bridge;
 mod config;
 mod exchange;
 pub mod ffi;
 mod fields;
 mod file_body;
-mod held;
 mod memory;
 mod net;
 mod phase;

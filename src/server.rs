@@ -152,7 +152,7 @@ pub struct ServerCore {
     /// Connections waiting for a request head (evicted at capacity).
     pub head_waiters: HeadWaiters,
     /// Sends held back while Perl works through a batch of records.
-    pub held: crate::held::Held<Out, Reply>,
+    pub batch: crate::batch::Batch<Out, Reply>,
 }
 
 impl ServerCore {
@@ -166,7 +166,7 @@ impl ServerCore {
             shutdown: watch::Sender::new(RUNNING),
             accept_pause: Mutex::new(None),
             head_waiters: HeadWaiters::default(),
-            held: crate::held::Held::default(),
+            batch: crate::batch::Batch::default(),
         })
     }
 
@@ -304,7 +304,7 @@ impl ServerCore {
         if tx.is_closed() {
             return SendState::Gone;
         }
-        self.held
+        self.batch
             .head(tx, Reply::WsAccept(crate::ws::accept::Accept::new(fields)));
         SendState::Ready
     }
@@ -336,7 +336,7 @@ impl ServerCore {
         // The end is queued before the head goes: a protocol woken by the
         // head sees the whole response (HTTP/2 then ends the stream on its
         // last DATA frame instead of an empty one after it).
-        self.held.body(&slot.body, Out::End);
+        self.batch.body(&slot.body, Out::End);
         self.release(slot);
         let slot = reqs.remove(&id);
         drop(reqs);
@@ -360,7 +360,7 @@ impl ServerCore {
         }
         // A closed receiver means the connection dropped the body (HEAD, or
         // the connection ended); the disconnect path reports the latter.
-        self.held.body(&slot.body, out);
+        self.batch.body(&slot.body, out);
         state
     }
 
@@ -372,7 +372,7 @@ impl ServerCore {
         };
         match slot.head.take() {
             Some(tx) if !tx.is_closed() => {
-                self.held.head(tx, Reply::Response(head));
+                self.batch.head(tx, Reply::Response(head));
                 SendState::Ready
             }
             _ => SendState::Gone,
@@ -409,7 +409,7 @@ impl ServerCore {
     pub fn ws_waiting(&self, id: u64, taken: u64) {
         // The answers to those messages go before a close frame this lets
         // the connection send.
-        self.held.deliver();
+        self.batch.deliver();
         if let Some(slot) = self.reqs().get(&id) {
             slot.shared.answered.store(taken, Ordering::SeqCst);
             slot.shared.body_wake.notify_one();
@@ -426,7 +426,7 @@ impl ServerCore {
         if slot.body.is_closed() {
             return SendState::Gone;
         }
-        self.held.body(&slot.body, out);
+        self.batch.body(&slot.body, out);
         self.release(slot)
     }
 
@@ -442,7 +442,7 @@ impl ServerCore {
     pub fn ws_control(&self, id: u64, out: Out) -> SendState {
         match self.reqs().get(&id) {
             Some(slot) if slot.head.is_none() && !slot.body.is_closed() => {
-                self.held.body(&slot.body, out);
+                self.batch.body(&slot.body, out);
                 SendState::Ready
             }
             _ => SendState::Gone,
@@ -480,7 +480,7 @@ impl ServerCore {
             };
         }
         let body = crate::file_body::FileBody::new(file, start, len);
-        self.held.body(&slot.body, Out::File(body));
+        self.batch.body(&slot.body, Out::File(body));
         self.release(slot);
         drop(reqs);
         if fin {
@@ -495,9 +495,9 @@ impl ServerCore {
         let Some(mut slot) = self.reqs().remove(&id) else {
             return (SendState::Gone, None);
         };
-        self.held.body(&slot.body, Out::Trailers(fields));
+        self.batch.body(&slot.body, Out::Trailers(fields));
         self.release(&mut slot);
-        self.held.body(&slot.body, Out::End);
+        self.batch.body(&slot.body, Out::End);
         slot.shared.finish();
         (
             SendState::Ready,
@@ -508,7 +508,7 @@ impl ServerCore {
     /// Ends a request without a proper response: the connection is closed.
     pub fn abort(&self, id: u64) {
         if let Some(mut slot) = self.reqs().remove(&id) {
-            self.held.body(&slot.body, Out::Abort);
+            self.batch.body(&slot.body, Out::Abort);
             // A started response keeps its head, as in the reference: the
             // client sees the status, then the connection closes.
             self.release(&mut slot);

@@ -212,8 +212,8 @@ pub unsafe extern "C" fn pagi_server_drain(
         *out = s.drained.as_ptr();
         *out_len = s.drained.len();
         // Perl now works through these records: what it sends meanwhile is
-        // held until `pagi_server_flush` (see held.rs).
-        s.core.held.hold();
+        // held until `pagi_server_flush` (see batch.rs).
+        s.core.batch.hold();
         OK
     })
 }
@@ -226,7 +226,7 @@ pub unsafe extern "C" fn pagi_server_drain(
 #[no_mangle]
 pub unsafe extern "C" fn pagi_server_flush(srv: *mut PagiServer) -> i32 {
     guard(srv, |s| {
-        s.core.held.release();
+        s.core.batch.release();
         OK
     })
 }

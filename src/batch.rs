@@ -46,11 +46,11 @@ struct State<B, H> {
 }
 
 /// The held sends of one server.
-pub struct Held<B, H>(Mutex<State<B, H>>);
+pub struct Batch<B, H>(Mutex<State<B, H>>);
 
-impl<B, H> Default for Held<B, H> {
+impl<B, H> Default for Batch<B, H> {
     fn default() -> Self {
-        Held(Mutex::new(State {
+        Batch(Mutex::new(State {
             on: false,
             since: None,
             sends: Vec::new(),
@@ -59,7 +59,7 @@ impl<B, H> Default for Held<B, H> {
     }
 }
 
-impl<B, H> Held<B, H> {
+impl<B, H> Batch<B, H> {
     fn state(&self) -> std::sync::MutexGuard<'_, State<B, H>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -130,48 +130,48 @@ mod tests {
 
     #[test]
     fn holds_in_order_until_released() {
-        let held: Held<u8, u16> = Held::default();
+        let batch: Batch<u8, u16> = Batch::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        held.hold();
-        held.body(&tx, 1);
-        held.body(&tx, 2);
+        batch.hold();
+        batch.body(&tx, 1);
+        batch.body(&tx, 2);
         assert!(rx.try_recv().is_err(), "held while the batch runs");
-        held.release();
+        batch.release();
         assert_eq!(rx.try_recv(), Ok(1));
         assert_eq!(rx.try_recv(), Ok(2));
         // Not holding: at once.
-        held.body(&tx, 1);
+        batch.body(&tx, 1);
         assert_eq!(rx.try_recv(), Ok(1));
     }
 
     #[test]
     fn deliver_keeps_holding() {
-        let held: Held<u8, u16> = Held::default();
+        let batch: Batch<u8, u16> = Batch::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        held.hold();
-        held.body(&tx, 1);
-        held.deliver();
+        batch.hold();
+        batch.body(&tx, 1);
+        batch.deliver();
         assert_eq!(rx.try_recv(), Ok(1));
-        held.body(&tx, 2);
+        batch.body(&tx, 2);
         assert!(rx.try_recv().is_err(), "still holding after deliver");
-        held.release();
+        batch.release();
         assert_eq!(rx.try_recv(), Ok(2));
     }
 
     #[test]
     fn a_long_batch_does_not_hold_for_long() {
-        let held: Held<u8, u16> = Held::default();
+        let batch: Batch<u8, u16> = Batch::default();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        held.hold();
-        held.body(&tx, 1);
+        batch.hold();
+        batch.body(&tx, 1);
         std::thread::sleep(MAX_WAIT * 2);
-        held.body(&tx, 2);
+        batch.body(&tx, 2);
         assert_eq!(rx.try_recv(), Ok(1), "overdue sends go");
         assert_eq!(rx.try_recv(), Ok(2));
         let (htx, mut hrx) = oneshot::channel();
-        held.head(htx, 204);
+        batch.head(htx, 204);
         assert!(hrx.try_recv().is_err());
-        held.release();
+        batch.release();
         assert_eq!(hrx.try_recv(), Ok(204));
     }
 }
