@@ -1,6 +1,7 @@
 //! Reading and writing a byte stream under the server's rules (a stall
 //! limit, the force-close phase of a shutdown), shared by every protocol.
 
+use std::io::IoSlice;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -62,11 +63,28 @@ pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
     stall: Option<Duration>,
     sd: &mut watch::Receiver<u8>,
 ) -> Result<(), Stop> {
+    write_out_with(wr, out, [&[], &[]], stall, sd).await
+}
+
+/// As `write_out`, then `tail` after `out`, in the same writes (vectored):
+/// a large body is written from where it lies instead of being copied
+/// into `out` first.
+pub(crate) async fn write_out_with<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    tail: [&[u8]; 2],
+    stall: Option<Duration>,
+    sd: &mut watch::Receiver<u8>,
+) -> Result<(), Stop> {
+    let parts = [out.as_slice(), tail[0], tail[1]];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut done = 0;
-    while done < out.len() {
+    while done < total {
+        let mut bufs = [IoSlice::new(&[]); 3];
+        let n = unwritten(&parts, done, &mut bufs);
         let deadline = stall.map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
-            r = wr.write(&out[done..]) => match r {
+            r = write_some(wr, &bufs[..n]) => match r {
                 Ok(0) | Err(_) => return Err(Stop::WriteFailed),
                 Ok(n) => done += n,
             },
@@ -78,6 +96,36 @@ pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
     }
     out.clear();
     Ok(())
+}
+
+/// One write of `bufs`: a plain one for a single buffer.
+async fn write_some<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bufs: &[IoSlice<'_>],
+) -> std::io::Result<usize> {
+    match bufs {
+        [one] => wr.write(one).await,
+        _ => wr.write_vectored(bufs).await,
+    }
+}
+
+/// Fills `into` with what of `parts` lies past the first `done` bytes
+/// (empty parts left out); returns how many slices it filled.
+fn unwritten<'a>(parts: &[&'a [u8]], mut done: usize, into: &mut [IoSlice<'a>]) -> usize {
+    let mut n = 0;
+    for p in parts {
+        if done >= p.len() {
+            done -= p.len();
+            continue;
+        }
+        if n == into.len() {
+            break;
+        }
+        into[n] = IoSlice::new(&p[done..]);
+        done = 0;
+        n += 1;
+    }
+    n
 }
 
 /// Sleeps until `deadline`; without one, never wakes (a `select!` arm
@@ -92,6 +140,45 @@ pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unwritten_skips_what_went_out() {
+        let parts: [&[u8]; 3] = [b"ab", b"", b"cde"];
+        let mut bufs = [IoSlice::new(&[]); 3];
+        let seen = |bufs: &[IoSlice<'_>], n: usize| -> Vec<Vec<u8>> {
+            bufs[..n].iter().map(|b| b.to_vec()).collect()
+        };
+        let n = unwritten(&parts, 0, &mut bufs);
+        assert_eq!(seen(&bufs, n), [b"ab".to_vec(), b"cde".to_vec()]);
+        let n = unwritten(&parts, 1, &mut bufs);
+        assert_eq!(seen(&bufs, n), [b"b".to_vec(), b"cde".to_vec()]);
+        let n = unwritten(&parts, 3, &mut bufs);
+        assert_eq!(seen(&bufs, n), [b"de".to_vec()]);
+        assert_eq!(unwritten(&parts, 5, &mut bufs), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_out_and_tail_whole_through_short_writes() {
+        // A pipe of 7 bytes takes a few at a time; the reader checks the order.
+        let (mut wr, mut rd) = tokio::io::duplex(7);
+        let (_tx, mut sd) = watch::channel(crate::phase::RUNNING);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.map(|_| got)
+        });
+        let mut out = b"head:".to_vec();
+        let body = vec![b'x'; 100];
+        write_out_with(&mut wr, &mut out, [&body, b"\r\n"], None, &mut sd)
+            .await
+            .expect("written");
+        assert!(out.is_empty());
+        drop(wr);
+        let got = reader.await.expect("join").expect("read");
+        let mut want = b"head:".to_vec();
+        want.extend_from_slice(&body);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn reasons_by_scope() {

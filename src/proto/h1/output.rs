@@ -1,5 +1,6 @@
 //! Writing a response on an HTTP/1.x connection: frames from Perl are
-//! framed by `encode::Writer` into `Conn::out` and written in batches,
+//! framed by `encode::Writer` into `Conn::out` and written in batches
+//! (large ones written in place, see `WRITE_IN_PLACE`),
 //! file bodies are read here (never through Perl), and a pending `$send` is
 //! released once the bytes left the process.
 
@@ -11,10 +12,14 @@ use crate::exchange::Exchange;
 use crate::proto::h1::conn::Conn;
 use crate::proto::h1::encode::{self, Writer};
 use crate::server::Out;
-use crate::stream_io::{write_out, Stop};
+use crate::stream_io::{write_out_with, Stop};
 
 /// Response bytes gathered before a write.
 const WRITE_BATCH: usize = 64 * 1024;
+/// A body frame at least this large is not copied into `Conn::out`: it is
+/// written in place, in one vectored write with what is gathered and its
+/// framing.
+const WRITE_IN_PLACE: usize = 16 * 1024;
 
 impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     /// Handles one response frame. `Ok(true)`: the response is complete.
@@ -29,8 +34,14 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
         };
         match f {
             Out::Data(d) => {
-                w.data(&mut self.out, &d);
                 self.unwritten += d.len();
+                if d.len() < WRITE_IN_PLACE {
+                    w.data(&mut self.out, &d);
+                } else {
+                    // Written from where it lies, after what is gathered.
+                    let (n, suffix) = w.frame(&mut self.out, d.len());
+                    self.flush_with(ex, [&d[..n], suffix]).await?;
+                }
             }
             Out::Trailers(t) => w.trailers(&mut self.out, &t),
             Out::End => {
@@ -79,8 +90,13 @@ impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
     /// buffered once the socket took them. Each write may stall for
     /// `request_timeout`, or for an SSE request's idle limit if shorter.
     pub(crate) async fn flush(&mut self, ex: &Exchange) -> Result<(), Stop> {
+        self.flush_with(ex, [&[], &[]]).await
+    }
+
+    /// As `flush`, with `tail` written after what is gathered.
+    async fn flush_with(&mut self, ex: &Exchange, tail: [&[u8]; 2]) -> Result<(), Stop> {
         let (limit, idle) = self.idle.write_limit(self.core.cfg.request_timeout);
-        match write_out(&mut self.wr, &mut self.out, limit, &mut self.sd).await {
+        match write_out_with(&mut self.wr, &mut self.out, tail, limit, &mut self.sd).await {
             Err(Stop::WriteStalled) if idle => return Err(self.sse_idle()),
             r => r?,
         }
