@@ -1,13 +1,16 @@
 //! Reading and writing a byte stream under the server's rules (a stall
 //! limit, the force-close phase of a shutdown), shared by every protocol.
 
+use std::fs::File;
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
+use crate::net::stream::Socket;
 use crate::phase::FORCE;
 
 /// Why a connection stops in the middle of a request.
@@ -96,6 +99,35 @@ pub(crate) async fn write_out_with<W: AsyncWrite + Unpin>(
     }
     out.clear();
     Ok(())
+}
+
+/// Sends exactly `count` bytes of `file` from `offset` by sendfile(2),
+/// with `write_out`'s limits; returns how many went (fewer: the file ended
+/// first).
+pub(crate) async fn sendfile_out(
+    sock: Socket<'_>,
+    file: &Arc<File>,
+    offset: u64,
+    count: usize,
+    stall: Option<Duration>,
+    sd: &mut watch::Receiver<u8>,
+) -> Result<usize, Stop> {
+    let mut done = 0;
+    while done < count {
+        let deadline = stall.map(|d| tokio::time::Instant::now() + d);
+        tokio::select! {
+            r = sock.sendfile(file, offset + done as u64, count - done) => match r {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(_) => return Err(Stop::WriteFailed),
+            },
+            _ = sleep_opt(deadline) => return Err(Stop::WriteStalled),
+            r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
+                return Err(Stop::Shutdown);
+            },
+        }
+    }
+    Ok(done)
 }
 
 /// One write of `bufs`: a plain one for a single buffer.
