@@ -44,6 +44,8 @@ pub mod kind {
         WS_MESSAGE = 7,
         /// The client ended its side (EOF) after a complete request.
         EOF = 8,
+        /// Nothing for Perl: body scalars wait to be freed (see `held`).
+        RETURNED = 9,
     }
 }
 

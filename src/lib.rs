@@ -12,6 +12,7 @@ mod exchange;
 pub mod ffi;
 mod fields;
 mod file_body;
+mod held;
 mod net;
 mod phase;
 #[cfg(test)]

@@ -151,6 +151,9 @@ pub struct ServerCore {
     accept_pause: Mutex<Option<tokio::time::Instant>>,
     /// Connections waiting for a request head (evicted at capacity).
     pub head_waiters: HeadWaiters,
+    /// Perl scalars the connections read bodies from, given back once done
+    /// with, for the Perl thread to free (see `held`).
+    pub held: Arc<crate::held::Returns>,
 }
 
 impl ServerCore {
@@ -164,6 +167,7 @@ impl ServerCore {
             shutdown: watch::Sender::new(RUNNING),
             accept_pause: Mutex::new(None),
             head_waiters: HeadWaiters::default(),
+            held: Arc::default(),
         })
     }
 

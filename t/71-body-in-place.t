@@ -14,7 +14,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use IO::Socket::INET;
 use Future::AsyncAwait;
-use Time::HiRes qw(sleep);
+use File::Temp qw(tempdir);
+use Time::HiRes qw(sleep time);
 use TLSTest qw(serve stop_server server_log read_until parse_response);
 
 $SIG{PIPE} = 'IGNORE';
@@ -22,6 +23,7 @@ $SIG{ALRM} = sub { die "71-body-in-place.t: overall time limit reached\n" };
 alarm 60;
 
 my $N = 4 * 1024 * 1024;    # more than the socket buffers hold
+my $dir = tempdir(CLEANUP => 1);
 
 my $app = async sub {
     my ($scope, $receive, $send) = @_;
@@ -71,5 +73,48 @@ if ($s) {
     is(substr($body, 4 * $N), "end\n", 'then the last piece');
 }
 is(stop_server($srv), 0, 'server stopped cleanly') or diag(server_log($srv));
+
+# The core gives the scalars it held back to the Perl thread, which frees
+# them at its next call into the core; a server that goes idle after a
+# response must not keep them until some later request. The app keeps its
+# string and, a moment after the response, looks at how many copies still
+# share its buffer (Devel::Peek's COW_REFCNT: 0 when none does), with
+# nothing else for the server to do meanwhile.
+my $report = "$dir/cow.txt";
+my $big = 'k' x $N;
+my $keeper = async sub {
+    my ($scope, $receive, $send) = @_;
+    return unless $scope->{type} eq 'http';
+    await $send->({ type => 'http.response.start', status => 200, headers => [] });
+    await $send->({ type => 'http.response.body', body => $big, more => 1 });
+    await $send->({ type => 'http.response.body', body => $big });
+    require IO::Async::Loop;
+    IO::Async::Loop->new->delay_future(after => 0.5)->on_done(sub {
+        require Devel::Peek;
+        open my $save, '>&', \*STDERR or die "dup: $!";
+        open STDERR, '>', "$report.tmp" or die "$report.tmp: $!";
+        Devel::Peek::Dump($big);
+        open STDERR, '>&', $save or die "restore: $!";
+        rename "$report.tmp", $report or die "rename: $!";
+    })->retain;
+};
+$srv = serve(app => $keeper);
+ok(!$srv->{error}, 'second server is up') or do { diag($srv->{error}); done_testing; exit };
+$s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $srv->{port}, Proto => 'tcp', Timeout => 5);
+ok($s, 'connected') or diag("connect: $!");
+if ($s) {
+    $s->syswrite("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    my ($raw, $end) = read_until($s, 20);
+    close $s;
+    my $r = parse_response($raw);
+    is(length($r ? $r->{body} : ''), 2 * $N, 'the response');
+    my $t = time + 10;
+    sleep 0.05 until -e $report || time > $t;
+    my $dump = -e $report ? do { local (@ARGV, $/) = $report; <> } : '';
+    my ($cow) = $dump =~ /COW_REFCNT = ([0-9]+)/;
+    is($cow // 0, 0, 'once the response is out, no copy of the body is left')
+        or diag($dump);
+}
+is(stop_server($srv), 0, 'second server stopped cleanly') or diag(server_log($srv));
 
 done_testing;

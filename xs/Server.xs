@@ -607,6 +607,9 @@ drain(h)
             if (rd_u8(&r, &lvl) && (b = rd_sv(aTHX_ &r))) a = newSViv(lvl);
             break;
         }
+        case PAGI_REC_RETURNED:
+            /* Only a wake-up: free_returned above has freed them. */
+            continue;
         case PAGI_REC_DRAIN:
         case PAGI_REC_IDLE:
         case PAGI_REC_EOF:

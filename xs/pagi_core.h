@@ -22,6 +22,7 @@
 #define PAGI_REC_IDLE 6
 #define PAGI_REC_WS_MESSAGE 7
 #define PAGI_REC_EOF 8
+#define PAGI_REC_RETURNED 9
 
 /* REQUEST record flags. */
 #define PAGI_F_BODY_EMPTY 1

@@ -42,7 +42,6 @@ pub unsafe extern "C" fn pagi_server_new(
                 holds_runtime: false,
                 drained: Vec::new(),
                 text: String::new(),
-                held: Arc::default(),
                 returned: Vec::new(),
             }))
         },

@@ -8,10 +8,8 @@
 //! - `plumbing`: the server handle, panic guard and pointer helpers
 //! - `lifecycle`: creating, binding, serving, draining and stopping a server
 //! - `sends`: what the app sends back (response, file, SSE, WebSocket)
-//! - `held`: large bodies read in place from Perl scalars
 //! - `tools`: calls that need no server (head parser, access-log formatter)
 
-pub mod held;
 pub mod lifecycle;
 pub mod plumbing;
 pub mod sends;

@@ -23,10 +23,8 @@ pub struct PagiServer {
     /// The TLS listeners' acceptor (the `ssl` option), built with the server
     /// so that a bad certificate or key fails at once.
     pub(super) tls: Option<Arc<crate::net::tls::Acceptor>>,
-    /// Scalars whose bytes the connections read in place (`held`), given
-    /// back once done with.
-    pub(super) held: Arc<super::held::Returns>,
-    /// The scalars of the last `pagi_take_returned`, freed by XS.
+    /// The scalars of the last `pagi_take_returned` (see `held`), freed by
+    /// XS.
     pub(super) returned: Vec<usize>,
 }
 

@@ -4,7 +4,6 @@
 
 use bytes::Bytes;
 
-use super::held;
 use super::plumbing::{copy_err, guard, hand_out, slice, state_code, unpack_headers, PagiServer};
 use crate::abi::code::{ERR, OK};
 use crate::abi::end_op;
@@ -70,7 +69,7 @@ pub unsafe extern "C" fn pagi_send_body_held(
     log_len: *mut usize,
 ) -> i32 {
     guard(srv, |s| {
-        let body = held::hold(&s.held, sv as usize, data, len);
+        let body = crate::held::hold(&s.core.held, sv as usize, data, len);
         let (st, line) = s.core.send_body(id, body, fin != 0);
         hand_out(s, line, log, log_len);
         state_code(st)
@@ -89,7 +88,7 @@ pub unsafe extern "C" fn pagi_take_returned(
     n: *mut usize,
 ) -> i32 {
     guard(srv, |s| {
-        s.held.take(&mut s.returned);
+        s.core.held.take(&mut s.returned);
         // SAFETY: XS passes the addresses of two locals.
         unsafe {
             *out = s.returned.as_ptr().cast();

@@ -1,11 +1,13 @@
 //! Body bytes read in place from a Perl scalar: a large `http.response.body`
 //! is not copied on the Perl thread. XS hands over a private scalar of its
-//! own (`newSVsv` of the app's body, which shares the string buffer
+//! own (a copy of the app's body that shares the string buffer
 //! copy-on-write, so neither the app nor Perl writes into it while it is
 //! shared) and its bytes; the connection writes them from there. Perl
 //! scalars may only be freed on the Perl thread, so when the bytes are done
 //! with (written, or dropped with the connection) the scalar comes back here,
-//! and XS frees what came back at its next call (`pagi_take_returned`).
+//! and XS frees what came back at its next call (`pagi_take_returned`). A
+//! request that ends with scalars waiting wakes Perl for them (a RETURNED
+//! record, see `Exchange`): a server that goes idle keeps none.
 
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +22,15 @@ pub struct Returns {
 impl Returns {
     fn give_back(&self, sv: usize) {
         self.svs.lock().unwrap_or_else(|e| e.into_inner()).push(sv);
+    }
+
+    /// Whether scalars wait to be freed.
+    pub fn waiting(&self) -> bool {
+        !self
+            .svs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// Moves every scalar given back into `into` (cleared first).
@@ -87,9 +98,10 @@ mod tests {
         let mut got = Vec::new();
         drop(whole);
         home.take(&mut got);
-        assert!(got.is_empty(), "a piece is still alive");
+        assert!(got.is_empty() && !home.waiting(), "a piece is still alive");
         let moved = std::thread::spawn(move || drop(head));
         moved.join().expect("thread");
+        assert!(home.waiting());
         home.take(&mut got);
         assert_eq!(got, [42]);
         home.take(&mut got);
