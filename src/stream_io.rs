@@ -103,7 +103,9 @@ pub(crate) async fn write_out_with<W: AsyncWrite + Unpin>(
 
 /// Sends exactly `count` bytes of `file` from `offset` by sendfile(2),
 /// with `write_out`'s limits; returns how many went (fewer: the file ended
-/// first).
+/// first). A sendfile under way runs on the blocking pool and cannot be
+/// called back, so it is only given up when the connection is (a stall, a
+/// forced shutdown): another turn would send its bytes twice.
 pub(crate) async fn sendfile_out(
     sock: Socket<'_>,
     file: &Arc<File>,
@@ -115,17 +117,21 @@ pub(crate) async fn sendfile_out(
     let mut done = 0;
     while done < count {
         let deadline = stall.map(|d| tokio::time::Instant::now() + d);
-        tokio::select! {
-            r = sock.sendfile(file, offset + done as u64, count - done) => match r {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(_) => return Err(Stop::WriteFailed),
-            },
-            _ = sleep_opt(deadline) => return Err(Stop::WriteStalled),
-            r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
-                return Err(Stop::Shutdown);
-            },
+        let send = sock.sendfile(file, offset + done as u64, count - done);
+        tokio::pin!(send);
+        let n = loop {
+            tokio::select! {
+                r = &mut send => break r.map_err(|_| Stop::WriteFailed)?,
+                _ = sleep_opt(deadline) => return Err(Stop::WriteStalled),
+                r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
+                    return Err(Stop::Shutdown);
+                },
+            }
+        };
+        if n == 0 {
+            break;
         }
+        done += n;
     }
     Ok(done)
 }

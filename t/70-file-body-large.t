@@ -6,7 +6,8 @@ use warnings;
 # over TLS (where it reads the file and encrypts it): whole files and
 # offset/length ranges that cross the piece boundaries, chunked, with a
 # Content-Length, cut short by a Content-Length (the next request on the
-# connection must still be answered), and HTTP/1.0 ended by the close.
+# connection must still be answered), HTTP/1.0 ended by the close, and a
+# graceful shutdown while a file larger than the socket buffers is sent.
 # Servers run in forked children (TLSTest); every wait is bounded.
 
 use Test2::V0;
@@ -17,6 +18,7 @@ use Digest::MD5 qw(md5);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Future::AsyncAwait;
+use Time::HiRes qw(sleep);
 use TestCerts;
 use TLSTest qw(serve stop_server server_log tls_connect read_until parse_response);
 
@@ -37,6 +39,11 @@ open my $out, '>:raw', $path or die "$path: $!";
 print {$out} $data;
 close $out or die "$path: $!";
 my $size = length $data;
+# Larger than the socket buffers hold: the send waits for the client.
+my $big = "$dir/big.bin";
+open $out, '>:raw', $big or die "$big: $!";
+print {$out} $data for 1 .. 10;
+close $out or die "$big: $!";
 
 # /?off=N&len=N&cl=N&fh=1: the file from `off` for `len` bytes (as the
 # event's offset/length), with Content-Length `cl` when given; fh=1 sends
@@ -49,13 +56,14 @@ my $app = async sub {
         headers => [ [ 'content-type', 'application/octet-stream' ],
                      (defined $q{cl} ? [ 'content-length', $q{cl} ] : ()) ] });
     my %range = map { defined $q{$_} ? (($_ eq 'off' ? 'offset' : 'length') => $q{$_}) : () } qw(off len);
+    my $file = $q{big} ? $big : $path;
     if ($q{fh}) {
-        open my $fh, '<:raw', $path or die "$path: $!";
+        open my $fh, '<:raw', $file or die "$file: $!";
         await $send->({ type => 'http.response.body', fh => $fh, %range });
         close $fh;
     }
     else {
-        await $send->({ type => 'http.response.body', file => $path, %range });
+        await $send->({ type => 'http.response.body', file => $file, %range });
     }
 };
 
@@ -174,6 +182,25 @@ for my $t (@transports) {
     cut_then_next($srv, $tls, "$name: cut short by Content-Length, then the next request");
 
     is(stop_server($srv), 0, "$name: server stopped cleanly") or diag(server_log($srv));
+
+    # A graceful shutdown while a file body is under way: the response
+    # still goes out whole, then the server exits.
+    subtest "$name: graceful shutdown during a file body" => sub {
+        my $srv = serve(app => $app, %ssl);
+        ok(!$srv->{error}, 'server is up') or return diag($srv->{error});
+        my ($s, $err) = connect_to($srv, $tls);
+        ok($s, 'connected') or return diag($err);
+        $s->syswrite("GET /?big=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        my ($first) = read_until($s, 10, sub { length $_[0] >= 100_000 });
+        sleep 0.2;    # the server waits for the client now
+        kill TERM => $srv->{pid};
+        my ($rest, $end) = read_until($s, 30);
+        close $s;
+        is($end, 'eof', 'read to the close');
+        my $r = parse_response($first . $rest);
+        same_bytes($r && $r->{body}, $data x 10, 'the whole body, byte for byte');
+        is(stop_server($srv), 0, 'the server exited cleanly') or diag(server_log($srv));
+    };
 }
 note("TLS cases skipped: $skip_tls") if $skip_tls;
 
