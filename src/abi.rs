@@ -44,6 +44,8 @@ pub mod kind {
         WS_MESSAGE = 7,
         /// The client ended its side (EOF) after a complete request.
         EOF = 8,
+        /// Nothing for Perl: body scalars wait to be freed (see `held`).
+        RETURNED = 9,
     }
 }
 
@@ -97,6 +99,15 @@ pub mod phase {
 }
 
 /// Operations of `pagi_request_end`.
+/// Bodies of at least `MIN` bytes are read in place from the app's scalar
+/// (see `ffi::held`); smaller ones are copied.
+pub mod held {
+    numbers! { usize, "PAGI_HELD_";
+        #[allow(dead_code)]
+        MIN = 16384,
+    }
+}
+
 pub mod end_op {
     numbers! { i32, "PAGI_END_";
         /// Perl saw the end: forget the request. The core treats every
@@ -143,6 +154,7 @@ mod tests {
             super::level::HEADER,
             super::head_flag::HEADER,
             super::phase::HEADER,
+            super::held::HEADER,
             super::end_op::HEADER,
         ] {
             for &(name, value) in group {

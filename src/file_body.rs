@@ -1,4 +1,6 @@
-//! Reading a file body in pieces on the runtime's blocking pool.
+//! Reading a file body in pieces on the runtime's blocking pool (or, on a
+//! plain socket, handing a regular file's pieces to sendfile(2): see
+//! `proto::h1::output`).
 //!
 //! A regular file is read at its own position (`pread`), never through the
 //! descriptor's offset: a handle the app passed as `fh` is a duplicate that
@@ -68,6 +70,24 @@ impl FileBody {
         Ok(buf)
     }
 
+    /// A regular file (read at its own position), for sendfile(2): the
+    /// file, where the next byte is, and how many bytes are left to send
+    /// now (what the app's `length` allows and the file still holds).
+    /// None for pipes and sockets, and when the file cannot be stat'ed.
+    pub fn regular(&self) -> Option<(&Arc<File>, u64, u64)> {
+        let pos = self.pos?;
+        let size = self.file.metadata().ok()?.len();
+        Some((&self.file, pos, size.saturating_sub(pos).min(self.left)))
+    }
+
+    /// `n` bytes of a regular file went out by other means than `next`.
+    pub fn advance(&mut self, n: u64) {
+        self.left = self.left.saturating_sub(n);
+        if let Some(p) = self.pos.as_mut() {
+            *p += n;
+        }
+    }
+
     /// The next piece of at most `PIECE` bytes (empty at the end), or None
     /// once a read failed, which is logged: the response cannot go on.
     pub async fn next_piece(&mut self, buf: Vec<u8>, bridge: &Bridge) -> Option<Vec<u8>> {
@@ -105,6 +125,27 @@ mod tests {
         let b = body.next(a, 64).await.expect("read");
         assert_eq!(b, b"567");
         assert!(body.next(b, 64).await.expect("end").is_empty());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_regular_file_tells_what_is_left_to_send() {
+        let path = std::env::temp_dir().join(format!("pagi-file-left-{}", std::process::id()));
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(b"0123456789"))
+            .expect("fixture");
+        let open = || File::open(&path).expect("open");
+        let mut body = FileBody::new(open(), Some(3), Some(5));
+        assert_eq!(body.regular().map(|(_, p, l)| (p, l)), Some((3, 5)));
+        body.advance(4);
+        assert_eq!(body.regular().map(|(_, p, l)| (p, l)), Some((7, 1)));
+        // Without a length, the rest of the file; past its end, nothing.
+        let body = FileBody::new(open(), Some(6), None);
+        assert_eq!(body.regular().map(|(_, p, l)| (p, l)), Some((6, 4)));
+        let body = FileBody::new(open(), Some(60), Some(5));
+        assert_eq!(body.regular().map(|(_, _, l)| l), Some(0));
+        // Not seekable (a pipe): read in turn.
+        assert!(FileBody::new(open(), None, None).regular().is_none());
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -13,6 +13,7 @@ mod exchange;
 pub mod ffi;
 mod fields;
 mod file_body;
+mod held;
 mod memory;
 mod net;
 mod phase;

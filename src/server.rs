@@ -153,6 +153,9 @@ pub struct ServerCore {
     pub head_waiters: HeadWaiters,
     /// Sends held back while Perl works through a batch of records.
     pub batch: crate::batch::Batch<Out, Reply>,
+    /// Perl scalars the connections read bodies from, given back once done
+    /// with, for the Perl thread to free (see `held`).
+    pub held: Arc<crate::held::Returns>,
 }
 
 impl ServerCore {
@@ -167,6 +170,7 @@ impl ServerCore {
             accept_pause: Mutex::new(None),
             head_waiters: HeadWaiters::default(),
             batch: crate::batch::Batch::default(),
+            held: Arc::default(),
         })
     }
 

@@ -1,8 +1,11 @@
 //! Reading and writing a byte stream under the server's rules (a stall
 //! limit, the force-close phase of a shutdown), shared by every protocol.
 
+use std::fs::File;
+use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 
+use crate::net::stream::Socket;
 use crate::phase::FORCE;
 
 /// Why a connection stops in the middle of a request.
@@ -92,11 +96,28 @@ pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
     stall: Option<Duration>,
     sd: &mut watch::Receiver<u8>,
 ) -> Result<(), Stop> {
+    write_out_with(wr, out, [&[], &[]], stall, sd).await
+}
+
+/// As `write_out`, then `tail` after `out`, in the same writes (vectored):
+/// a large body is written from where it lies instead of being copied
+/// into `out` first.
+pub(crate) async fn write_out_with<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+    tail: [&[u8]; 2],
+    stall: Option<Duration>,
+    sd: &mut watch::Receiver<u8>,
+) -> Result<(), Stop> {
+    let parts = [out.as_slice(), tail[0], tail[1]];
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut done = 0;
-    while done < out.len() {
+    while done < total {
+        let mut bufs = [IoSlice::new(&[]); 3];
+        let n = unwritten(&parts, done, &mut bufs);
         let deadline = stall.map(|d| tokio::time::Instant::now() + d);
         tokio::select! {
-            r = wr.write(&out[done..]) => match r {
+            r = write_some(wr, &bufs[..n]) => match r {
                 Ok(0) | Err(_) => return Err(Stop::WriteFailed),
                 Ok(n) => done += n,
             },
@@ -108,6 +129,71 @@ pub(crate) async fn write_out<W: AsyncWrite + Unpin>(
     }
     out.clear();
     Ok(())
+}
+
+/// Sends exactly `count` bytes of `file` from `offset` by sendfile(2),
+/// with `write_out`'s limits; returns how many went (fewer: the file ended
+/// first). A sendfile under way runs on the blocking pool and cannot be
+/// called back, so it is only given up when the connection is (a stall, a
+/// forced shutdown): another turn would send its bytes twice.
+pub(crate) async fn sendfile_out(
+    sock: Socket<'_>,
+    file: &Arc<File>,
+    offset: u64,
+    count: usize,
+    stall: Option<Duration>,
+    sd: &mut watch::Receiver<u8>,
+) -> Result<usize, Stop> {
+    let mut done = 0;
+    while done < count {
+        let deadline = stall.map(|d| tokio::time::Instant::now() + d);
+        let send = sock.sendfile(file, offset + done as u64, count - done);
+        tokio::pin!(send);
+        let n = loop {
+            tokio::select! {
+                r = &mut send => break r.map_err(|_| Stop::WriteFailed)?,
+                _ = sleep_opt(deadline) => return Err(Stop::WriteStalled),
+                r = sd.changed() => if r.is_err() || *sd.borrow() == FORCE {
+                    return Err(Stop::Shutdown);
+                },
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// One write of `bufs`: a plain one for a single buffer.
+async fn write_some<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    bufs: &[IoSlice<'_>],
+) -> std::io::Result<usize> {
+    match bufs {
+        [one] => wr.write(one).await,
+        _ => wr.write_vectored(bufs).await,
+    }
+}
+
+/// Fills `into` with what of `parts` lies past the first `done` bytes
+/// (empty parts left out); returns how many slices it filled.
+fn unwritten<'a>(parts: &[&'a [u8]], mut done: usize, into: &mut [IoSlice<'a>]) -> usize {
+    let mut n = 0;
+    for p in parts {
+        if done >= p.len() {
+            done -= p.len();
+            continue;
+        }
+        if n == into.len() {
+            break;
+        }
+        into[n] = IoSlice::new(&p[done..]);
+        done = 0;
+        n += 1;
+    }
+    n
 }
 
 /// Sleeps until `deadline`; without one, never wakes (a `select!` arm
@@ -153,6 +239,45 @@ mod tests {
             while fill_lazy(&mut server, &mut got).await.expect("read") > 0 {}
             assert_eq!(&got[..], &big[..]);
         });
+    }
+
+    #[test]
+    fn unwritten_skips_what_went_out() {
+        let parts: [&[u8]; 3] = [b"ab", b"", b"cde"];
+        let mut bufs = [IoSlice::new(&[]); 3];
+        let seen = |bufs: &[IoSlice<'_>], n: usize| -> Vec<Vec<u8>> {
+            bufs[..n].iter().map(|b| b.to_vec()).collect()
+        };
+        let n = unwritten(&parts, 0, &mut bufs);
+        assert_eq!(seen(&bufs, n), [b"ab".to_vec(), b"cde".to_vec()]);
+        let n = unwritten(&parts, 1, &mut bufs);
+        assert_eq!(seen(&bufs, n), [b"b".to_vec(), b"cde".to_vec()]);
+        let n = unwritten(&parts, 3, &mut bufs);
+        assert_eq!(seen(&bufs, n), [b"de".to_vec()]);
+        assert_eq!(unwritten(&parts, 5, &mut bufs), 0);
+    }
+
+    #[tokio::test]
+    async fn writes_out_and_tail_whole_through_short_writes() {
+        // A pipe of 7 bytes takes a few at a time; the reader checks the order.
+        let (mut wr, mut rd) = tokio::io::duplex(7);
+        let (_tx, mut sd) = watch::channel(crate::phase::RUNNING);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.map(|_| got)
+        });
+        let mut out = b"head:".to_vec();
+        let body = vec![b'x'; 100];
+        write_out_with(&mut wr, &mut out, [&body, b"\r\n"], None, &mut sd)
+            .await
+            .expect("written");
+        assert!(out.is_empty());
+        drop(wr);
+        let got = reader.await.expect("join").expect("read");
+        let mut want = b"head:".to_vec();
+        want.extend_from_slice(&body);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -17,6 +17,13 @@ static PagiServer *handle_of(pTHX_ SV *h) {
     return INT2PTR(PagiServer *, SvIV(h));
 }
 
+/* Frees the scalars the core has given back (see send_body). */
+static void free_returned(pTHX_ PagiServer *s) {
+    void *const *svs = NULL; size_t n = 0, i;
+    if (pagi_take_returned(s, &svs, &n) != PAGI_OK) return;
+    for (i = 0; i < n; i++) SvREFCNT_dec((SV *)svs[i]);
+}
+
 static void croak_panic(pTHX_ PagiServer *s) {
     const uint8_t *t = NULL; size_t n = 0;
     pagi_server_text(s, &t, &n);
@@ -70,6 +77,26 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
     }
     *out_len = SvCUR(buf);
     return SvPVX(buf);
+}
+
+/* Hands body bytes to the core. A large body is read in place: the core
+ * gets a scalar of its own that shares the app's buffer copy-on-write (so
+ * nobody writes into that buffer while it is shared; a buffer that cannot
+ * be shared is copied here) and gives it back when done. The COW flags are
+ * the core's default for sv_setsv; outside the core they must be asked
+ * for. `body` may be NULL (no body). */
+static int32_t send_body_sv(pTHX_ PagiServer *s, uint64_t id, SV *body, int fin,
+                            const uint8_t **log, size_t *log_len) {
+    const char *b = ""; STRLEN len = 0;
+    free_returned(aTHX_ s);
+    if (body && SvPOK(body) && !SvGMAGICAL(body) && !SvUTF8(body) && SvCUR(body) >= PAGI_HELD_MIN) {
+        SV *held = newSV(0);
+        sv_setsv_flags(held, body, SV_COW_SHARED_HASH_KEYS | SV_COW_OTHER_PVS | SV_NOSTEAL);
+        return pagi_send_body_held(s, id, held, (const uint8_t *)SvPVX(held), SvCUR(held),
+                                   fin, log, log_len);
+    }
+    if (body && SvOK(body)) b = SvPVbyte(body, len);
+    return pagi_send_body(s, id, (const uint8_t *)b, len, fin, log, log_len);
 }
 
 #include "request.h"
@@ -191,7 +218,12 @@ void
 free(h)
     IV h
   CODE:
-    if (h) pagi_server_free(INT2PTR(PagiServer *, h));
+    if (h) {
+        /* Scalars still out with a connection when the server goes are
+         * never given back: they are left alone rather than freed early. */
+        free_returned(aTHX_ INT2PTR(PagiServer *, h));
+        pagi_server_free(INT2PTR(PagiServer *, h));
+    }
 
 void
 listen(h)
@@ -288,12 +320,10 @@ send_body(h, id, body, fin)
     SV *body
     int fin
   PREINIT:
-    PagiServer *s; const char *b = ""; STRLEN len = 0; const uint8_t *log = NULL;
-    size_t log_len = 0; int32_t rc;
+    PagiServer *s; const uint8_t *log = NULL; size_t log_len = 0; int32_t rc;
   PPCODE:
     s = handle_of(aTHX_ h);
-    if (SvOK(body)) b = SvPVbyte(body, len);
-    rc = pagi_send_body(s, (uint64_t)id, (const uint8_t *)b, len, fin, &log, &log_len);
+    rc = send_body_sv(aTHX_ s, (uint64_t)id, body, fin, &log, &log_len);
     if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     EXTEND(SP, 2);
     mPUSHi(rc);
@@ -606,6 +636,7 @@ drain(h)
   PPCODE:
     /* Every record becomes four values: kind, id, a, b. */
     s = handle_of(aTHX_ h);
+    free_returned(aTHX_ s);
     if (pagi_server_drain(s, &buf, &len) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     r.p = buf; r.end = buf + len;
     while (r.p < r.end) {
@@ -651,6 +682,9 @@ drain(h)
             if (rd_u8(&r, &lvl) && (b = rd_sv(aTHX_ &r))) a = newSViv(lvl);
             break;
         }
+        case PAGI_REC_RETURNED:
+            /* Only a wake-up: free_returned above has freed them. */
+            continue;
         case PAGI_REC_DRAIN:
         case PAGI_REC_IDLE:
         case PAGI_REC_EOF:

@@ -22,6 +22,7 @@
 #define PAGI_REC_IDLE 6
 #define PAGI_REC_WS_MESSAGE 7
 #define PAGI_REC_EOF 8
+#define PAGI_REC_RETURNED 9
 
 /* REQUEST record flags. */
 #define PAGI_F_BODY_EMPTY 1
@@ -47,6 +48,9 @@
 #define PAGI_SHUTDOWN_GRACEFUL 1
 #define PAGI_SHUTDOWN_FORCE 2
 
+/* Bodies of at least this many bytes are read in place (pagi_send_body_held). */
+#define PAGI_HELD_MIN 16384
+
 /* Operations of pagi_request_end. */
 #define PAGI_END_FORGET 0
 #define PAGI_END_ABORT 1
@@ -68,6 +72,9 @@ int32_t pagi_server_flush(PagiServer *s);
 int32_t pagi_send_start(PagiServer *s, uint64_t id, uint16_t status, const uint8_t *hdrs, size_t len);
 int32_t pagi_send_body(PagiServer *s, uint64_t id, const uint8_t *data, size_t len, int32_t fin,
                        const uint8_t **log, size_t *log_len);
+int32_t pagi_send_body_held(PagiServer *s, uint64_t id, void *sv, const uint8_t *data, size_t len,
+                            int32_t fin, const uint8_t **log, size_t *log_len);
+int32_t pagi_take_returned(PagiServer *s, void *const **out, size_t *n);
 int32_t pagi_send_file(PagiServer *s, uint64_t id, const uint8_t *path, size_t path_len, int32_t fd,
                        int64_t offset, int64_t length, int32_t fin, const uint8_t **log,
                        size_t *log_len, char *err, size_t err_cap);

@@ -7,7 +7,8 @@
  * The request is still the blessed hash PAGI::Server::Request works on;
  * what is not on the fast path (SSE, validate_events, file bodies,
  * trailers, backpressure waits, every error) is left to its Perl methods.
- * Included by Server.xs after handle_of, croak_panic and pack_headers. */
+ * Included by Server.xs after handle_of, croak_panic, pack_headers and
+ * send_body_sv. */
 #ifndef PAGI_REQUEST_H
 #define PAGI_REQUEST_H
 
@@ -129,12 +130,11 @@ static void req_after_body(pTHX_ HV *req, int fin, int more, const uint8_t *log,
 
 /* http.response.body with bytes (not a file). Returns the core's code. */
 static int req_body(pTHX_ HV *req, SV *body, int more) {
-    PagiServer *s; uint64_t id; const char *b = ""; STRLEN len = 0;
+    PagiServer *s; uint64_t id;
     const uint8_t *log = NULL; size_t log_len = 0; int rc;
     int fin = !more && !IS_TRUE(GETS(req, "trailers"));
     s = req_core(aTHX_ req, &id);
-    if (IS_DEFINED(body)) b = SvPVbyte(body, len);
-    rc = pagi_send_body(s, id, (const uint8_t *)b, len, fin, &log, &log_len);
+    rc = send_body_sv(aTHX_ s, id, body, fin, &log, &log_len);
     if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     req_after_body(aTHX_ req, fin, more, log, log_len);
     return rc;

@@ -1367,7 +1367,10 @@ body (dropped when the app gave a Content-Length).
 C<http.response.body> with C<file> (a path) or C<fh>, plus optional
 C<offset> and C<length>, streams the bytes from the core without passing
 them through Perl, and ends the response (C<more> is ignored, as the spec
-says). A handle with a real descriptor is duplicated, so the app
+says). Over HTTP/1.x on a plain TCP or Unix socket a regular file goes out
+by sendfile(2), its bytes never read into the process; over TLS, HTTP/2,
+and for pipes, the core reads it. A file that shrinks while it is sent
+ends the connection. A handle with a real descriptor is duplicated, so the app
 may close its handle as soon as C<$send> returns; in-memory and tied handles
 are read in Perl. A path is opened with the bytes Perl's own C<open> would
 use (a character string, such as a decoded non-ASCII file name, by its UTF-8

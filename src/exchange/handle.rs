@@ -188,6 +188,11 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         self.disconnect(self.reason.as_bytes(), 0);
+        // Its body scalars came back: Perl frees them at its next drain,
+        // which this makes sure comes (see `held`).
+        if self.core.held.waiting() {
+            self.core.bridge.push(kind::RETURNED, 0, |_| {});
+        }
     }
 }
 

@@ -42,6 +42,7 @@ pub unsafe extern "C" fn pagi_server_new(
                 holds_runtime: false,
                 drained: Vec::new(),
                 text: String::new(),
+                returned: Vec::new(),
             }))
         },
         err,

@@ -23,6 +23,9 @@ pub struct PagiServer {
     /// The TLS listeners' acceptor (the `ssl` option), built with the server
     /// so that a bad certificate or key fails at once.
     pub(super) tls: Option<Arc<crate::net::tls::Acceptor>>,
+    /// The scalars of the last `pagi_take_returned` (see `held`), freed by
+    /// XS.
+    pub(super) returned: Vec<usize>,
 }
 
 /// Runs `f` on the live server behind `srv`, turning a panic into

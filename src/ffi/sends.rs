@@ -51,6 +51,53 @@ pub unsafe extern "C" fn pagi_send_body(
     })
 }
 
+/// As `pagi_send_body`, for bytes read in place: `data`/`len` are the
+/// buffer of `sv`, a scalar XS made for this call and now gives up; it
+/// comes back through `pagi_take_returned` once the bytes are done with.
+///
+/// # Safety
+/// As `pagi_send_body`; the buffer stays unchanged until `sv` comes back.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_send_body_held(
+    srv: *mut PagiServer,
+    id: u64,
+    sv: *mut std::ffi::c_void,
+    data: *const u8,
+    len: usize,
+    fin: i32,
+    log: *mut *const u8,
+    log_len: *mut usize,
+) -> i32 {
+    guard(srv, |s| {
+        let body = crate::held::hold(&s.core.held, sv as usize, data, len);
+        let (st, line) = s.core.send_body(id, body, fin != 0);
+        hand_out(s, line, log, log_len);
+        state_code(st)
+    })
+}
+
+/// The scalars given back since the last call (see `pagi_send_body_held`),
+/// for XS to free: `*out` points to `*n` of them, valid until the next call.
+///
+/// # Safety
+/// `srv` is live; `out` and `n` are writable.
+#[no_mangle]
+pub unsafe extern "C" fn pagi_take_returned(
+    srv: *mut PagiServer,
+    out: *mut *const *mut std::ffi::c_void,
+    n: *mut usize,
+) -> i32 {
+    guard(srv, |s| {
+        s.core.held.take(&mut s.returned);
+        // SAFETY: XS passes the addresses of two locals.
+        unsafe {
+            *out = s.returned.as_ptr().cast();
+            *n = s.returned.len();
+        }
+        OK
+    })
+}
+
 /// # Safety
 /// As `pagi_send_start` and `pagi_send_body`.
 #[no_mangle]

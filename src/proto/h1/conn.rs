@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::abi::level;
 use crate::exchange::{Exchange, Replies, Upgrade};
 use crate::net::peer::Peer;
-use crate::net::stream::Split;
+use crate::net::stream::{Split, ZeroCopy};
 use crate::proto::h1::body::BodyIn;
 use crate::proto::h1::encode::{self, ReqInfo, Writer};
 use crate::proto::h1::parse::{self, Head, Reject, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT};
@@ -160,7 +160,7 @@ pub(crate) struct Conn<R, W> {
     linger: bool,
 }
 
-impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
+impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + ZeroCopy + Unpin + Send> Conn<R, W> {
     async fn run(&mut self) {
         let mut refused = None;
         loop {

@@ -2,6 +2,7 @@
 //! and the body framed by Content-Length, chunks or connection close.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::server::Head;
@@ -152,21 +153,30 @@ impl Writer {
     /// Frames `data` into `out`. Bytes past a declared Content-Length are
     /// dropped rather than corrupt the next response.
     pub fn data(&mut self, out: &mut Vec<u8>, data: &[u8]) {
-        if data.is_empty() {
-            return;
+        let (n, suffix) = self.frame(out, data.len());
+        out.extend_from_slice(&data[..n]);
+        out.extend_from_slice(suffix);
+    }
+
+    /// Frames `len` bytes of body without copying them: what goes before
+    /// them (a chunk header) is appended to `out`; returns how many of
+    /// them go on the wire (fewer past a declared Content-Length, none
+    /// for a bodiless response) and what must follow them.
+    pub fn frame(&mut self, out: &mut Vec<u8>, len: usize) -> (usize, &'static [u8]) {
+        if len == 0 {
+            return (0, b"");
         }
         match &mut self.framing {
-            Framing::None => {}
-            Framing::Close => out.extend_from_slice(data),
+            Framing::None => (0, b""),
+            Framing::Close => (len, b""),
             Framing::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(data);
-                out.extend_from_slice(b"\r\n");
+                let _ = write!(out, "{len:x}\r\n");
+                (len, b"\r\n")
             }
             Framing::Length(left) => {
-                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
-                out.extend_from_slice(&data[..n]);
+                let n = usize::try_from(*left).unwrap_or(usize::MAX).min(len);
                 *left -= n as u64;
+                (n, b"")
             }
         }
     }

@@ -7,11 +7,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::exchange::Exchange;
+use crate::net::stream::ZeroCopy;
 use crate::proto::h1::conn::Conn;
 use crate::proto::h1::encode::Writer;
 use crate::stream_io::Stop;
 
-impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + Unpin + Send> Conn<R, W> {
+impl<R: AsyncRead + Unpin + Send, W: AsyncWrite + ZeroCopy + Unpin + Send> Conn<R, W> {
     /// Writes a due keepalive comment. It is the server's own traffic, so
     /// it does not count against the app's watermarks.
     pub(crate) async fn sse_keepalive(
