@@ -1,16 +1,18 @@
-# The benchmark apps of bench/apps.pl as one PSGI app, for Starman
-# (bench/compare.sh), chosen by path: /stream, /echo, anything else hello.
-# Each does what its PAGI twin does, through PSGI's own means.
+# The PSGI twins of bench/apps.pl's hello, stream and echo, for Starman
+# (bench/starman.sh): PAGI_BENCH_APP names the one to serve (hello by
+# default). Each does what its PAGI twin does, through PSGI's own means.
 use strict;
 use warnings;
 
 my $hello = 'Hello, World!';
 my $chunk = 'x' x 65536;
 
+my $name = $ENV{PAGI_BENCH_APP} // 'hello';
+die "bench/apps.psgi: no app '$name' (hello, stream, echo)\n" unless $name =~ /\A(?:hello|stream|echo)\z/;
+
 sub {
     my ($env) = @_;
-    my $path = $env->{PATH_INFO} // '/';
-    if ($path eq '/stream') {
+    if ($name eq 'stream') {
         # 1 MiB as 16 writes of 64 KiB, no length: chunked.
         return sub {
             my ($respond) = @_;
@@ -19,7 +21,7 @@ sub {
             $w->close;
         };
     }
-    if ($path eq '/echo') {
+    if ($name eq 'echo') {
         my $body = '';
         my $in   = $env->{'psgi.input'};
         while (1) {

@@ -11,7 +11,7 @@
 # The servers take turns for each figure, ROUNDS times (default 3); the
 # summary gives each server's median (min-max) and the ratios of the
 # medians. The apps are bench/apps.pl's (PAGI) and bench/apps.psgi's
-# (Starman, chosen by path).
+# (Starman, through bench/starman.sh).
 #
 #   bench/compare.sh REFERENCE_CHECKOUT
 #   DURATION=10 ROUNDS=3 FIGURES="hello close" bench/compare.sh ...
@@ -22,39 +22,15 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 rounds="${ROUNDS:-3}"
 figures="${FIGURES:-hello close stream post}"
-command -v starman >/dev/null || { echo "bench/compare.sh needs starman (apt-get install starman)" >&2; exit 1; }
-
-# A port nothing listens on now (Starman takes no port 0).
-free_port() {
-    perl -MIO::Socket::INET -e 'print IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0)->sockport'
-}
-
-# start_starman NAME: Starman with one worker on bench/apps.psgi; sets $port
-# and $pid (the master, which stops its worker on TERM). No request limit:
-# its default of 1000 per worker would restart the worker during the run.
-start_starman() {
-    local name="$1" i
-    server="$name"
-    port="$(free_port)"
-    starman --workers 1 --max-requests 1000000000 --listen "127.0.0.1:$port" \
-        "$here/bench/apps.psgi" >"$tmp/$name.out" 2>"$tmp/$name.err" &
-    pid=$!
-    for i in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
-        sleep 0.1
-    done
-    echo "starman did not start:" >&2
-    cat "$tmp/$name.err" >&2
-    exit 1
-}
+. "$(dirname "$0")/starman.sh"
 
 head -c 65536 /dev/urandom >"$tmp/body"
 
-# check NAME PATH FIGURE: one real request before the load: the response
-# must be what the figure measures.
+# check NAME FIGURE: one real request before the load: the response must
+# be what the figure measures.
 check() {
-    local name="$1" url="http://127.0.0.1:$port$2" got
-    case "$3" in
+    local name="$1" url="http://127.0.0.1:$port/" got
+    case "$2" in
     stream) got="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code} %{size_download}' "$url")"
             [ "$got" = "200 1048576" ] ;;
     post)   got="$(curl -sS --max-time 10 -H 'Expect:' --data-binary "@$tmp/body" -o "$tmp/$name.echo" \
@@ -62,30 +38,30 @@ check() {
             [ "$got" = "200 65536" ] && cmp -s "$tmp/body" "$tmp/$name.echo" ;;
     *)      got="$(curl -sS --max-time 10 -w ' %{http_code}' "$url")"
             [ "$got" = "Hello, World! 200" ] ;;
-    esac || { echo "$name: unexpected answer for $3: '$got'" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+    esac || { echo "$name: unexpected answer for $2: '$got'" >&2; cat "$tmp/$name.err" >&2; exit 1; }
 }
 
 # measure NAME FIGURE: starts NAME's server, checks it, runs wrk (2 s
 # warm-up, then $dur s) and leaves the requests/s in $tmp/NAME.FIGURE.r.
 measure() {
-    local name="$1" fig="$2" app path="/" conns=10 args=()
+    local name="$1" fig="$2" app conns=10 args=()
     case "$fig" in
     hello)  app=hello; conns=50 ;;
     close)  app=hello; conns=50; args=(-H 'Connection: close') ;;
-    stream) app=stream; path=/stream ;;
-    post)   app=echo; path=/echo; args=(-s "$here/bench/post64k.lua") ;;
+    stream) app=stream ;;
+    post)   app=echo; args=(-s "$here/bench/post64k.lua") ;;
     *) echo "unknown figure '$fig'" >&2; exit 1 ;;
     esac
     case "$name" in
     ours)      start_server ours "$here/blib/arch:$here/blib/lib" "$app" ;;
     reference) start_server reference "$ref/lib" "$app" ;;
-    starman)   start_starman starman ;;
+    starman)   start_starman starman "$app" ;;
     esac
-    check "$name" "$path" "$fig"
-    wrk -t1 -c"$conns" -d2s "${args[@]}" "http://127.0.0.1:$port$path" >/dev/null
-    wrk -t1 -c"$conns" -d"${dur}s" "${args[@]}" "http://127.0.0.1:$port$path" >"$tmp/$name.wrk"
+    check "$name" "$fig"
+    wrk -t1 -c"$conns" -d2s "${args[@]}" "http://127.0.0.1:$port/" >/dev/null
+    wrk -t1 -c"$conns" -d"${dur}s" "${args[@]}" "http://127.0.0.1:$port/" >"$tmp/$name.wrk"
     grep -E "Non-2xx|Socket errors" "$tmp/$name.wrk" | sed "s/^/$name $fig: wrk: /" >&2 || true
-    stop_server
+    if [ "$name" = starman ]; then stop_starman; else stop_server; fi
     rps "$name" >>"$tmp/$name.$fig.r"
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Streaming throughput: GET of a 1 MiB body sent as 16 chunks of 64 KiB,
 # each awaited (the `stream` app of bench/serve.pl; for Starman the same
-# chunks through the PSGI streaming writer, bench/stream.psgi). This build,
+# chunks through the PSGI streaming writer, bench/apps.psgi). This build,
 # Starman (one worker) and the reference PAGI::Server take turns in one run,
 # ROUNDS times (default 3), each a single process under wrk with one thread
 # and keep-alive connections. Prints each round, then the median and the
@@ -41,7 +41,7 @@ measure() {
 }
 
 measure_starman() {
-    start_starman starman "$here/bench/stream.psgi"
+    start_starman starman stream
     check starman
     run_wrk starman
     stop_starman
