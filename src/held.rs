@@ -57,8 +57,12 @@ unsafe impl Send for Held {}
 
 impl AsRef<[u8]> for Held {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: `ptr`/`len` describe the live buffer of the scalar held.
-        unsafe { crate::ffi::plumbing::slice(self.ptr, self.len) }
+        if self.ptr.is_null() || self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr`/`len` describe the live buffer of the scalar held
+        // (checked non-null above).
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
