@@ -266,6 +266,15 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     return self;
 }
 
+/* $obj->METHOD, its result (if any) dropped. */
+static void call_void(pTHX_ SV *obj, const char *method) {
+    dSP;
+    ENTER; SAVETMPS;
+    PUSHMARK(SP); XPUSHs(obj); PUTBACK;
+    call_method(method, G_DISCARD);
+    FREETMPS; LEAVE;
+}
+
 /* ConnectionState::_mark_complete for a request nobody asked to be told
  * about (no callbacks, no Future): OPEN becomes DONE. Otherwise the Perl
  * method runs. */
@@ -276,11 +285,7 @@ static void cstate_complete(pTHX_ SV *rv) {
     if (!cs) return;
     if (!SvOBJECT((SV *)cs) || SvSTASH((SV *)cs) != MY_CXT.cs_stash
         || hv_exists(cs, "on_done", 7) || hv_exists(cs, "on_gone", 7)) {
-        dSP;
-        ENTER; SAVETMPS;
-        PUSHMARK(SP); XPUSHs(rv); PUTBACK;
-        call_method("_mark_complete", G_DISCARD);
-        FREETMPS; LEAVE;
+        call_void(aTHX_ rv, "_mark_complete");
         return;
     }
     st = GETS(cs, "state");
@@ -298,11 +303,7 @@ static void tstate_detach(pTHX_ SV *rv) {
     if (!SvOBJECT((SV *)ts) || SvSTASH((SV *)ts) != MY_CXT.ts_stash
         || (high && SvROK(high)) || (low && SvROK(low)) || hv_exists(ts, "on_high", 7)
         || hv_exists(ts, "on_drain", 8) || hv_exists(ts, "arm", 3) || hv_exists(ts, "measure", 7)) {
-        dSP;
-        ENTER; SAVETMPS;
-        PUSHMARK(SP); XPUSHs(rv); PUTBACK;
-        call_method("_detach", G_DISCARD);
-        FREETMPS; LEAVE;
+        call_void(aTHX_ rv, "_detach");
         return;
     }
     (void)hv_stores(ts, "detached", newSViv(1));

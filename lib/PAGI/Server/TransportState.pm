@@ -16,6 +16,11 @@ our $VERSION = '0.003000';
 # a coderef that measures the backlog, the two marks (plain numbers or
 # coderefs) and a hook that lets it ask to be told when the backlog drains.
 
+# The server's own per-request objects are made in C, with `native` and
+# `id` in place of `measure` (see PAGI::Server::Native::request_new). Other
+# fields appear when first needed: on_high/on_drain (callback lists),
+# high_now (crossed the high mark, not yet drained), cycle (counts high
+# crossings; stale drain hooks compare it), detached.
 sub new {
     my ($class, %arg) = @_;
     for my $k (qw(measure arm_drain)) {
@@ -24,20 +29,8 @@ sub new {
         require Carp;
         Carp::croak("PAGI::Server::TransportState: '$k' must be a code reference");
     }
-    return $class->_new_unchecked(@arg{qw(measure high low arm_drain)});
-}
-
-# A constructor whose arguments are known good. (The server's per-request
-# objects are made in C, with `native` and `id` in place of `measure`:
-# see PAGI::Server::Native::request_new.) Other fields appear when first
-# needed:
-# on_high/on_drain (callback lists), high_now (crossed the high mark, not
-# yet drained), cycle (counts high crossings; stale drain hooks compare
-# it), detached.
-sub _new_unchecked {
-    my ($class, $measure, $high, $low, $arm) = @_;
-    my $self = bless { measure => $measure, high => $high, low => $low }, $class;
-    $self->{arm} = $arm if $arm;
+    my $self = bless { measure => $arg{measure}, high => $arg{high}, low => $arg{low} }, $class;
+    $self->{arm} = $arg{arm_drain} if $arg{arm_drain};
     return $self;
 }
 
