@@ -91,8 +91,12 @@ impl Socket<'_> {
     /// file). The call runs on the blocking pool, as file reads do: a file
     /// not in the page cache is read from disk meanwhile.
     pub async fn sendfile(self, file: &Arc<File>, offset: u64, count: usize) -> io::Result<usize> {
+        let mut retried = false;
+        let mut wait = true;
         loop {
-            self.writable().await?;
+            if wait {
+                self.writable().await?;
+            }
             // Its own descriptor: the socket stays open for the call even
             // if the connection is dropped meanwhile.
             let out = self.dup()?;
@@ -101,7 +105,17 @@ impl Socket<'_> {
                 .await
                 .map_err(io::Error::other)?;
             match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.not_writable(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The socket may have become writable again since the
+                    // call failed, its readiness already reported: then
+                    // clearing it would wait for an edge that never comes,
+                    // so a socket writable now is tried again at once
+                    // (once in a row, lest a socket that says writable and
+                    // takes nothing spin).
+                    let now = self.not_writable();
+                    wait = !now || retried;
+                    retried = now && !retried;
+                }
                 r => return r,
             }
         }
@@ -115,13 +129,26 @@ impl Socket<'_> {
     }
 
     /// The socket took nothing: it is writable again only once the
-    /// runtime hears so.
-    fn not_writable(self) {
+    /// runtime hears so. Returns whether it is writable right now (the
+    /// news may have come before the readiness was cleared).
+    fn not_writable(self) -> bool {
         let would_block = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
         let _ = match self {
             Socket::Tcp(s) => s.try_io(Interest::WRITABLE, would_block),
             Socket::Unix(s) => s.try_io(Interest::WRITABLE, would_block),
         };
+        let fd = match self {
+            Socket::Tcp(s) => s.as_fd().as_raw_fd(),
+            Socket::Unix(s) => s.as_fd().as_raw_fd(),
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one pollfd for a descriptor this socket owns, no wait.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
     }
 
     fn dup(self) -> io::Result<OwnedFd> {
