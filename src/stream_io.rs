@@ -133,9 +133,8 @@ pub(crate) async fn write_out_with<W: AsyncWrite + Unpin>(
 
 /// Sends exactly `count` bytes of `file` from `offset` by sendfile(2),
 /// with `write_out`'s limits; returns how many went (fewer: the file ended
-/// first). A sendfile under way runs on the blocking pool and cannot be
-/// called back, so it is only given up when the connection is (a stall, a
-/// forced shutdown): another turn would send its bytes twice.
+/// first). It is given up only when the connection is (a stall, a forced
+/// shutdown), never restarted: each call's bytes are counted once.
 pub(crate) async fn sendfile_out(
     sock: Socket<'_>,
     file: &Arc<File>,

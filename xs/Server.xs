@@ -84,11 +84,11 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
  * nobody writes into that buffer while it is shared; a buffer that cannot
  * be shared is copied here) and gives it back when done. The COW flags are
  * the core's default for sv_setsv; outside the core they must be asked
- * for. `body` may be NULL (no body). */
+ * for. `body` may be NULL (no body). What comes back is freed at the next
+ * drain (a request that ends with scalars out wakes Perl for them). */
 static int32_t send_body_sv(pTHX_ PagiServer *s, uint64_t id, SV *body, int fin,
                             const uint8_t **log, size_t *log_len) {
     const char *b = ""; STRLEN len = 0;
-    free_returned(aTHX_ s);
     if (body && SvPOK(body) && !SvGMAGICAL(body) && !SvUTF8(body) && SvCUR(body) >= PAGI_HELD_MIN) {
         SV *held = newSV(0);
         sv_setsv_flags(held, body, SV_COW_SHARED_HASH_KEYS | SV_COW_OTHER_PVS | SV_NOSTEAL);

@@ -42,22 +42,27 @@ static HV *hash_of(SV *rv) {
     return rv && SvROK(rv) && SvTYPE(SvRV(rv)) == SVt_PVHV ? (HV *)SvRV(rv) : NULL;
 }
 
+/* A new copy of a value that may be missing (undef then). */
+static SV *copy_of(pTHX_ SV *sv) {
+    return newSVsv(sv ? sv : &PL_sv_undef);
+}
+
 /* The result of every send that need not wait (Request.pm's $DONE). */
 static SV *done_future(pTHX) {
     dMY_CXT;
     return MY_CXT.done;
 }
 
-/* $req->METHOD(@args) in scalar context; the result outlives the call's
+/* $obj->METHOD(@args) in scalar context; the result outlives the call's
  * temporaries (it is mortal in the caller's scope). */
-static SV *call_req(pTHX_ HV *req, const char *method, SV *a1, SV *a2) {
+static SV *call_obj(pTHX_ SV *obj, const char *method, SV *a1, SV *a2) {
     dSP;
-    SV *self = sv_2mortal(newRV_inc((SV *)req)), *r;
+    SV *r;
     int n;
     ENTER; SAVETMPS;
     PUSHMARK(SP);
     EXTEND(SP, 3);
-    PUSHs(self);
+    PUSHs(obj);
     if (a1) PUSHs(a1);
     if (a2) PUSHs(a2);
     PUTBACK;
@@ -68,6 +73,11 @@ static SV *call_req(pTHX_ HV *req, const char *method, SV *a1, SV *a2) {
     PUTBACK;
     FREETMPS; LEAVE;
     return sv_2mortal(r);
+}
+
+/* $req->METHOD(@args), `req` being the request's hash. */
+static SV *call_req(pTHX_ HV *req, const char *method, SV *a1, SV *a2) {
+    return call_obj(aTHX_ sv_2mortal(newRV_inc((SV *)req)), method, a1, a2);
 }
 
 static PagiServer *req_core(pTHX_ HV *req, uint64_t *id) {
@@ -105,18 +115,23 @@ static int req_start(pTHX_ HV *req, SV *status, SV *headers, SV *trailers) {
     return rc;
 }
 
+/* Request::_forget: the server lets go of a request once its app has
+ * returned. */
+static void req_forget(pTHX_ HV *req) {
+    HV *server, *reqs;
+    SV *id = GETS(req, "id");
+    if (id && IS_TRUE(GETS(req, "app_done")) && (server = hash_of(GETS(req, "server")))
+        && (reqs = hash_of(GETS(server, "requests"))))
+        (void)hv_delete_ent(reqs, id, G_DISCARD, 0);
+}
+
 /* After the final frame: the request is done; its access-log line (if
  * any) is written, and it is forgotten once the app has returned too. */
 static void req_finish(pTHX_ HV *req, const uint8_t *log, size_t log_len) {
-    HV *server, *reqs;
     (void)hv_stores(req, "done", newSViv(1));
     if (log_len)
         call_req(aTHX_ req, "_log_access", sv_2mortal(newSVpvn((const char *)log, log_len)), NULL);
-    if (IS_TRUE(GETS(req, "app_done")) && (server = hash_of(GETS(req, "server")))
-        && (reqs = hash_of(GETS(server, "requests")))) {
-        SV *id = GETS(req, "id");
-        if (id) (void)hv_delete_ent(reqs, id, G_DISCARD, 0);
-    }
+    req_forget(aTHX_ req);
 }
 
 /* The state a body frame leaves: the final one finishes the request; one
@@ -215,7 +230,7 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
      * reaches an app. */
     ext = hash_of(GETS(server, "extensions"));
     own = hash_of(GETS(scope, "extensions"));
-    if (own) tls = newSVsv(GETS(own, "tls") ? GETS(own, "tls") : &PL_sv_undef);
+    if (own) tls = copy_of(aTHX_ GETS(own, "tls"));
     {
         HV *mine = hv_copy(aTHX_ ext);
         if (ext && hv_exists(ext, "tls", 3)) (void)hv_delete(mine, "tls", 3, G_DISCARD);
@@ -229,8 +244,8 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     srv = newRV_inc((SV *)server);
     sv_rvweaken(srv);
     (void)hv_stores(req, "server", srv);
-    (void)hv_stores(req, "native", native ? newSVsv(native) : newSV(0));
-    (void)hv_stores(req, "loop", loop ? newSVsv(loop) : newSV(0));
+    (void)hv_stores(req, "native", copy_of(aTHX_ native));
+    (void)hv_stores(req, "loop", copy_of(aTHX_ loop));
     if (sse) (void)hv_stores(req, "sse", newSViv(1));
     /* The one http.request of a request without a body is implied. */
     if ((flags & PAGI_F_BODY_EMPTY) && !ws) (void)hv_stores(req, "empty", newSViv(1));
@@ -247,32 +262,23 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
         HV *cs = newHV();
         SV *rv;
         (void)hv_stores(cs, "state", newSViv(0));
-        (void)hv_stores(cs, "loop", loop ? newSVsv(loop) : newSV(0));
+        (void)hv_stores(cs, "loop", copy_of(aTHX_ loop));
         rv = sv_bless(newRV_noinc((SV *)cs), MY_CXT.cs_stash);
         (void)hv_stores(req, "cstate", rv);
         (void)hv_stores(scope, "pagi.connection", newSVsv(rv));
     }
     /* TransportState measuring the core's count for this request. */
     ts = newHV();
-    (void)hv_stores(ts, "native", native ? newSVsv(native) : newSV(0));
+    (void)hv_stores(ts, "native", copy_of(aTHX_ native));
     (void)hv_stores(ts, "id", newSVuv(id));
-    (void)hv_stores(ts, "high", newSVsv(GETS(server, "write_high_watermark") ? GETS(server, "write_high_watermark") : &PL_sv_undef));
-    (void)hv_stores(ts, "low", newSVsv(GETS(server, "write_low_watermark") ? GETS(server, "write_low_watermark") : &PL_sv_undef));
+    (void)hv_stores(ts, "high", copy_of(aTHX_ GETS(server, "write_high_watermark")));
+    (void)hv_stores(ts, "low", copy_of(aTHX_ GETS(server, "write_low_watermark")));
     {
         SV *rv = sv_bless(newRV_noinc((SV *)ts), MY_CXT.ts_stash);
         (void)hv_stores(req, "tstate", rv);
         (void)hv_stores(scope, "pagi.transport", newSVsv(rv));
     }
     return self;
-}
-
-/* $obj->METHOD, its result (if any) dropped. */
-static void call_void(pTHX_ SV *obj, const char *method) {
-    dSP;
-    ENTER; SAVETMPS;
-    PUSHMARK(SP); XPUSHs(obj); PUTBACK;
-    call_method(method, G_DISCARD);
-    FREETMPS; LEAVE;
 }
 
 /* ConnectionState::_mark_complete for a request nobody asked to be told
@@ -285,7 +291,7 @@ static void cstate_complete(pTHX_ SV *rv) {
     if (!cs) return;
     if (!SvOBJECT((SV *)cs) || SvSTASH((SV *)cs) != MY_CXT.cs_stash
         || hv_exists(cs, "on_done", 7) || hv_exists(cs, "on_gone", 7)) {
-        call_void(aTHX_ rv, "_mark_complete");
+        call_obj(aTHX_ rv, "_mark_complete", NULL, NULL);
         return;
     }
     st = GETS(cs, "state");
@@ -303,7 +309,7 @@ static void tstate_detach(pTHX_ SV *rv) {
     if (!SvOBJECT((SV *)ts) || SvSTASH((SV *)ts) != MY_CXT.ts_stash
         || (high && SvROK(high)) || (low && SvROK(low)) || hv_exists(ts, "on_high", 7)
         || hv_exists(ts, "on_drain", 8) || hv_exists(ts, "arm", 3) || hv_exists(ts, "measure", 7)) {
-        call_void(aTHX_ rv, "_detach");
+        call_obj(aTHX_ rv, "_detach", NULL, NULL);
         return;
     }
     (void)hv_stores(ts, "detached", newSViv(1));
@@ -325,17 +331,9 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     int n, fast = 0;
     dSP;
     if (!app) croak("PAGI::Server: no app");
-    if (body) {
-        /* The first piece of the body came with the request (Request::body
-         * would queue it just so). */
-        HV *ev = newHV();
-        AV *queue = newAV();
-        (void)hv_stores(ev, "type", newSVpvs("http.request"));
-        (void)hv_stores(ev, "body", newSVsv(body));
-        (void)hv_stores(ev, "more", newSViv(more));
-        av_push(queue, newRV_noinc((SV *)ev));
-        (void)hv_stores(req, "queue", newRV_noinc((SV *)queue));
-    }
+    /* The first piece of the body came with the request: queued for the
+     * app's first $receive. */
+    if (body) call_req(aTHX_ req, "body", body, sv_2mortal(newSViv(more)));
     ENTER; SAVETMPS;
     PUSHMARK(SP);
     EXTEND(SP, 3);
@@ -352,17 +350,8 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     if (err) sv_2mortal(err);
 
     if (!err && IS_TRUE(GETS(req, "done")) && sv_isobject(f)
-        && strEQ(HvNAME(SvSTASH(SvRV(f))), "Future")) {
-        dSP;
-        ENTER; SAVETMPS;
-        PUSHMARK(SP); XPUSHs(f); PUTBACK;
-        n = call_method("is_done", G_SCALAR);
-        SPAGAIN;
-        fast = n && SvTRUE(TOPs);
-        if (n) (void)POPs;
-        PUTBACK;
-        FREETMPS; LEAVE;
-    }
+        && strEQ(HvNAME(SvSTASH(SvRV(f))), "Future"))
+        fast = SvTRUE(call_obj(aTHX_ f, "is_done", NULL, NULL));
     if (!fast) {
         call_req(aTHX_ req, "_app_ran", f, err ? err : &PL_sv_undef);
         return;
@@ -370,11 +359,7 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     (void)hv_stores(req, "app_done", newSViv(1));
     cstate_complete(aTHX_ GETS(req, "cstate"));
     tstate_detach(aTHX_ GETS(req, "tstate"));
-    {
-        HV *reqs = hash_of(GETS(server, "requests"));
-        SV *id_sv = GETS(req, "id");
-        if (reqs && id_sv) (void)hv_delete_ent(reqs, id_sv, G_DISCARD, 0);
-    }
+    req_forget(aTHX_ req);
 }
 
 #endif

@@ -43,12 +43,30 @@ pub unsafe extern "C" fn pagi_send_body(
     log_len: *mut usize,
 ) -> i32 {
     guard(srv, |s| {
-        let (st, line) = s
-            .core
-            .send_body(id, Bytes::copy_from_slice(slice(data, len)), fin != 0);
-        hand_out(s, line, log, log_len);
-        state_code(st)
+        queue_body(
+            s,
+            id,
+            Bytes::copy_from_slice(slice(data, len)),
+            fin,
+            log,
+            log_len,
+        )
     })
+}
+
+/// `send_body` for both entry points: the code, and the log line handed
+/// out through `log`/`log_len` (as `hand_out` does).
+fn queue_body(
+    s: &mut PagiServer,
+    id: u64,
+    body: Bytes,
+    fin: i32,
+    log: *mut *const u8,
+    log_len: *mut usize,
+) -> i32 {
+    let (st, line) = s.core.send_body(id, body, fin != 0);
+    hand_out(s, line, log, log_len);
+    state_code(st)
 }
 
 /// As `pagi_send_body`, for bytes read in place: `data`/`len` are the
@@ -70,9 +88,7 @@ pub unsafe extern "C" fn pagi_send_body_held(
 ) -> i32 {
     guard(srv, |s| {
         let body = crate::held::hold(&s.core.held, sv as usize, data, len);
-        let (st, line) = s.core.send_body(id, body, fin != 0);
-        hand_out(s, line, log, log_len);
-        state_code(st)
+        queue_body(s, id, body, fin, log, log_len)
     })
 }
 

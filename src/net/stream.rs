@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
@@ -85,82 +85,44 @@ impl ZeroCopy for tokio::net::unix::OwnedWriteHalf {
 /// A stream split by `tokio::io::split` (a TLS session; test streams).
 impl<T> ZeroCopy for tokio::io::WriteHalf<T> {}
 
-impl Socket<'_> {
+impl<'a> Socket<'a> {
     /// Sends up to `count` bytes of `file` from `offset` once the socket
     /// takes some; returns how many went (0: `offset` is at the end of the
-    /// file). The call runs on the blocking pool, as file reads do: a file
-    /// not in the page cache is read from disk meanwhile.
+    /// file). The call runs on the connection's own thread, through the
+    /// runtime's readiness (as nginx does without aio): a socket that takes
+    /// nothing is waited on until the runtime hears it is writable, and a
+    /// wait is never lost to a readiness cleared after the news came. A
+    /// file not in the page cache is read from disk during the call.
     pub async fn sendfile(self, file: &Arc<File>, offset: u64, count: usize) -> io::Result<usize> {
-        let mut retried = false;
-        let mut wait = true;
+        let send = || sendfile(self.fd(), file, offset, count);
         loop {
-            if wait {
-                self.writable().await?;
-            }
-            // Its own descriptor: the socket stays open for the call even
-            // if the connection is dropped meanwhile.
-            let out = self.dup()?;
-            let f = file.clone();
-            let r = tokio::task::spawn_blocking(move || sendfile(&out, &f, offset, count))
-                .await
-                .map_err(io::Error::other)?;
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The socket may have become writable again since the
-                    // call failed, its readiness already reported: then
-                    // clearing it would wait for an edge that never comes,
-                    // so a socket writable now is tried again at once
-                    // (once in a row, lest a socket that says writable and
-                    // takes nothing spin).
-                    let now = self.not_writable();
-                    wait = !now || retried;
-                    retried = now && !retried;
+            let r = match self {
+                Socket::Tcp(s) => {
+                    s.writable().await?;
+                    s.try_io(Interest::WRITABLE, send)
                 }
+                Socket::Unix(s) => {
+                    s.writable().await?;
+                    s.try_io(Interest::WRITABLE, send)
+                }
+            };
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 r => return r,
             }
         }
     }
 
-    async fn writable(self) -> io::Result<()> {
+    fn fd(self) -> BorrowedFd<'a> {
         match self {
-            Socket::Tcp(s) => s.writable().await,
-            Socket::Unix(s) => s.writable().await,
-        }
-    }
-
-    /// The socket took nothing: it is writable again only once the
-    /// runtime hears so. Returns whether it is writable right now (the
-    /// news may have come before the readiness was cleared).
-    fn not_writable(self) -> bool {
-        let would_block = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
-        let _ = match self {
-            Socket::Tcp(s) => s.try_io(Interest::WRITABLE, would_block),
-            Socket::Unix(s) => s.try_io(Interest::WRITABLE, would_block),
-        };
-        let fd = match self {
-            Socket::Tcp(s) => s.as_fd().as_raw_fd(),
-            Socket::Unix(s) => s.as_fd().as_raw_fd(),
-        };
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        // SAFETY: one pollfd for a descriptor this socket owns, no wait.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        n > 0 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
-    }
-
-    fn dup(self) -> io::Result<OwnedFd> {
-        match self {
-            Socket::Tcp(s) => s.as_fd().try_clone_to_owned(),
-            Socket::Unix(s) => s.as_fd().try_clone_to_owned(),
+            Socket::Tcp(s) => s.as_fd(),
+            Socket::Unix(s) => s.as_fd(),
         }
     }
 }
 
 /// One sendfile(2) call on a non-blocking socket; EINTR is tried again.
-fn sendfile(out: &OwnedFd, file: &File, offset: u64, count: usize) -> io::Result<usize> {
+fn sendfile(out: BorrowedFd<'_>, file: &File, offset: u64, count: usize) -> io::Result<usize> {
     let mut off =
         libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {

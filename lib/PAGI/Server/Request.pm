@@ -43,7 +43,6 @@ sub start {
 # checked against the spec before it is acted on).
 sub _closures {
     my ($self) = @_;
-    my ($h, $id) = @$self{qw(native id)};
     my $receive = sub { $self->_receive };
     my $validate = $self->{server}{validate_events}
         ? ($self->{sse} ? \&PAGI::Server::EventValidator::validate_sse_send
@@ -53,6 +52,7 @@ sub _closures {
         $validate->($_[0]);
         return $self->_send($_[0]);
     }) unless $self->{sse};
+    my ($h, $id) = @$self{qw(native id)};
     return ($receive, sub {
         my ($ev) = @_;
         $validate->($ev) if $validate;
