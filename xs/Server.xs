@@ -100,6 +100,7 @@ static int32_t send_body_sv(pTHX_ PagiServer *s, uint64_t id, SV *body, int fin,
 }
 
 #include "request.h"
+#include "dispatch.h"
 
 /* An offset or length of send_file for the core: -1 when undef (or
  * negative: the core treats both as "not given"). A value past int64 sets
@@ -624,85 +625,14 @@ flush(h)
   PREINIT:
     PagiServer *s;
   CODE:
-    /* Ends the batch drain() began: held sends go out. */
+    /* Ends the batch dispatch() began: held sends go out. */
     s = handle_of(aTHX_ h);
     if (pagi_server_flush(s) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
 
 void
-drain(h)
-    SV *h
-  PREINIT:
-    PagiServer *s; const uint8_t *buf = NULL; size_t len = 0; reader r;
-  PPCODE:
-    /* Every record becomes four values: kind, id, a, b. */
-    s = handle_of(aTHX_ h);
-    free_returned(aTHX_ s);
-    if (pagi_server_drain(s, &buf, &len) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
-    r.p = buf; r.end = buf + len;
-    while (r.p < r.end) {
-        uint8_t kind; uint64_t id; SV *a = NULL, *b = NULL;
-        if (!rd_u8(&r, &kind) || !rd_u64(&r, &id)) break;
-        switch (kind) {
-        case PAGI_REC_REQUEST: {
-            /* b: the PAGI_F_* flags. */
-            int req_flags = 0;
-            a = build_scope(aTHX_ &r, &req_flags);
-            if (a) b = newSViv(req_flags);
-            break;
-        }
-        case PAGI_REC_BODY: {
-            uint8_t more = 0;
-            a = rd_sv(aTHX_ &r);
-            if (a && rd_u8(&r, &more)) b = newSViv(more);
-            break;
-        }
-        case PAGI_REC_DISCONNECT: {
-            /* b: the WebSocket close code, undef for HTTP. A WebSocket
-             * reason is UTF-8 text (the core checked it). */
-            uint16_t code = 0;
-            a = rd_sv(aTHX_ &r);
-            if (a && rd_u16(&r, &code)) {
-                if (code && !is_ascii_string((U8 *)SvPVX(a), SvCUR(a))) SvUTF8_on(a);
-                b = code ? newSVuv(code) : newSV(0);
-            }
-            break;
-        }
-        case PAGI_REC_WS_MESSAGE: {
-            /* a: the payload, decoded text when b is 1 (the core checked
-             * the UTF-8), raw bytes when b is 0. */
-            uint8_t text = 0;
-            if (!rd_u8(&r, &text)) break;
-            a = rd_sv(aTHX_ &r);
-            if (a && text) SvUTF8_on(a);
-            if (a) b = newSViv(text);
-            break;
-        }
-        case PAGI_REC_LOG: {
-            uint8_t lvl = 0;
-            if (rd_u8(&r, &lvl) && (b = rd_sv(aTHX_ &r))) a = newSViv(lvl);
-            break;
-        }
-        case PAGI_REC_RETURNED:
-            /* Only a wake-up: free_returned above has freed them. */
-            continue;
-        case PAGI_REC_DRAIN:
-        case PAGI_REC_IDLE:
-        case PAGI_REC_EOF:
-            a = newSV(0);
-            b = newSV(0);
-            break;
-        default:
-            break;
-        }
-        if (!a || !b) {
-            /* A short record: free what was made of it. */
-            SvREFCNT_dec(a); SvREFCNT_dec(b);
-            warn("PAGI::Server: malformed bridge record (kind %d); rest of batch dropped", (int)kind);
-            break;
-        }
-        EXTEND(SP, 4);
-        mPUSHi(kind);
-        mPUSHu((UV)id);
-        mPUSHs(a);
-        mPUSHs(b);
-    }
+dispatch(server)
+    SV *server
+  CODE:
+    /* Works through what the core queued since the last wake-up. The
+     * core holds what is sent meanwhile until flush(). */
+    dispatch_batch(aTHX_ server);

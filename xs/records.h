@@ -165,4 +165,82 @@ short_record:
     return NULL;
 }
 
+/* One bridge record read into Perl values: kind, id and two values whose
+ * meaning depends on the kind (see PAGI::Server::_on_record). */
+typedef struct {
+    uint8_t kind;
+    uint64_t id;
+    SV *a, *b;
+} record;
+
+enum { REC_SHORT = 0, REC_READ = 1, REC_SKIP = 2 };
+
+/* Reads the next record at r. REC_READ: rec holds it (a and b owned by the
+ * caller); REC_SKIP: nothing for Perl in it; REC_SHORT: a malformed record
+ * (nothing is left allocated), the rest of the batch is unreadable. */
+static int read_record(pTHX_ reader *r, record *rec) {
+    SV *a = NULL, *b = NULL;
+    rec->kind = 0;
+    rec->a = rec->b = NULL;
+    if (!rd_u8(r, &rec->kind) || !rd_u64(r, &rec->id)) return REC_SHORT;
+    switch (rec->kind) {
+    case PAGI_REC_REQUEST: {
+        /* a: the scope; b: the PAGI_F_* flags. */
+        int req_flags = 0;
+        a = build_scope(aTHX_ r, &req_flags);
+        if (a) b = newSViv(req_flags);
+        break;
+    }
+    case PAGI_REC_BODY: {
+        uint8_t more = 0;
+        a = rd_sv(aTHX_ r);
+        if (a && rd_u8(r, &more)) b = newSViv(more);
+        break;
+    }
+    case PAGI_REC_DISCONNECT: {
+        /* b: the WebSocket close code, undef for HTTP. A WebSocket
+         * reason is UTF-8 text (the core checked it). */
+        uint16_t code = 0;
+        a = rd_sv(aTHX_ r);
+        if (a && rd_u16(r, &code)) {
+            if (code && !is_ascii_string((U8 *)SvPVX(a), SvCUR(a))) SvUTF8_on(a);
+            b = code ? newSVuv(code) : newSV(0);
+        }
+        break;
+    }
+    case PAGI_REC_WS_MESSAGE: {
+        /* a: the payload, decoded text when b is 1 (the core checked
+         * the UTF-8), raw bytes when b is 0. */
+        uint8_t text = 0;
+        if (!rd_u8(r, &text)) break;
+        a = rd_sv(aTHX_ r);
+        if (a && text) SvUTF8_on(a);
+        if (a) b = newSViv(text);
+        break;
+    }
+    case PAGI_REC_LOG: {
+        uint8_t lvl = 0;
+        if (rd_u8(r, &lvl) && (b = rd_sv(aTHX_ r))) a = newSViv(lvl);
+        break;
+    }
+    case PAGI_REC_RETURNED:
+        /* Only a wake-up: the scalars are freed at every drain. */
+        return REC_SKIP;
+    case PAGI_REC_DRAIN:
+    case PAGI_REC_IDLE:
+    case PAGI_REC_EOF:
+        a = newSV(0);
+        b = newSV(0);
+        break;
+    default:
+        break;
+    }
+    if (!a || !b) {
+        SvREFCNT_dec(a); SvREFCNT_dec(b);
+        return REC_SHORT;
+    }
+    rec->a = a; rec->b = b;
+    return REC_READ;
+}
+
 #endif

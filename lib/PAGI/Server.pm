@@ -538,75 +538,52 @@ sub _on_request_complete {
     $self->{_on_retire}->() if $self->{_on_retire};
 }
 
-# Takes every record the Rust side queued since the last wake-up.
+# Works through every record the Rust side queued since the last wake-up:
+# plain HTTP requests are run by Native::dispatch itself, the rest are
+# handed to _on_record in order.
 sub _drain {
     my ($self) = @_;
-    my $h = $self->{native} or return;
-    my @r = PAGI::Server::Native::drain($h);
+    return unless $self->{native};
     # What the apps send while these records are handled is held by the core
     # until the batch ends (one wake-up of its threads per batch), so the
     # batch must end whatever happens.
-    my $ok = eval { $self->_dispatch(\@r); 1 };
+    my $ok = eval { PAGI::Server::Native::dispatch($self); 1 };
     my $err = $@;
     PAGI::Server::Native::flush($self->{native}) if $self->{native};
     die $err unless $ok;
 }
 
-# Acts on drained records: four values each (kind, id, a, b).
-sub _dispatch {
-    my ($self, $r) = @_;
-    my $reqs = $self->{requests};
-    for (my $i = 0; $i < @$r; $i += 4) {
-        # An app run by an earlier record may have released the core.
-        my $h = $self->{native} or last;
-        my ($kind, $id, $a, $b) = @$r[$i .. $i + 3];
-        if ($kind == PAGI::Server::Native::REC_REQUEST) {
-            if ($b & PAGI::Server::Native::F_WEBSOCKET) {
-                PAGI::Server::WebSocket::start($self, $id, $a, $b);
-            }
-            # A body the core read along with its head comes right behind
-            # it: the app's first $receive then finds it waiting.
-            elsif (($r->[$i + 4] // -1) == PAGI::Server::Native::REC_BODY && $r->[$i + 5] == $id) {
-                PAGI::Server::Request::start($self, $id, $a, $b, @$r[$i + 6, $i + 7]);
-                $i += 4;
-            }
-            else {
-                PAGI::Server::Request::start($self, $id, $a, $b);
-            }
-            $self->_on_request_complete if $self->{_retire_after};
-        }
-        elsif ($kind == PAGI::Server::Native::REC_BODY) {
-            my $req = $reqs->{$id} or next;
-            $req->body($a, $b);
-        }
-        elsif ($kind == PAGI::Server::Native::REC_DISCONNECT) {
-            my $req = $reqs->{$id};
-            PAGI::Server::Native::request_end($h, $id, PAGI::Server::Native::END_FORGET)
-                unless $req && $req->_keeps_slot;
-            $req->disconnected($a, $b) if $req;
-        }
-        elsif ($kind == PAGI::Server::Native::REC_WS_MESSAGE) {
-            my $req = $reqs->{$id} or next;
-            $req->message($a, $b);
-        }
-        elsif ($kind == PAGI::Server::Native::REC_EOF) {
-            my $req = $reqs->{$id} or next;
-            $req->client_eof;
-        }
-        elsif ($kind == PAGI::Server::Native::REC_DRAIN) {
-            my $req = $reqs->{$id} or next;
-            $req->drained;
-        }
-        elsif ($kind == PAGI::Server::Native::REC_LOG) {
-            $self->_log(($a == PAGI::Server::Native::LOG_ERROR ? 'error'
-                       : $a == PAGI::Server::Native::LOG_WARN  ? 'warn'
-                       : $a == PAGI::Server::Native::LOG_DEBUG ? 'debug' : 'info'), $b);
-        }
-        elsif ($kind == PAGI::Server::Native::REC_IDLE) {
-            my $f = $self->{idle_future};
-            $f->done if $f && !$f->is_ready;
-        }
+# One record of a batch ($kind, $id and two values that depend on the
+# kind); a REQUEST record may come with the first piece of its body.
+sub _on_record {
+    my ($self, $kind, $id, $a, $b, @body) = @_;
+    if ($kind == PAGI::Server::Native::REC_REQUEST) {
+        return PAGI::Server::WebSocket::start($self, $id, $a, $b) if $b & PAGI::Server::Native::F_WEBSOCKET;
+        return PAGI::Server::Request::start($self, $id, $a, $b, @body);
     }
+    if ($kind == PAGI::Server::Native::REC_DISCONNECT) {
+        my $req = $self->{requests}{$id};
+        PAGI::Server::Native::request_end($self->{native}, $id, PAGI::Server::Native::END_FORGET)
+            unless $req && $req->_keeps_slot;
+        $req->disconnected($a, $b) if $req;
+        return;
+    }
+    if ($kind == PAGI::Server::Native::REC_LOG) {
+        $self->_log(($a == PAGI::Server::Native::LOG_ERROR ? 'error'
+                   : $a == PAGI::Server::Native::LOG_WARN  ? 'warn'
+                   : $a == PAGI::Server::Native::LOG_DEBUG ? 'debug' : 'info'), $b);
+        return;
+    }
+    if ($kind == PAGI::Server::Native::REC_IDLE) {
+        my $f = $self->{idle_future};
+        $f->done if $f && !$f->is_ready;
+        return;
+    }
+    my $req = $self->{requests}{$id} or return;
+    if    ($kind == PAGI::Server::Native::REC_BODY)       { $req->body($a, $b) }
+    elsif ($kind == PAGI::Server::Native::REC_WS_MESSAGE) { $req->message($a, $b) }
+    elsif ($kind == PAGI::Server::Native::REC_EOF)        { $req->client_eof }
+    elsif ($kind == PAGI::Server::Native::REC_DRAIN)      { $req->drained }
 }
 
 sub shutdown {
