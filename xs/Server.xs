@@ -100,6 +100,7 @@ static int32_t send_body_sv(pTHX_ PagiServer *s, uint64_t id, SV *body, int fin,
 }
 
 #include "request.h"
+#include "http_fast.h"
 #include "dispatch.h"
 
 /* An offset or length of send_file for the core: -1 when undef (or
@@ -341,17 +342,6 @@ request_new(server, id, scope, flags, class)
     RETVAL = request_new(aTHX_ server, id, scope, flags, class);
   OUTPUT:
     RETVAL
-
-void
-http_start(server, id, scope, flags, body = NULL, more = 0)
-    SV *server
-    UV id
-    SV *scope
-    IV flags
-    SV *body
-    int more
-  CODE:
-    http_start(aTHX_ server, id, scope, flags, body, more);
 
 int
 req_start(self, status, headers, trailers)

@@ -3,7 +3,7 @@
  * http_start; every other record goes, in order, to the server's Perl
  * method _on_record. Doing the loop here spares each request the Perl
  * values of its record and a Perl loop turn and sub call.
- * Included by Server.xs after request.h. */
+ * Included by Server.xs after http_fast.h. */
 #ifndef PAGI_DISPATCH_H
 #define PAGI_DISPATCH_H
 
@@ -49,6 +49,8 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
     const uint8_t *buf = NULL; size_t len = 0;
     SV *native = server ? GETS(server, "native") : NULL;
     if (!IS_DEFINED(native)) return;
+    /* Drained while apps run: what comes may concern their requests. */
+    fast_materialize_running(aTHX);
     s = handle_of(aTHX_ native);
     free_returned(aTHX_ s);
     if (pagi_server_drain(s, &buf, &len) == PAGI_ERR_PANIC) croak_panic(aTHX_ s);

@@ -15,9 +15,13 @@
 /* Looked up once (BOOT), not per request: $PAGI::Server::Request::DONE's
  * SV (Request.pm assigns it when loaded) and the three classes' stashes. */
 #define MY_CXT_KEY "PAGI::Server::Native::_request" XS_VERSION
+struct fastreq;
 typedef struct {
     SV *done;
     HV *req_stash, *cs_stash, *ts_stash;
+    /* The plain HTTP request http_start is running (innermost), if it
+     * has no Perl object yet (see fastreq). */
+    struct fastreq *current;
 } my_cxt_t;
 START_MY_CXT
 
@@ -27,6 +31,7 @@ static void request_boot(pTHX) {
     MY_CXT.req_stash = gv_stashpvs("PAGI::Server::Request", GV_ADD);
     MY_CXT.cs_stash = gv_stashpvs("PAGI::Server::ConnectionState", GV_ADD);
     MY_CXT.ts_stash = gv_stashpvs("PAGI::Server::TransportState", GV_ADD);
+    MY_CXT.current = NULL;
 }
 
 static SV *hv_get(pTHX_ HV *hv, const char *k, I32 klen) {
@@ -92,24 +97,42 @@ static SV *req_result(pTHX_ HV *req, int rc) {
     return rc == PAGI_PENDING ? call_req(aTHX_ req, "_wait_drain", NULL, NULL) : done_future(aTHX);
 }
 
-/* http.response.start; dies (leaving the response unstarted) on a bad
- * status or bad headers. Returns the core's code. */
-static int req_start(pTHX_ HV *req, SV *status, SV *headers, SV *trailers) {
-    PagiServer *s; uint64_t id; char *buf; STRLEN len, sl; const char *st; int rc;
-    HV *cs;
+/* The status of an http.response.start, checked with its headers; dies
+ * (nothing is sent) on a bad one. */
+static uint16_t start_status(pTHX_ SV *status, SV *headers) {
+    STRLEN sl; const char *st;
     st = IS_DEFINED(status) ? SvPV(status, sl) : (sl = 0, "");
     if (sl != 3 || st[0] < '1' || st[0] > '5' || !isDIGIT(st[1]) || !isDIGIT(st[2]))
         croak("http.response.start: status must be an integer between 100 and 599\n");
     if (IS_DEFINED(headers)
         && !(SvROK(headers) && SvTYPE(SvRV(headers)) == SVt_PVAV && !SvOBJECT(SvRV(headers))))
         croak("http.response.start: headers must be an array reference\n");
-    s = req_core(aTHX_ req, &id);
-    buf = IS_DEFINED(headers) ? pack_headers(aTHX_ headers, &len) : (len = 4, "\0\0\0\0");
-    rc = pagi_send_start(s, id, (uint16_t)((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0')),
-                         (const uint8_t *)buf, len);
+    return (uint16_t)((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0'));
+}
+
+/* Hands a checked response head to the core. Returns the core's code. */
+static int core_start(pTHX_ PagiServer *s, uint64_t id, uint16_t status, SV *headers) {
+    STRLEN len; int rc;
+    char *buf = IS_DEFINED(headers) ? pack_headers(aTHX_ headers, &len) : (len = 4, "\0\0\0\0");
+    rc = pagi_send_start(s, id, status, (const uint8_t *)buf, len);
     if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
-    /* ConnectionState::_mark_response_started, which only sets this. */
-    if ((cs = hash_of(GETS(req, "cstate")))) (void)hv_stores(cs, "started", newSViv(1));
+    return rc;
+}
+
+/* ConnectionState::_mark_response_started, which only sets this. */
+static void cstate_started(pTHX_ SV *rv) {
+    HV *cs = hash_of(rv);
+    if (cs) (void)hv_stores(cs, "started", newSViv(1));
+}
+
+/* http.response.start; dies (leaving the response unstarted) on a bad
+ * status or bad headers. Returns the core's code. */
+static int req_start(pTHX_ HV *req, SV *status, SV *headers, SV *trailers) {
+    uint64_t id;
+    uint16_t code = start_status(aTHX_ status, headers);
+    PagiServer *s = req_core(aTHX_ req, &id);
+    int rc = core_start(aTHX_ s, id, code, headers);
+    cstate_started(aTHX_ GETS(req, "cstate"));
     (void)hv_stores(req, "started", newSViv(1));
     (void)hv_stores(req, "trailers", newSViv(IS_TRUE(trailers) ? 1 : 0));
     return rc;
@@ -145,10 +168,10 @@ static void req_after_body(pTHX_ HV *req, int fin, int more, const uint8_t *log,
 
 /* http.response.body with bytes (not a file). Returns the core's code. */
 static int req_body(pTHX_ HV *req, SV *body, int more) {
-    PagiServer *s; uint64_t id;
+    uint64_t id;
     const uint8_t *log = NULL; size_t log_len = 0; int rc;
     int fin = !more && !IS_TRUE(GETS(req, "trailers"));
-    s = req_core(aTHX_ req, &id);
+    PagiServer *s = req_core(aTHX_ req, &id);
     rc = send_body_sv(aTHX_ s, id, body, fin, &log, &log_len);
     if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     req_after_body(aTHX_ req, fin, more, log, log_len);
@@ -156,14 +179,14 @@ static int req_body(pTHX_ HV *req, SV *body, int more) {
 }
 
 /* The request an app's $receive or $send belongs to: magic on the CV
- * holds a counted reference, CvXSUBANY the quick way to it. */
+ * holds a counted reference, CvXSUBANY the quick way to it. `body` is
+ * the CV's XSUB. */
 static MGVTBL req_closure_vtbl;
 
-static SV *req_closure(pTHX_ HV *req, XSUBADDR_t body) {
-    CV *cv = newXS_flags(NULL, body, __FILE__, NULL, 0);
+static void bind_request(pTHX_ CV *cv, XSUBADDR_t body, HV *req) {
     sv_magicext((SV *)cv, (SV *)req, PERL_MAGIC_ext, &req_closure_vtbl, NULL, 0);
     CvXSUBANY(cv).any_ptr = req;
-    return newRV_noinc((SV *)cv);
+    CvXSUB(cv) = body;
 }
 
 /* $receive of an http scope: Request::_receive. */
@@ -174,31 +197,43 @@ XS_INTERNAL(pagi_http_receive) {
     XSRETURN(1);
 }
 
+/* The $send events C handles: a plain hash of type http.response.start,
+ * or http.response.body with bytes (not a file). */
+enum { EV_OTHER, EV_START, EV_BODY };
+
+static int event_kind(pTHX_ SV *ev, HV **e) {
+    SV *type;
+    STRLEN tl = 0;
+    const char *t;
+    if (!(*e = hash_of(ev)) || SvOBJECT((SV *)*e)) return EV_OTHER;
+    type = GETS(*e, "type");
+    t = IS_DEFINED(type) ? SvPV(type, tl) : "";
+    if (tl == 19 && memEQ(t, "http.response.start", 19)) return EV_START;
+    if (tl == 18 && memEQ(t, "http.response.body", 18) && !IS_DEFINED(GETS(*e, "file"))
+        && !IS_DEFINED(GETS(*e, "fh")))
+        return EV_BODY;
+    return EV_OTHER;
+}
+
 /* $send of an http scope: the common events, in the common state, are
  * handled here; the rest (and every error message) by Request::_send. */
 XS_INTERNAL(pagi_http_send) {
     dXSARGS;
     HV *req = (HV *)CvXSUBANY(cv).any_ptr, *e;
     SV *ev = items > 0 ? ST(0) : &PL_sv_undef;
-    if ((e = hash_of(ev)) && !SvOBJECT((SV *)e)) {
-        SV *type = GETS(e, "type");
-        STRLEN tl = 0;
-        const char *t = IS_DEFINED(type) ? SvPV(type, tl) : "";
-        if (tl == 18 && memEQ(t, "http.response.body", 18) && IS_TRUE(GETS(req, "started"))
-            && !IS_DEFINED(GETS(e, "file")) && !IS_DEFINED(GETS(e, "fh"))) {
-            if (IS_TRUE(GETS(req, "done")) || IS_DEFINED(GETS(req, "gone"))
-                || IS_TRUE(GETS(req, "body_done")))
-                ST(0) = done_future(aTHX);
-            else
-                ST(0) = req_result(aTHX_ req, req_body(aTHX_ req, GETS(e, "body"), IS_TRUE(GETS(e, "more"))));
-            XSRETURN(1);
-        }
-        if (tl == 19 && memEQ(t, "http.response.start", 19) && !IS_TRUE(GETS(req, "started"))
-            && !IS_TRUE(GETS(req, "done")) && !IS_DEFINED(GETS(req, "gone"))) {
-            ST(0) = req_result(aTHX_ req, req_start(aTHX_ req, GETS(e, "status"), GETS(e, "headers"),
-                                                    GETS(e, "trailers")));
-            XSRETURN(1);
-        }
+    int kind = event_kind(aTHX_ ev, &e);
+    if (kind == EV_BODY && IS_TRUE(GETS(req, "started"))) {
+        if (IS_TRUE(GETS(req, "done")) || IS_DEFINED(GETS(req, "gone")) || IS_TRUE(GETS(req, "body_done")))
+            ST(0) = done_future(aTHX);
+        else
+            ST(0) = req_result(aTHX_ req, req_body(aTHX_ req, GETS(e, "body"), IS_TRUE(GETS(e, "more"))));
+        XSRETURN(1);
+    }
+    if (kind == EV_START && !IS_TRUE(GETS(req, "started")) && !IS_TRUE(GETS(req, "done"))
+        && !IS_DEFINED(GETS(req, "gone"))) {
+        ST(0) = req_result(aTHX_ req, req_start(aTHX_ req, GETS(e, "status"), GETS(e, "headers"),
+                                                GETS(e, "trailers")));
+        XSRETURN(1);
     }
     ST(0) = call_req(aTHX_ req, "_send", ev, NULL);
     XSRETURN(1);
@@ -210,19 +245,14 @@ static HV *hv_copy(pTHX_ HV *h) {
     return h && HvUSEDKEYS(h) ? newHVhv(h) : newHV();
 }
 
-/* A new request: a hash blessed into `class` (PAGI::Server::Request or
- * its subclass PAGI::Server::WebSocket), registered in the server's
- * requests, with the server's lifespan state (copied) and
- * extensions in the scope, and pagi.connection (http scopes only, per
- * the spec) and pagi.transport. */
-static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const char *class) {
-    HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req, *ext, *own, *reqs, *ts;
-    SV *self, *native, *loop, *tls = NULL, *id_sv, *srv;
-    int sse = (flags & PAGI_F_SSE) != 0, ws = (flags & PAGI_F_WEBSOCKET) != 0;
+/* What every request adds to its scope: the server's lifespan state
+ * (copied) and extensions, pagi.connection (http scopes only, per the
+ * spec) and pagi.transport. The two state objects are returned (not
+ * counted: the scope holds them); *cstate is NULL when there is none. */
+static void scope_prepare(pTHX_ HV *server, HV *scope, UV id, IV flags, SV **cstate, SV **tstate) {
+    HV *ext, *own, *ts;
+    SV *native = GETS(server, "native"), *tls = NULL;
     dMY_CXT;
-    if (!server || !scope) croak("PAGI::Server::Request: a server and a scope hash are needed");
-    native = GETS(server, "native");
-    loop = GETS(server, "loop_cache");
 
     (void)hv_stores(scope, "state", newRV_noinc((SV *)hv_copy(aTHX_ hash_of(GETS(server, "state")))));
     /* Over TLS the core has put the connection's own `tls` entry in the
@@ -238,34 +268,14 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
         (void)hv_stores(scope, "extensions", newRV_noinc((SV *)mine));
     }
 
-    req = newHV();
-    id_sv = newSVuv(id);
-    (void)hv_stores(req, "id", id_sv);
-    srv = newRV_inc((SV *)server);
-    sv_rvweaken(srv);
-    (void)hv_stores(req, "server", srv);
-    (void)hv_stores(req, "native", copy_of(aTHX_ native));
-    (void)hv_stores(req, "loop", copy_of(aTHX_ loop));
-    if (sse) (void)hv_stores(req, "sse", newSViv(1));
-    /* The one http.request of a request without a body is implied. */
-    if ((flags & PAGI_F_BODY_EMPTY) && !ws) (void)hv_stores(req, "empty", newSViv(1));
-    /* The client waits for "100 Continue", which the core sends once the
-     * app first asks for the body. */
-    if ((flags & PAGI_F_EXPECT) && !ws) (void)hv_stores(req, "expect", newSViv(1));
-    self = sv_bless(newRV_noinc((SV *)req),
-                    strEQ(class, "PAGI::Server::Request") ? MY_CXT.req_stash : gv_stashpv(class, GV_ADD));
-    if ((reqs = hash_of(GETS(server, "requests"))))
-        (void)hv_store_ent(reqs, id_sv, newSVsv(self), 0);
-
-    if (!sse && !ws) {
+    *cstate = NULL;
+    if (!(flags & (PAGI_F_SSE | PAGI_F_WEBSOCKET))) {
         /* ConnectionState::_for_request: OPEN (0) and the loop. */
         HV *cs = newHV();
-        SV *rv;
         (void)hv_stores(cs, "state", newSViv(0));
-        (void)hv_stores(cs, "loop", copy_of(aTHX_ loop));
-        rv = sv_bless(newRV_noinc((SV *)cs), MY_CXT.cs_stash);
-        (void)hv_stores(req, "cstate", rv);
-        (void)hv_stores(scope, "pagi.connection", newSVsv(rv));
+        (void)hv_stores(cs, "loop", copy_of(aTHX_ GETS(server, "loop_cache")));
+        *cstate = sv_bless(newRV_noinc((SV *)cs), MY_CXT.cs_stash);
+        (void)hv_stores(scope, "pagi.connection", *cstate);
     }
     /* TransportState measuring the core's count for this request. */
     ts = newHV();
@@ -273,12 +283,50 @@ static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const
     (void)hv_stores(ts, "id", newSVuv(id));
     (void)hv_stores(ts, "high", copy_of(aTHX_ GETS(server, "write_high_watermark")));
     (void)hv_stores(ts, "low", copy_of(aTHX_ GETS(server, "write_low_watermark")));
-    {
-        SV *rv = sv_bless(newRV_noinc((SV *)ts), MY_CXT.ts_stash);
-        (void)hv_stores(req, "tstate", rv);
-        (void)hv_stores(scope, "pagi.transport", newSVsv(rv));
-    }
+    *tstate = sv_bless(newRV_noinc((SV *)ts), MY_CXT.ts_stash);
+    (void)hv_stores(scope, "pagi.transport", *tstate);
+}
+
+/* The request object: a hash blessed into `stash`, registered in the
+ * server's requests, with the scope's state objects (RVs; cstate may be
+ * NULL). */
+static SV *request_hash(pTHX_ HV *server, UV id, IV flags, HV *stash, SV *cstate, SV *tstate) {
+    HV *req = newHV(), *reqs;
+    SV *self, *id_sv = newSVuv(id), *srv;
+    int ws = (flags & PAGI_F_WEBSOCKET) != 0;
+    (void)hv_stores(req, "id", id_sv);
+    srv = newRV_inc((SV *)server);
+    sv_rvweaken(srv);
+    (void)hv_stores(req, "server", srv);
+    (void)hv_stores(req, "native", copy_of(aTHX_ GETS(server, "native")));
+    (void)hv_stores(req, "loop", copy_of(aTHX_ GETS(server, "loop_cache")));
+    if (flags & PAGI_F_SSE) (void)hv_stores(req, "sse", newSViv(1));
+    /* The one http.request of a request without a body is implied. */
+    if ((flags & PAGI_F_BODY_EMPTY) && !ws) (void)hv_stores(req, "empty", newSViv(1));
+    /* The client waits for "100 Continue", which the core sends once the
+     * app first asks for the body. */
+    if ((flags & PAGI_F_EXPECT) && !ws) (void)hv_stores(req, "expect", newSViv(1));
+    if (cstate) (void)hv_stores(req, "cstate", newSVsv(cstate));
+    (void)hv_stores(req, "tstate", newSVsv(tstate));
+    self = sv_bless(newRV_noinc((SV *)req), stash);
+    if ((reqs = hash_of(GETS(server, "requests"))))
+        (void)hv_store_ent(reqs, id_sv, newSVsv(self), 0);
     return self;
+}
+
+/* A new request (Native::request_new, for SSE, WebSocket and
+ * validate_events): its object, blessed into `class`
+ * (PAGI::Server::Request or its subclass PAGI::Server::WebSocket), and
+ * what it adds to its scope. */
+static SV *request_new(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, const char *class) {
+    HV *server = hash_of(server_rv), *scope = hash_of(scope_rv);
+    SV *cstate, *tstate;
+    dMY_CXT;
+    if (!server || !scope) croak("PAGI::Server::Request: a server and a scope hash are needed");
+    scope_prepare(aTHX_ server, scope, id, flags, &cstate, &tstate);
+    return request_hash(aTHX_ server, id, flags,
+                        strEQ(class, "PAGI::Server::Request") ? MY_CXT.req_stash : gv_stashpv(class, GV_ADD),
+                        cstate, tstate);
 }
 
 /* ConnectionState::_mark_complete for a request nobody asked to be told
@@ -315,51 +363,6 @@ static void tstate_detach(pTHX_ SV *rv) {
     (void)hv_stores(ts, "detached", newSViv(1));
     (void)hv_delete(ts, "native", 6, G_DISCARD);
     (void)hv_delete(ts, "high_now", 8, G_DISCARD);
-}
-
-/* A plain http request (not SSE, validate_events off), from its REQUEST
- * record to the app's return; `body`/`more`: the first piece of its body,
- * when that came with it (else NULL). When the app has answered completely and
- * its Future is done, the request ends here (what _app_finished does in
- * that case); otherwise Request::_app_ran takes over. */
-static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *body, int more) {
-    SV *self = sv_2mortal(request_new(aTHX_ server_rv, id, scope_rv, flags, "PAGI::Server::Request"));
-    HV *req = (HV *)SvRV(self), *server = hash_of(server_rv);
-    SV *receive = sv_2mortal(req_closure(aTHX_ req, pagi_http_receive));
-    SV *send = sv_2mortal(req_closure(aTHX_ req, pagi_http_send));
-    SV *app = GETS(server, "app"), *f, *err = NULL;
-    int n, fast = 0;
-    dSP;
-    if (!app) croak("PAGI::Server: no app");
-    /* The first piece of the body came with the request: queued for the
-     * app's first $receive. */
-    if (body) call_req(aTHX_ req, "body", body, sv_2mortal(newSViv(more)));
-    ENTER; SAVETMPS;
-    PUSHMARK(SP);
-    EXTEND(SP, 3);
-    PUSHs(scope_rv); PUSHs(receive); PUSHs(send);
-    PUTBACK;
-    n = call_sv(app, G_SCALAR | G_EVAL);
-    SPAGAIN;
-    f = n ? POPs : &PL_sv_undef;
-    SvREFCNT_inc_simple_void(f);
-    PUTBACK;
-    if (SvTRUE(ERRSV)) err = newSVsv(ERRSV);
-    FREETMPS; LEAVE;
-    sv_2mortal(f);
-    if (err) sv_2mortal(err);
-
-    if (!err && IS_TRUE(GETS(req, "done")) && sv_isobject(f)
-        && strEQ(HvNAME(SvSTASH(SvRV(f))), "Future"))
-        fast = SvTRUE(call_obj(aTHX_ f, "is_done", NULL, NULL));
-    if (!fast) {
-        call_req(aTHX_ req, "_app_ran", f, err ? err : &PL_sv_undef);
-        return;
-    }
-    (void)hv_stores(req, "app_done", newSViv(1));
-    cstate_complete(aTHX_ GETS(req, "cstate"));
-    tstate_detach(aTHX_ GETS(req, "tstate"));
-    req_forget(aTHX_ req);
 }
 
 #endif

@@ -22,16 +22,14 @@ my $ERROR_BODY = 'Internal Server Error';
 # completed Future (awaiting a done Future only reads it).
 our $DONE = Future->done;
 
-# A new request from a REQUEST record ($flags: its F_* flags), with the
-# first piece of its body if that came along (the BODY record's data and
-# more). The request object and its scope's state, extensions,
-# pagi.connection and pagi.transport are made by Native::request_new
-# (xs/request.h); a plain http request is run by Native::http_start, app
-# call included.
+# A new SSE request, or any request under validate_events, from a REQUEST
+# record ($flags: its F_* flags), with the first piece of its body if that
+# came along (the BODY record's data and more). The request object and its
+# scope's state, extensions, pagi.connection and pagi.transport are made by
+# Native::request_new (xs/request.h). A plain http request never comes
+# here: Native::dispatch runs it (xs/http_fast.h).
 sub start {
     my ($server, $id, $scope, $flags, @body) = @_;
-    return PAGI::Server::Native::http_start($server, $id, $scope, $flags, @body)
-        unless $flags & PAGI::Server::Native::F_SSE || $server->{validate_events};
     my $self = PAGI::Server::Native::request_new($server, $id, $scope, $flags, __PACKAGE__);
     $self->body(@body) if @body;
     my $f = $self->_call_app($scope, $self->_closures) or return;

@@ -1,0 +1,203 @@
+/* A plain HTTP request (not SSE, validate_events off) run from its
+ * REQUEST record to its app's return with its state in a C struct on
+ * http_start's stack instead of a Perl request object. Most requests
+ * answer with one http.response.start and one http.response.body and
+ * never need the object: its hash, its registration in the server's
+ * requests and the lookups of every send were a good part of what the
+ * server's Perl side cost per request.
+ *
+ * The Perl object (PAGI::Server::Request) is made the moment anything
+ * else is needed (fast_materialize): the app's first $receive, any other
+ * event or state, a send that must wait for the client, a batch drained
+ * while the app runs, an app that has not finished when it returns, or
+ * closures the app keeps. From then on the closures are the ones of
+ * request.h. Included by Server.xs after request.h. */
+#ifndef PAGI_HTTP_FAST_H
+#define PAGI_HTTP_FAST_H
+
+typedef struct fastreq {
+    SV *server_rv;        /* held by dispatch's caller */
+    HV *server;
+    PagiServer *core;
+    UV id;
+    IV flags;             /* the record's PAGI_F_* flags */
+    SV *cstate, *tstate;  /* the scope's state objects (counted) */
+    SV *body;             /* the first piece of the body, not yet queued */
+    int more;
+    CV *receive, *send;   /* the app's closures (alive while http_start runs) */
+    SV *self;             /* the Perl request once made, else NULL */
+    int after_app;        /* the app has returned: self is mortal */
+    unsigned started : 1, done : 1, body_done : 1, trailers : 1;
+    struct fastreq *outer; /* the request an app running this one's belongs to */
+} fastreq;
+
+XS_INTERNAL(fast_http_receive);
+XS_INTERNAL(fast_http_send);
+
+/* The request's Perl object, made (and registered) if it is not yet. */
+static HV *fast_materialize(pTHX_ fastreq *fr) {
+    HV *req;
+    dMY_CXT;
+    if (fr->self) return (HV *)SvRV(fr->self);
+    fr->self = request_hash(aTHX_ fr->server, fr->id, fr->flags, MY_CXT.req_stash, fr->cstate, fr->tstate);
+    /* Before the app returns, the temporaries of whatever called this may
+     * go first: http_start makes it mortal then. */
+    if (fr->after_app) sv_2mortal(fr->self);
+    req = (HV *)SvRV(fr->self);
+    if (fr->started) {
+        (void)hv_stores(req, "started", newSViv(1));
+        (void)hv_stores(req, "trailers", newSViv(fr->trailers));
+    }
+    if (fr->body_done) (void)hv_stores(req, "body_done", newSViv(1));
+    if (fr->done) (void)hv_stores(req, "done", newSViv(1));
+    bind_request(aTHX_ fr->receive, pagi_http_receive, req);
+    bind_request(aTHX_ fr->send, pagi_http_send, req);
+    if (fr->body) {
+        SV *body = fr->body;
+        fr->body = NULL;
+        call_req(aTHX_ req, "body", body, sv_2mortal(newSViv(fr->more)));
+    }
+    return req;
+}
+
+/* Every request whose app is running now (a batch drained meanwhile
+ * may have records for them, and the server may let go of the core). */
+static void fast_materialize_running(pTHX) {
+    fastreq *fr;
+    dMY_CXT;
+    for (fr = MY_CXT.current; fr; fr = fr->outer) fast_materialize(aTHX_ fr);
+}
+
+static SV *fast_result(pTHX_ fastreq *fr, int rc) {
+    return rc == PAGI_PENDING ? call_req(aTHX_ fast_materialize(aTHX_ fr), "_wait_drain", NULL, NULL)
+                              : done_future(aTHX);
+}
+
+/* $receive: Request::_receive. */
+XS_INTERNAL(fast_http_receive) {
+    dXSARGS;
+    PERL_UNUSED_VAR(items);
+    ST(0) = call_req(aTHX_ fast_materialize(aTHX_ (fastreq *)CvXSUBANY(cv).any_ptr), "_receive", NULL, NULL);
+    XSRETURN(1);
+}
+
+/* $send: as pagi_http_send, on the struct. */
+XS_INTERNAL(fast_http_send) {
+    dXSARGS;
+    fastreq *fr = (fastreq *)CvXSUBANY(cv).any_ptr;
+    HV *e;
+    SV *ev = items > 0 ? ST(0) : &PL_sv_undef;
+    int kind = event_kind(aTHX_ ev, &e), rc;
+    if (kind == EV_BODY && fr->started) {
+        const uint8_t *log = NULL; size_t log_len = 0;
+        int more, fin;
+        if (fr->done || fr->body_done) {
+            ST(0) = done_future(aTHX);
+            XSRETURN(1);
+        }
+        more = IS_TRUE(GETS(e, "more"));
+        fin = !more && !fr->trailers;
+        rc = send_body_sv(aTHX_ fr->core, fr->id, GETS(e, "body"), fin, &log, &log_len);
+        if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ fr->core);
+        if (fin) {
+            fr->done = 1;
+            if (log_len)
+                call_obj(aTHX_ fr->server_rv, "_write_access_log",
+                         sv_2mortal(newSVpvn((const char *)log, log_len)), NULL);
+        }
+        else if (!more) {
+            fr->body_done = 1;
+        }
+        ST(0) = fast_result(aTHX_ fr, rc);
+        XSRETURN(1);
+    }
+    if (kind == EV_START && !fr->started && !fr->done) {
+        SV *headers = GETS(e, "headers");
+        uint16_t status = start_status(aTHX_ GETS(e, "status"), headers);
+        rc = core_start(aTHX_ fr->core, fr->id, status, headers);
+        cstate_started(aTHX_ fr->cstate);
+        fr->started = 1;
+        fr->trailers = IS_TRUE(GETS(e, "trailers"));
+        ST(0) = fast_result(aTHX_ fr, rc);
+        XSRETURN(1);
+    }
+    ST(0) = call_req(aTHX_ fast_materialize(aTHX_ fr), "_send", ev, NULL);
+    XSRETURN(1);
+}
+
+static CV *fast_closure(pTHX_ XSUBADDR_t body, fastreq *fr) {
+    CV *cv = newXS_flags(NULL, body, __FILE__, NULL, 0);
+    CvXSUBANY(cv).any_ptr = fr;
+    return cv;
+}
+
+/* A plain http request, from its REQUEST record to the app's return;
+ * `body`/`more`: the first piece of its body, when that came with it
+ * (else NULL; it outlives this call). When the app has answered
+ * completely and its Future is done, the request ends here (what
+ * _app_finished does in that case); otherwise Request::_app_ran takes
+ * over. */
+static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *body, int more) {
+    HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req;
+    SV *app, *f, *err = NULL, *receive, *send;
+    fastreq fr;
+    int n, fast = 0;
+    dSP;
+    dMY_CXT;
+    if (!server || !scope) croak("PAGI::Server: a server and a scope hash are needed");
+    if (!(app = GETS(server, "app"))) croak("PAGI::Server: no app");
+    Zero(&fr, 1, fastreq);
+    fr.server_rv = server_rv;
+    fr.server = server;
+    fr.core = handle_of(aTHX_ GETS(server, "native"));
+    fr.id = id;
+    fr.flags = flags;
+    fr.body = body;
+    fr.more = more;
+    scope_prepare(aTHX_ server, scope, id, flags, &fr.cstate, &fr.tstate);
+    /* The app may take them out of its scope. */
+    sv_2mortal(SvREFCNT_inc_simple(fr.cstate));
+    sv_2mortal(SvREFCNT_inc_simple(fr.tstate));
+    receive = sv_2mortal(newRV_noinc((SV *)(fr.receive = fast_closure(aTHX_ fast_http_receive, &fr))));
+    send = sv_2mortal(newRV_noinc((SV *)(fr.send = fast_closure(aTHX_ fast_http_send, &fr))));
+
+    fr.outer = MY_CXT.current;
+    MY_CXT.current = &fr;
+    ENTER; SAVETMPS;
+    PUSHMARK(SP);
+    EXTEND(SP, 3);
+    PUSHs(scope_rv); PUSHs(receive); PUSHs(send);
+    PUTBACK;
+    n = call_sv(app, G_SCALAR | G_EVAL);
+    SPAGAIN;
+    f = n ? POPs : &PL_sv_undef;
+    SvREFCNT_inc_simple_void(f);
+    PUTBACK;
+    if (SvTRUE(ERRSV)) err = newSVsv(ERRSV);
+    FREETMPS; LEAVE;
+    MY_CXT.current = fr.outer;
+    fr.after_app = 1;
+    if (fr.self) sv_2mortal(fr.self);
+    sv_2mortal(f);
+    if (err) sv_2mortal(err);
+
+    req = fr.self ? (HV *)SvRV(fr.self) : NULL;
+    if (!err && (req ? IS_TRUE(GETS(req, "done")) : fr.done) && sv_isobject(f)
+        && strEQ(HvNAME(SvSTASH(SvRV(f))), "Future"))
+        fast = SvTRUE(call_obj(aTHX_ f, "is_done", NULL, NULL));
+    if (!fast) {
+        call_req(aTHX_ fast_materialize(aTHX_ &fr), "_app_ran", f, err ? err : &PL_sv_undef);
+        return;
+    }
+    cstate_complete(aTHX_ fr.cstate);
+    tstate_detach(aTHX_ fr.tstate);
+    /* Closures the app kept must go on working (a late send is ignored)
+     * once this frame, which they point to, is gone. */
+    if (!req && (SvREFCNT(fr.receive) > 1 || SvREFCNT(fr.send) > 1)) req = fast_materialize(aTHX_ &fr);
+    if (req) {
+        (void)hv_stores(req, "app_done", newSViv(1));
+        req_forget(aTHX_ req);
+    }
+}
+
+#endif
