@@ -184,13 +184,16 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     req = fr.self ? (HV *)SvRV(fr.self) : NULL;
     if (!err && (req ? IS_TRUE(GETS(req, "done")) : fr.done) && sv_isobject(f)
         && strEQ(HvNAME(SvSTASH(SvRV(f))), "Future"))
-        fast = SvTRUE(call_obj(aTHX_ f, "is_done", NULL, NULL));
+        fast = future_is_done(aTHX_ f);
     if (!fast) {
         call_req(aTHX_ fast_materialize(aTHX_ &fr), "_app_ran", f, err ? err : &PL_sv_undef);
         return;
     }
     cstate_complete(aTHX_ fr.cstate);
-    tstate_detach(aTHX_ fr.tstate);
+    /* Detaching is only seen by those who hold the transport state: none
+     * when only its scope (itself held by nobody else) and this frame do. */
+    if (SvREFCNT(SvRV(scope_rv)) > 1 || SvREFCNT(fr.tstate) > 2 || SvREFCNT(SvRV(fr.tstate)) > 1)
+        tstate_detach(aTHX_ fr.tstate);
     /* Closures the app kept must go on working (a late send is ignored)
      * once this frame, which they point to, is gone. */
     if (!req && (SvREFCNT(fr.receive) > 1 || SvREFCNT(fr.send) > 1)) req = fast_materialize(aTHX_ &fr);

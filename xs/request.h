@@ -22,6 +22,9 @@ typedef struct {
     /* The plain HTTP request http_start is running (innermost), if it
      * has no Perl object yet (see fastreq). */
     struct fastreq *current;
+    /* Whether Future's is_done is the pure-Perl one (its state can then
+     * be read from the object's hash): -1 until first asked. */
+    int pp_future;
 } my_cxt_t;
 START_MY_CXT
 
@@ -32,6 +35,7 @@ static void request_boot(pTHX) {
     MY_CXT.cs_stash = gv_stashpvs("PAGI::Server::ConnectionState", GV_ADD);
     MY_CXT.ts_stash = gv_stashpvs("PAGI::Server::TransportState", GV_ADD);
     MY_CXT.current = NULL;
+    MY_CXT.pp_future = -1;
 }
 
 static SV *hv_get(pTHX_ HV *hv, const char *k, I32 klen) {
@@ -176,6 +180,22 @@ static int req_body(pTHX_ HV *req, SV *body, int more) {
     if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     req_after_body(aTHX_ req, fin, more, log, log_len);
     return rc;
+}
+
+/* Whether `f`, an object of class Future itself, is done. Future::PP's
+ * is_done reads three keys of its hash; those are read here when it is
+ * the implementation in use (not Future::XS). */
+static int future_is_done(pTHX_ SV *f) {
+    HV *h = (HV *)SvRV(f);
+    dMY_CXT;
+    if (MY_CXT.pp_future < 0) {
+        GV *gv = gv_fetchmethod_autoload(SvSTASH((SV *)h), "is_done", 0);
+        CV *pp = get_cv("Future::PP::is_done", 0);
+        MY_CXT.pp_future = gv && isGV(gv) && pp && GvCV(gv) == pp;
+    }
+    if (MY_CXT.pp_future && SvTYPE((SV *)h) == SVt_PVHV)
+        return IS_TRUE(GETS(h, "ready")) && !IS_TRUE(GETS(h, "failure")) && !IS_TRUE(GETS(h, "cancelled"));
+    return SvTRUE(call_obj(aTHX_ f, "is_done", NULL, NULL));
 }
 
 /* The request an app's $receive or $send belongs to: magic on the CV
