@@ -126,9 +126,23 @@ XS_INTERNAL(fast_http_send) {
 }
 
 static CV *fast_closure(pTHX_ XSUBADDR_t body, fastreq *fr) {
-    CV *cv = newXS_flags(NULL, body, __FILE__, NULL, 0);
+    CV *cv;
+    dMY_CXT;
+    cv = MY_CXT.nspare ? MY_CXT.spare[--MY_CXT.nspare] : newXS_flags(NULL, body, __FILE__, NULL, 0);
+    CvXSUB(cv) = body;
     CvXSUBANY(cv).any_ptr = fr;
     return cv;
+}
+
+/* A closure that only this frame holds, and that nobody blessed, named or
+ * put magic on, is kept for the next request. */
+static void fast_closure_done(pTHX_ CV *cv) {
+    dMY_CXT;
+    if (SvREFCNT(cv) == 1 && !SvMAGICAL((SV *)cv) && !SvOBJECT((SV *)cv) && CvANON(cv)
+        && MY_CXT.nspare < (int)(sizeof MY_CXT.spare / sizeof MY_CXT.spare[0])) {
+        CvXSUBANY(cv).any_ptr = NULL;
+        MY_CXT.spare[MY_CXT.nspare++] = (CV *)SvREFCNT_inc_simple_NN((SV *)cv);
+    }
 }
 
 /* A plain http request, from its REQUEST record to the app's return;
@@ -200,7 +214,10 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     if (req) {
         (void)hv_stores(req, "app_done", newSViv(1));
         req_forget(aTHX_ req);
+        return;
     }
+    fast_closure_done(aTHX_ fr.receive);
+    fast_closure_done(aTHX_ fr.send);
 }
 
 #endif

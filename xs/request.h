@@ -25,6 +25,10 @@ typedef struct {
     /* Whether Future's is_done is the pure-Perl one (its state can then
      * be read from the object's hash): -1 until first asked. */
     int pp_future;
+    /* $receive/$send XSUBs of finished plain requests that nobody held on
+     * to, kept for the next ones (xs/http_fast.h). */
+    CV *spare[16];
+    int nspare;
 } my_cxt_t;
 START_MY_CXT
 
@@ -36,6 +40,7 @@ static void request_boot(pTHX) {
     MY_CXT.ts_stash = gv_stashpvs("PAGI::Server::TransportState", GV_ADD);
     MY_CXT.current = NULL;
     MY_CXT.pp_future = -1;
+    MY_CXT.nspare = 0;
 }
 
 static SV *hv_get(pTHX_ HV *hv, const char *k, I32 klen) {
