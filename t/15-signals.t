@@ -144,7 +144,8 @@ subtest 'workers: max_requests replaces a worker once its replacement is up' => 
     while (keys(%by) < 4 && time < $deadline) {
         $n++;
         my $r = http_get($port, "/r$n");
-        if ($r =~ m{\AHTTP/1\.1 200 .*done /r$n ([0-9]+)}s) { $by{$1}++ } else { $bad++ }
+        if ($r =~ m{\AHTTP/1\.1 200 .*done /r$n ([0-9]+)}s) { $by{$1}++ }
+        else { $bad++; diag("/r$n answered: " . (length $r ? substr($r, 0, 200) : 'nothing')) }
     }
     is($bad // 0, 0, "$n requests in a row: every one answered 200");
     ok(keys(%by) >= 4, sprintf('answered by %d worker processes in turn', scalar keys %by));

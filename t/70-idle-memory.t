@@ -160,20 +160,25 @@ subtest 'memory comes back after a burst' => sub {
     # All the bodies go in before any answer is read, so they are in the
     # server at once.
     my @big = map { request($post) } 1 .. BURST;
+    # The largest size seen while the burst is served: the server may be
+    # quick enough to have given memory back by the time the last answer
+    # is read.
+    my $burst = rss_kib() // 0;
     my $ok = grep {
         my ($status, $len) = defined $_ ? read_answer($_, 10) : ();
+        my $now = rss_kib() // 0;
+        $burst = $now if $now > $burst;
         ($status // 0) == 200 && ($len // 0) == BODY;
     } @big;
     is($ok, BURST, 'burst answered');
-    my $burst = rss_kib();
     # The burst must have grown the server, or nothing is tested.
     ok($burst - $with > 8 * 1024, 'the burst grew the server by more than 8 MiB')
-        or diag("RSS $with KiB before the burst, $burst KiB after");
+        or diag("RSS $with KiB before the burst, at most $burst KiB during it");
     my $back;
     wait_until(6, sub { $back = rss_kib(); $back < $with + 4 * 1024 });
     ok($back < $with + 4 * 1024, 'within 6 s of quiet, back to within 4 MiB of the size before')
-        or diag("RSS $with KiB before the burst, $burst KiB right after, $back KiB later");
-    note("RSS before the burst $with KiB, after $burst KiB, then $back KiB");
+        or diag("RSS $with KiB before the burst, at most $burst KiB during it, $back KiB later");
+    note("RSS before the burst $with KiB, at most $burst KiB during it, then $back KiB");
     close $_ for grep { defined } @big;
 };
 

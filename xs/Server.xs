@@ -9,6 +9,7 @@
 #include <string.h>
 #include "pagi_core.h"
 
+#include "cxt.h"
 #include "records.h"
 
 static PagiServer *handle_of(pTHX_ SV *h) {
@@ -154,7 +155,7 @@ BOOT:
     size_t i;
     for (i = 0; i < sizeof pagi_numbers / sizeof pagi_numbers[0]; i++)
         newCONSTSUB(stash, pagi_numbers[i].name, newSViv(pagi_numbers[i].value));
-    request_boot(aTHX);
+    cxt_boot(aTHX);
 }
 
 IV

@@ -47,7 +47,9 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
     HV *server = hash_of(server_rv);
     PagiServer *s; SV *copy; reader r;
     const uint8_t *buf = NULL; size_t len = 0;
-    SV *native = server ? GETS(server, "native") : NULL;
+    SV *native;
+    dMY_CXT;
+    native = server ? GETK(server, K_NATIVE) : NULL;
     if (!IS_DEFINED(native)) return;
     /* Drained while apps run: what comes may concern their requests. */
     fast_materialize_running(aTHX);
@@ -63,7 +65,7 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
         record rec, body;
         int got, has_body = 0;
         /* An app run by an earlier record may have released the core. */
-        if (!IS_DEFINED(GETS(server, "native"))) break;
+        if (!IS_DEFINED(GETK(server, K_NATIVE))) break;
         got = read_record(aTHX_ &r, &rec);
         if (got == REC_SKIP) continue;
         if (got == REC_SHORT) {
@@ -75,12 +77,12 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
         if (rec.kind == PAGI_REC_REQUEST) {
             IV flags = SvIV(rec.b);
             if (!(flags & PAGI_F_WEBSOCKET)) has_body = next_body(aTHX_ &r, rec.id, &body);
-            if (!(flags & (PAGI_F_WEBSOCKET | PAGI_F_SSE)) && !IS_TRUE(GETS(server, "validate_events")))
+            if (!(flags & (PAGI_F_WEBSOCKET | PAGI_F_SSE)) && !IS_TRUE(GETK(server, K_VALIDATE)))
                 http_start(aTHX_ server_rv, (UV)rec.id, rec.a, flags, has_body ? body.a : NULL,
                            has_body ? SvIV(body.b) : 0);
             else
                 on_record(aTHX_ server_rv, &rec, has_body ? &body : NULL);
-            if (IS_TRUE(GETS(server, "_retire_after")))
+            if (IS_TRUE(GETK(server, K_RETIRE)))
                 call_obj(aTHX_ server_rv, "_on_request_complete", NULL, NULL);
         }
         else {

@@ -86,6 +86,7 @@ XS_INTERNAL(fast_http_send) {
     dXSARGS;
     fastreq *fr = (fastreq *)CvXSUBANY(cv).any_ptr;
     HV *e;
+    dMY_CXT;
     SV *ev = items > 0 ? ST(0) : &PL_sv_undef;
     int kind = event_kind(aTHX_ ev, &e), rc;
     if (kind == EV_BODY && fr->started) {
@@ -95,9 +96,9 @@ XS_INTERNAL(fast_http_send) {
             ST(0) = done_future(aTHX);
             XSRETURN(1);
         }
-        more = IS_TRUE(GETS(e, "more"));
+        more = IS_TRUE(GETK(e, K_MORE));
         fin = !more && !fr->trailers;
-        rc = send_body_sv(aTHX_ fr->core, fr->id, GETS(e, "body"), fin, &log, &log_len);
+        rc = send_body_sv(aTHX_ fr->core, fr->id, GETK(e, K_BODY), fin, &log, &log_len);
         if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ fr->core);
         if (fin) {
             fr->done = 1;
@@ -112,12 +113,12 @@ XS_INTERNAL(fast_http_send) {
         XSRETURN(1);
     }
     if (kind == EV_START && !fr->started && !fr->done) {
-        SV *headers = GETS(e, "headers");
-        uint16_t status = start_status(aTHX_ GETS(e, "status"), headers);
+        SV *headers = GETK(e, K_HEADERS);
+        uint16_t status = start_status(aTHX_ GETK(e, K_STATUS), headers);
         rc = core_start(aTHX_ fr->core, fr->id, status, headers);
         cstate_started(aTHX_ fr->cstate);
         fr->started = 1;
-        fr->trailers = IS_TRUE(GETS(e, "trailers"));
+        fr->trailers = IS_TRUE(GETK(e, K_TRAILERS));
         ST(0) = fast_result(aTHX_ fr, rc);
         XSRETURN(1);
     }
@@ -159,11 +160,11 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     dSP;
     dMY_CXT;
     if (!server || !scope) croak("PAGI::Server: a server and a scope hash are needed");
-    if (!(app = GETS(server, "app"))) croak("PAGI::Server: no app");
+    if (!(app = GETK(server, K_APP))) croak("PAGI::Server: no app");
     Zero(&fr, 1, fastreq);
     fr.server_rv = server_rv;
     fr.server = server;
-    fr.core = handle_of(aTHX_ GETS(server, "native"));
+    fr.core = handle_of(aTHX_ GETK(server, K_NATIVE));
     fr.id = id;
     fr.flags = flags;
     fr.body = body;

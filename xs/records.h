@@ -94,6 +94,7 @@ static SV *build_scope(pTHX_ reader *r, int *req_flags) {
     SV *scheme = NULL, *method = NULL, *path = NULL, *raw_path = NULL, *query = NULL,
        *chost = NULL, *shost = NULL;
     HV *scope, *pagi, *tls = NULL; AV *headers = NULL;
+    dMY_CXT;
     if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
     if (!(scheme = rd_sv(aTHX_ r)) || !(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r))
         || !(raw_path = rd_sv(aTHX_ r)) || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r))
@@ -118,42 +119,43 @@ static SV *build_scope(pTHX_ reader *r, int *req_flags) {
         goto short_record;
 
     pagi = newHV();
-    hv_stores(pagi, "version", newSVpvs("0.3"));
-    hv_stores(pagi, "spec_version", newSVpvs("0.3"));
+    PUTK(pagi, K_VERSION, NEWK(V_PAGI_VERSION));
+    PUTK(pagi, K_SPEC_VERSION, NEWK(V_PAGI_VERSION));
 
     scope = newHV();
-    hv_stores(scope, "pagi", newRV_noinc((SV *)pagi));
-    hv_stores(scope, "http_version",
-              ver == 10 ? newSVpvs("1.0") : ver == 20 ? newSVpvs("2") : newSVpvs("1.1"));
+    /* Room for every key a request's scope gets (no split on the way). */
+    hv_ksplit(scope, 20);
+    PUTK(scope, K_PAGI, newRV_noinc((SV *)pagi));
+    PUTK(scope, K_HTTP_VERSION, NEWK(ver == 10 ? V_HTTP10 : ver == 20 ? V_HTTP2 : V_HTTP11));
     /* The core spells the scheme as the scope has it (ws/wss for a
      * WebSocket). */
-    hv_stores(scope, "scheme", scheme);
+    PUTK(scope, K_SCHEME, scheme);
     if (flags & PAGI_F_WEBSOCKET) {
         /* A WebSocket scope has no method. */
-        hv_stores(scope, "type", newSVpvs("websocket"));
+        PUTK(scope, K_TYPE, NEWK(V_WEBSOCKET));
         SvREFCNT_dec(method);
     } else {
-        hv_stores(scope, "type", (flags & PAGI_F_SSE) ? newSVpvs("sse") : newSVpvs("http"));
-        hv_stores(scope, "method", method);
+        PUTK(scope, K_TYPE, NEWK((flags & PAGI_F_SSE) ? V_SSE : V_HTTP));
+        PUTK(scope, K_METHOD, method);
     }
-    hv_stores(scope, "path", path);
-    hv_stores(scope, "raw_path", raw_path);
-    hv_stores(scope, "query_string", query);
-    hv_stores(scope, "root_path", newSVpvs(""));
-    hv_stores(scope, "headers", newRV_noinc((SV *)headers));
+    PUTK(scope, K_PATH, path);
+    PUTK(scope, K_RAW_PATH, raw_path);
+    PUTK(scope, K_QUERY_STRING, query);
+    PUTK(scope, K_ROOT_PATH, NEWK(V_EMPTY));
+    PUTK(scope, K_HEADERS, newRV_noinc((SV *)headers));
     if (flags & PAGI_F_UNIX) {
         SvREFCNT_dec(chost);
-        hv_stores(scope, "server", pair_av(aTHX_ shost, newSV(0)));
+        PUTK(scope, K_SERVER, pair_av(aTHX_ shost, newSV(0)));
     } else {
-        hv_stores(scope, "client", pair_av(aTHX_ chost, newSVuv(cport)));
-        hv_stores(scope, "server", pair_av(aTHX_ shost, newSVuv(sport)));
+        PUTK(scope, K_CLIENT, pair_av(aTHX_ chost, newSVuv(cport)));
+        PUTK(scope, K_SERVER, pair_av(aTHX_ shost, newSVuv(sport)));
     }
     if (tls) {
         /* The connection's own extension; PAGI::Server::Request adds the
          * server's extensions to this hash. */
         HV *ext = newHV();
         hv_stores(ext, "tls", newRV_noinc((SV *)tls));
-        hv_stores(scope, "extensions", newRV_noinc((SV *)ext));
+        PUTK(scope, K_EXTENSIONS, newRV_noinc((SV *)ext));
     }
     *req_flags = flags;
     return newRV_noinc((SV *)scope);

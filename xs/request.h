@@ -12,37 +12,6 @@
 #ifndef PAGI_REQUEST_H
 #define PAGI_REQUEST_H
 
-/* Looked up once (BOOT), not per request: $PAGI::Server::Request::DONE's
- * SV (Request.pm assigns it when loaded) and the three classes' stashes. */
-#define MY_CXT_KEY "PAGI::Server::Native::_request" XS_VERSION
-struct fastreq;
-typedef struct {
-    SV *done;
-    HV *req_stash, *cs_stash, *ts_stash;
-    /* The plain HTTP request http_start is running (innermost), if it
-     * has no Perl object yet (see fastreq). */
-    struct fastreq *current;
-    /* Whether Future's is_done is the pure-Perl one (its state can then
-     * be read from the object's hash): -1 until first asked. */
-    int pp_future;
-    /* $receive/$send XSUBs of finished plain requests that nobody held on
-     * to, kept for the next ones (xs/http_fast.h). */
-    CV *spare[16];
-    int nspare;
-} my_cxt_t;
-START_MY_CXT
-
-static void request_boot(pTHX) {
-    MY_CXT_INIT;
-    MY_CXT.done = get_sv("PAGI::Server::Request::DONE", GV_ADD);
-    MY_CXT.req_stash = gv_stashpvs("PAGI::Server::Request", GV_ADD);
-    MY_CXT.cs_stash = gv_stashpvs("PAGI::Server::ConnectionState", GV_ADD);
-    MY_CXT.ts_stash = gv_stashpvs("PAGI::Server::TransportState", GV_ADD);
-    MY_CXT.current = NULL;
-    MY_CXT.pp_future = -1;
-    MY_CXT.nspare = 0;
-}
-
 static SV *hv_get(pTHX_ HV *hv, const char *k, I32 klen) {
     SV **v = hv_fetch(hv, k, klen, 0);
     return v ? *v : NULL;
@@ -131,7 +100,8 @@ static int core_start(pTHX_ PagiServer *s, uint64_t id, uint16_t status, SV *hea
 /* ConnectionState::_mark_response_started, which only sets this. */
 static void cstate_started(pTHX_ SV *rv) {
     HV *cs = hash_of(rv);
-    if (cs) (void)hv_stores(cs, "started", newSViv(1));
+    dMY_CXT;
+    if (cs) PUTK(cs, K_STARTED, newSViv(1));
 }
 
 /* http.response.start; dies (leaving the response unstarted) on a bad
@@ -199,7 +169,7 @@ static int future_is_done(pTHX_ SV *f) {
         MY_CXT.pp_future = gv && isGV(gv) && pp && GvCV(gv) == pp;
     }
     if (MY_CXT.pp_future && SvTYPE((SV *)h) == SVt_PVHV)
-        return IS_TRUE(GETS(h, "ready")) && !IS_TRUE(GETS(h, "failure")) && !IS_TRUE(GETS(h, "cancelled"));
+        return IS_TRUE(GETK(h, K_READY)) && !IS_TRUE(GETK(h, K_FAILURE)) && !IS_TRUE(GETK(h, K_CANCELLED));
     return SvTRUE(call_obj(aTHX_ f, "is_done", NULL, NULL));
 }
 
@@ -230,12 +200,13 @@ static int event_kind(pTHX_ SV *ev, HV **e) {
     SV *type;
     STRLEN tl = 0;
     const char *t;
+    dMY_CXT;
     if (!(*e = hash_of(ev)) || SvOBJECT((SV *)*e)) return EV_OTHER;
-    type = GETS(*e, "type");
+    type = GETK(*e, K_TYPE);
     t = IS_DEFINED(type) ? SvPV(type, tl) : "";
     if (tl == 19 && memEQ(t, "http.response.start", 19)) return EV_START;
-    if (tl == 18 && memEQ(t, "http.response.body", 18) && !IS_DEFINED(GETS(*e, "file"))
-        && !IS_DEFINED(GETS(*e, "fh")))
+    if (tl == 18 && memEQ(t, "http.response.body", 18) && !IS_DEFINED(GETK(*e, K_FILE))
+        && !IS_DEFINED(GETK(*e, K_FH)))
         return EV_BODY;
     return EV_OTHER;
 }
@@ -276,40 +247,41 @@ static HV *hv_copy(pTHX_ HV *h) {
  * counted: the scope holds them); *cstate is NULL when there is none. */
 static void scope_prepare(pTHX_ HV *server, HV *scope, UV id, IV flags, SV **cstate, SV **tstate) {
     HV *ext, *own, *ts;
-    SV *native = GETS(server, "native"), *tls = NULL;
+    SV *native, *tls = NULL;
     dMY_CXT;
+    native = GETK(server, K_NATIVE);
 
-    (void)hv_stores(scope, "state", newRV_noinc((SV *)hv_copy(aTHX_ hash_of(GETS(server, "state")))));
+    PUTK(scope, K_STATE, newRV_noinc((SV *)hv_copy(aTHX_ hash_of(GETK(server, K_STATE)))));
     /* Over TLS the core has put the connection's own `tls` entry in the
      * scope's extensions; the server-wide `tls` entry (a marker) never
      * reaches an app. */
-    ext = hash_of(GETS(server, "extensions"));
-    own = hash_of(GETS(scope, "extensions"));
+    ext = hash_of(GETK(server, K_EXTENSIONS));
+    own = hash_of(GETK(scope, K_EXTENSIONS));
     if (own) tls = copy_of(aTHX_ GETS(own, "tls"));
     {
         HV *mine = hv_copy(aTHX_ ext);
         if (ext && hv_exists(ext, "tls", 3)) (void)hv_delete(mine, "tls", 3, G_DISCARD);
         if (tls) (void)hv_stores(mine, "tls", tls);
-        (void)hv_stores(scope, "extensions", newRV_noinc((SV *)mine));
+        PUTK(scope, K_EXTENSIONS, newRV_noinc((SV *)mine));
     }
 
     *cstate = NULL;
     if (!(flags & (PAGI_F_SSE | PAGI_F_WEBSOCKET))) {
         /* ConnectionState::_for_request: OPEN (0) and the loop. */
         HV *cs = newHV();
-        (void)hv_stores(cs, "state", newSViv(0));
-        (void)hv_stores(cs, "loop", copy_of(aTHX_ GETS(server, "loop_cache")));
+        PUTK(cs, K_STATE, newSViv(0));
+        PUTK(cs, K_LOOP, copy_of(aTHX_ GETK(server, K_LOOP_CACHE)));
         *cstate = sv_bless(newRV_noinc((SV *)cs), MY_CXT.cs_stash);
-        (void)hv_stores(scope, "pagi.connection", *cstate);
+        PUTK(scope, K_CONNECTION, *cstate);
     }
     /* TransportState measuring the core's count for this request. */
     ts = newHV();
-    (void)hv_stores(ts, "native", copy_of(aTHX_ native));
-    (void)hv_stores(ts, "id", newSVuv(id));
-    (void)hv_stores(ts, "high", copy_of(aTHX_ GETS(server, "write_high_watermark")));
-    (void)hv_stores(ts, "low", copy_of(aTHX_ GETS(server, "write_low_watermark")));
+    PUTK(ts, K_NATIVE, copy_of(aTHX_ native));
+    PUTK(ts, K_ID, newSVuv(id));
+    PUTK(ts, K_HIGH, copy_of(aTHX_ GETK(server, K_HIGH_MARK)));
+    PUTK(ts, K_LOW, copy_of(aTHX_ GETK(server, K_LOW_MARK)));
     *tstate = sv_bless(newRV_noinc((SV *)ts), MY_CXT.ts_stash);
-    (void)hv_stores(scope, "pagi.transport", *tstate);
+    PUTK(scope, K_TRANSPORT, *tstate);
 }
 
 /* The request object: a hash blessed into `stash`, registered in the
@@ -363,11 +335,11 @@ static void cstate_complete(pTHX_ SV *rv) {
     dMY_CXT;
     if (!cs) return;
     if (!SvOBJECT((SV *)cs) || SvSTASH((SV *)cs) != MY_CXT.cs_stash
-        || hv_exists(cs, "on_done", 7) || hv_exists(cs, "on_gone", 7)) {
+        || hv_exists_ent(cs, SHARED(K_ON_DONE), 0) || hv_exists_ent(cs, SHARED(K_ON_GONE), 0)) {
         call_obj(aTHX_ rv, "_mark_complete", NULL, NULL);
         return;
     }
-    st = GETS(cs, "state");
+    st = GETK(cs, K_STATE);
     if (st && SvIV(st) == 0) sv_setiv(st, 1);
 }
 
