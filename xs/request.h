@@ -1,14 +1,14 @@
-/* The per-request hot path of PAGI::Server::Request, in C: building the
- * request object and its state objects, the $receive/$send an HTTP app
- * gets, and the two sends nearly every response is made of. Each request
- * runs these once or twice, so the Perl statements they replaced were most
- * of what the server's Perl side cost per request.
+/* PAGI::Server::Request's hot path, in C: what every request adds to its
+ * scope (state, extensions, pagi.connection, pagi.transport), the request
+ * object, the $receive/$send XSUBs bound to it, and the two sends nearly
+ * every response is made of. SSE, WebSocket and validate_events requests
+ * get their object at once (request_new); a plain HTTP request only when
+ * it needs one (xs/http_fast.h).
  *
- * The request is still the blessed hash PAGI::Server::Request works on;
- * what is not on the fast path (SSE, validate_events, file bodies,
- * trailers, backpressure waits, every error) is left to its Perl methods.
- * Included by Server.xs after handle_of, croak_panic, pack_headers and
- * send_body_sv. */
+ * The request is the blessed hash PAGI::Server::Request works on; what is
+ * not on the fast path (file bodies, trailers, backpressure waits, every
+ * error) is left to its Perl methods. Included by Server.xs after cxt.h,
+ * handle_of, croak_panic, pack_headers and send_body_sv. */
 #ifndef PAGI_REQUEST_H
 #define PAGI_REQUEST_H
 
