@@ -26,8 +26,21 @@
     X(K_LOOP_CACHE, "loop_cache") X(K_HIGH_MARK, "write_high_watermark")     \
     X(K_LOW_MARK, "write_low_watermark")                                     \
     X(V_PAGI_VERSION, "0.3") X(V_HTTP10, "1.0") X(V_HTTP11, "1.1")           \
-    X(V_HTTP2, "2") X(V_HTTP, "http") X(V_SSE, "sse")                        \
-    X(V_WEBSOCKET, "websocket") X(V_EMPTY, "")
+    X(V_HTTP2, "2") X(V_SSE, "sse") X(V_WEBSOCKET, "websocket")              \
+    /* schemes */                                                            \
+    X(V_HTTP, "http") X(V_HTTPS, "https") X(V_WS, "ws") X(V_WSS, "wss")      \
+    /* methods */                                                            \
+    X(V_GET, "GET") X(V_POST, "POST") X(V_HEAD, "HEAD") X(V_PUT, "PUT")      \
+    X(V_DELETE, "DELETE") X(V_OPTIONS, "OPTIONS") X(V_PATCH, "PATCH")        \
+    X(V_EMPTY, "") X(V_SLASH, "/") X(V_LOCALHOST, "127.0.0.1")               \
+    /* request header names */                                               \
+    X(H_HOST, "host") X(H_USER_AGENT, "user-agent") X(H_ACCEPT, "accept")    \
+    X(H_ACCEPT_ENCODING, "accept-encoding")                                  \
+    X(H_ACCEPT_LANGUAGE, "accept-language") X(H_CONNECTION, "connection")    \
+    X(H_CONTENT_TYPE, "content-type") X(H_CONTENT_LENGTH, "content-length")  \
+    X(H_COOKIE, "cookie") X(H_UPGRADE, "upgrade") X(H_ORIGIN, "origin")      \
+    X(H_AUTHORIZATION, "authorization") X(H_CACHE_CONTROL, "cache-control")  \
+    X(H_REFERER, "referer")
 
 #define PAGI_SHARED_ENUM(name, str) name,
 enum { PAGI_SHARED(PAGI_SHARED_ENUM) PAGI_SHARED_COUNT };

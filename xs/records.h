@@ -42,6 +42,19 @@ static SV *rd_sv(pTHX_ reader *r) {
     return newSVpvn(s, n);
 }
 
+/* The next string: a copy of the shared string first..last (a range of
+ * cxt.h's) it equals, which allocates no string, or a new one. */
+static SV *rd_sv_shared(pTHX_ reader *r, int first, int last) {
+    const char *s; STRLEN n; int k;
+    dMY_CXT;
+    if (!rd_bytes(r, &s, &n)) return NULL;
+    for (k = first; k <= last; k++) {
+        SV *c = SHARED(k);
+        if (SvCUR(c) == n && memEQ(SvPVX(c), s, n)) return NEWK(k);
+    }
+    return newSVpvn(s, n);
+}
+
 static SV *pair_av(pTHX_ SV *a, SV *b) {
     AV *av = newAV();
     av_extend(av, 1);
@@ -96,9 +109,13 @@ static SV *build_scope(pTHX_ reader *r, int *req_flags) {
     HV *scope, *pagi, *tls = NULL; AV *headers = NULL;
     dMY_CXT;
     if (!rd_u8(r, &ver) || !rd_u8(r, &flags)) return NULL;
-    if (!(scheme = rd_sv(aTHX_ r)) || !(method = rd_sv(aTHX_ r)) || !(path = rd_sv(aTHX_ r))
-        || !(raw_path = rd_sv(aTHX_ r)) || !(query = rd_sv(aTHX_ r)) || !(chost = rd_sv(aTHX_ r))
-        || !rd_u16(r, &cport) || !(shost = rd_sv(aTHX_ r)) || !rd_u16(r, &sport)
+    /* The common values (an http scheme, a GET, a path of /, an empty
+     * query, a loopback address) share their strings. */
+    if (!(scheme = rd_sv_shared(aTHX_ r, V_HTTP, V_WSS)) || !(method = rd_sv_shared(aTHX_ r, V_GET, V_PATCH))
+        || !(path = rd_sv_shared(aTHX_ r, V_SLASH, V_SLASH)) || !(raw_path = rd_sv_shared(aTHX_ r, V_SLASH, V_SLASH))
+        || !(query = rd_sv_shared(aTHX_ r, V_EMPTY, V_EMPTY))
+        || !(chost = rd_sv_shared(aTHX_ r, V_LOCALHOST, V_LOCALHOST)) || !rd_u16(r, &cport)
+        || !(shost = rd_sv_shared(aTHX_ r, V_LOCALHOST, V_LOCALHOST)) || !rd_u16(r, &sport)
         || !rd_count(r, &nh, 16))  /* a header: two u64 lengths at least */
         goto short_record;
 
@@ -108,7 +125,7 @@ static SV *build_scope(pTHX_ reader *r, int *req_flags) {
     headers = newAV();
     if (nh) av_extend(headers, (SSize_t)(nh - 1));
     for (i = 0; i < nh; i++) {
-        SV *n = rd_sv(aTHX_ r), *v = n ? rd_sv(aTHX_ r) : NULL;
+        SV *n = rd_sv_shared(aTHX_ r, H_HOST, H_REFERER), *v = n ? rd_sv(aTHX_ r) : NULL;
         if (!v) {
             SvREFCNT_dec(n);
             goto short_record;
