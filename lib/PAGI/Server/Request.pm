@@ -85,8 +85,8 @@ sub _app_returned {
     return $f ? $DONE : Future->fail($err || "application did not return a Future\n");
 }
 
-# The app of a request run by Native::http_start returned (or died) without
-# having finished its response.
+# The app of a plain request run by Native::dispatch (xs/http_fast.h)
+# returned (or died) without having finished its response.
 sub _app_ran {
     my ($self, $f, $err) = @_;
     $f = $self->_app_returned($f, $err) or return;
