@@ -28,7 +28,7 @@ typedef struct fastreq {
     SV *self;             /* the Perl request once made, else NULL */
     int after_app;        /* the app has returned: self is mortal */
     unsigned started : 1, done : 1, body_done : 1, trailers : 1;
-    struct fastreq *outer; /* the request an app running this one's belongs to */
+    struct fastreq *outer; /* the one whose app was running when this began */
 } fastreq;
 
 XS_INTERNAL(fast_http_receive);
