@@ -86,18 +86,23 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
  * be shared is copied here) and gives it back when done. The COW flags are
  * the core's default for sv_setsv; outside the core they must be asked
  * for. `body` may be NULL (no body). What comes back is freed at the next
- * drain (a request that ends with scalars out wakes Perl for them). */
+ * drain (a request that ends with scalars out wakes Perl for them). Dies
+ * if the core has panicked; otherwise returns its code. */
 static int32_t send_body_sv(pTHX_ PagiServer *s, uint64_t id, SV *body, int fin,
                             const uint8_t **log, size_t *log_len) {
-    const char *b = ""; STRLEN len = 0;
+    const char *b = ""; STRLEN len = 0; int32_t rc;
     if (body && SvPOK(body) && !SvGMAGICAL(body) && !SvUTF8(body) && SvCUR(body) >= PAGI_HELD_MIN) {
         SV *held = newSV(0);
         sv_setsv_flags(held, body, SV_COW_SHARED_HASH_KEYS | SV_COW_OTHER_PVS | SV_NOSTEAL);
-        return pagi_send_body_held(s, id, held, (const uint8_t *)SvPVX(held), SvCUR(held),
-                                   fin, log, log_len);
+        rc = pagi_send_body_held(s, id, held, (const uint8_t *)SvPVX(held), SvCUR(held),
+                                 fin, log, log_len);
     }
-    if (body && SvOK(body)) b = SvPVbyte(body, len);
-    return pagi_send_body(s, id, (const uint8_t *)b, len, fin, log, log_len);
+    else {
+        if (body && SvOK(body)) b = SvPVbyte(body, len);
+        rc = pagi_send_body(s, id, (const uint8_t *)b, len, fin, log, log_len);
+    }
+    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
+    return rc;
 }
 
 #include "request.h"
@@ -327,7 +332,6 @@ send_body(h, id, body, fin)
   PPCODE:
     s = handle_of(aTHX_ h);
     rc = send_body_sv(aTHX_ s, (uint64_t)id, body, fin, &log, &log_len);
-    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     EXTEND(SP, 2);
     mPUSHi(rc);
     if (log_len) mPUSHp((const char *)log, log_len);

@@ -48,9 +48,13 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
     PagiServer *s; SV *copy; reader r;
     const uint8_t *buf = NULL; size_t len = 0;
     SV *native;
+    int validate, retire;
     dMY_CXT;
     native = server ? GETK(server, K_NATIVE) : NULL;
     if (!IS_DEFINED(native)) return;
+    /* Settings of the server's life, read once per batch. */
+    validate = IS_TRUE(GETK(server, K_VALIDATE));
+    retire = IS_TRUE(GETK(server, K_RETIRE));
     /* Drained while apps run: what comes may concern their requests. */
     fast_materialize_running(aTHX);
     s = handle_of(aTHX_ native);
@@ -77,12 +81,12 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
         if (rec.kind == PAGI_REC_REQUEST) {
             IV flags = SvIV(rec.b);
             if (!(flags & PAGI_F_WEBSOCKET)) has_body = next_body(aTHX_ &r, rec.id, &body);
-            if (!(flags & (PAGI_F_WEBSOCKET | PAGI_F_SSE)) && !IS_TRUE(GETK(server, K_VALIDATE)))
+            if (!(flags & (PAGI_F_WEBSOCKET | PAGI_F_SSE)) && !validate)
                 http_start(aTHX_ server_rv, (UV)rec.id, rec.a, flags, has_body ? body.a : NULL,
                            has_body ? SvIV(body.b) : 0);
             else
                 on_record(aTHX_ server_rv, &rec, has_body ? &body : NULL);
-            if (IS_TRUE(GETK(server, K_RETIRE)))
+            if (retire)
                 call_obj(aTHX_ server_rv, "_on_request_complete", NULL, NULL);
         }
         else {

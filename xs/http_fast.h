@@ -17,7 +17,6 @@
 
 typedef struct fastreq {
     SV *server_rv;        /* held by dispatch's caller */
-    HV *server;
     PagiServer *core;
     UV id;
     IV flags;             /* the record's PAGI_F_* flags */
@@ -39,7 +38,7 @@ static HV *fast_materialize(pTHX_ fastreq *fr) {
     HV *req;
     dMY_CXT;
     if (fr->self) return (HV *)SvRV(fr->self);
-    fr->self = request_hash(aTHX_ fr->server, fr->id, fr->flags, MY_CXT.req_stash, fr->cstate, fr->tstate);
+    fr->self = request_hash(aTHX_ (HV *)SvRV(fr->server_rv), fr->id, fr->flags, MY_CXT.req_stash, fr->cstate, fr->tstate);
     /* Before the app returns, the temporaries of whatever called this may
      * go first: http_start makes it mortal then. */
     if (fr->after_app) sv_2mortal(fr->self);
@@ -99,7 +98,6 @@ XS_INTERNAL(fast_http_send) {
         more = IS_TRUE(GETK(e, K_MORE));
         fin = !more && !fr->trailers;
         rc = send_body_sv(aTHX_ fr->core, fr->id, GETK(e, K_BODY), fin, &log, &log_len);
-        if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ fr->core);
         if (fin) {
             fr->done = 1;
             if (log_len)
@@ -163,7 +161,6 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     if (!(app = GETK(server, K_APP))) croak("PAGI::Server: no app");
     Zero(&fr, 1, fastreq);
     fr.server_rv = server_rv;
-    fr.server = server;
     fr.core = handle_of(aTHX_ GETK(server, K_NATIVE));
     fr.id = id;
     fr.flags = flags;

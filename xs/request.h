@@ -152,7 +152,6 @@ static int req_body(pTHX_ HV *req, SV *body, int more) {
     int fin = !more && !IS_TRUE(GETS(req, "trailers"));
     PagiServer *s = req_core(aTHX_ req, &id);
     rc = send_body_sv(aTHX_ s, id, body, fin, &log, &log_len);
-    if (rc == PAGI_ERR_PANIC) croak_panic(aTHX_ s);
     req_after_body(aTHX_ req, fin, more, log, log_len);
     return rc;
 }
