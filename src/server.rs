@@ -134,7 +134,8 @@ struct Slot {
 pub enum SendState {
     /// Accepted; the caller's Future is done.
     Ready,
-    /// Accepted, but over the high watermark: wait for a DRAIN record.
+    /// Accepted, but the backlog was already at the high watermark: wait
+    /// for a DRAIN record.
     Pending,
     /// The request is gone (finished, aborted or disconnected): a no-op.
     Gone,
@@ -357,8 +358,12 @@ impl ServerCore {
             log.bytes += len as u64;
         }
         let mut state = SendState::Ready;
-        let now = slot.shared.buffered.fetch_add(len, Ordering::SeqCst) + len;
-        if !fin && now > self.cfg.high_watermark {
+        // As the reference decides: a write waits for the drain only when
+        // the backlog it joins had already reached the high mark. An app
+        // that sends chunks of the mark's size then waits every other
+        // chunk, not after each (each wait is a round trip through Perl).
+        let before = slot.shared.buffered.fetch_add(len, Ordering::SeqCst);
+        if !fin && before >= self.cfg.high_watermark {
             slot.shared.want_drain.store(true, Ordering::SeqCst);
             state = SendState::Pending;
         }

@@ -39,8 +39,15 @@ fn send_lifecycle_and_backpressure() {
     assert_eq!(head.status, 200);
     assert_eq!(head.headers.len(), 1);
     assert!(!c.unstart(id), "the head is on its way");
+    // 5 bytes wait, under the mark of 10: the next write is accepted too,
+    // and the one after that, which finds 11 waiting, must wait.
     assert_eq!(
         c.send_body(id, Bytes::from_static(b"678901"), false).0,
+        SendState::Ready
+    );
+    assert!(!shared.want_drain.load(Ordering::SeqCst));
+    assert_eq!(
+        c.send_body(id, Bytes::from_static(b"2"), false).0,
         SendState::Pending
     );
     assert!(shared.want_drain.load(Ordering::SeqCst));
@@ -53,11 +60,11 @@ fn send_lifecycle_and_backpressure() {
     let mut frames = 0;
     while let Ok(f) = body_rx.try_recv() {
         frames += 1;
-        if frames == 3 {
+        if frames == 4 {
             assert!(matches!(f, Out::End));
         }
     }
-    assert_eq!(frames, 3);
+    assert_eq!(frames, 4);
 }
 
 #[test]

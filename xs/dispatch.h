@@ -27,6 +27,18 @@ static void on_record(pTHX_ SV *server_rv, const record *rec, const record *body
     FREETMPS; LEAVE;
 }
 
+/* A DRAIN record: the request's waiting sends go on ($req->drained;
+ * its Perl object exists, a send of it having waited). One comes for
+ * about every other chunk a streaming app sends. */
+static void on_drain(pTHX_ HV *server, uint64_t id) {
+    HV *reqs = hash_of(GETS(server, "requests"));
+    SV **req;
+    char key[24];
+    int len = my_snprintf(key, sizeof key, "%" UVuf, (UV)id);
+    if (reqs && (req = hv_fetch(reqs, key, len, 0)) && SvROK(*req))
+        call_obj(aTHX_ *req, "drained", NULL, NULL);
+}
+
 /* The BODY record of request `id` right behind its REQUEST record (the
  * core read a small body along with the head), if there is one: read
  * into `body`, else the reader is left where it was. */
@@ -88,6 +100,9 @@ static void dispatch_batch(pTHX_ SV *server_rv) {
                 on_record(aTHX_ server_rv, &rec, has_body ? &body : NULL);
             if (retire)
                 call_obj(aTHX_ server_rv, "_on_request_complete", NULL, NULL);
+        }
+        else if (rec.kind == PAGI_REC_DRAIN) {
+            on_drain(aTHX_ server, rec.id);
         }
         else {
             on_record(aTHX_ server_rv, &rec, NULL);

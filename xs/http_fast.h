@@ -68,6 +68,7 @@ static void fast_materialize_running(pTHX) {
 }
 
 static SV *fast_result(pTHX_ fastreq *fr, int rc) {
+    tstate_written(aTHX_ fr->tstate, rc);
     return rc == PAGI_PENDING ? call_req(aTHX_ fast_materialize(aTHX_ fr), "_wait_drain", NULL, NULL)
                               : done_future(aTHX);
 }

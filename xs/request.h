@@ -70,8 +70,19 @@ static PagiServer *req_core(pTHX_ HV *req, uint64_t *id) {
     return handle_of(aTHX_ h);
 }
 
+/* After each write it accepted, the server has the transport state look
+ * at the backlog (as the reference does). Only its callbacks can tell
+ * that it did, so it is asked only when some are registered. */
+static void tstate_written(pTHX_ SV *tstate, int rc) {
+    HV *ts = hash_of(tstate);
+    if (ts && (rc == PAGI_OK || rc == PAGI_PENDING)
+        && (hv_exists(ts, "on_high", 7) || hv_exists(ts, "on_drain", 8)))
+        call_obj(aTHX_ tstate, "_check_watermarks", NULL, NULL);
+}
+
 /* What a send returns: $DONE, or a Future that waits for the client. */
 static SV *req_result(pTHX_ HV *req, int rc) {
+    tstate_written(aTHX_ GETS(req, "tstate"), rc);
     return rc == PAGI_PENDING ? call_req(aTHX_ req, "_wait_drain", NULL, NULL) : done_future(aTHX);
 }
 

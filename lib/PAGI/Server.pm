@@ -583,7 +583,6 @@ sub _on_record {
     if    ($kind == PAGI::Server::Native::REC_BODY)       { $req->body($a, $b) }
     elsif ($kind == PAGI::Server::Native::REC_WS_MESSAGE) { $req->message($a, $b) }
     elsif ($kind == PAGI::Server::Native::REC_EOF)        { $req->client_eof }
-    elsif ($kind == PAGI::Server::Native::REC_DRAIN)      { $req->drained }
 }
 
 sub shutdown {

@@ -262,8 +262,17 @@ mod tests {
         let id = ex.shared.id;
         assert_eq!(c.send_start(id, 200, &[]), SendState::Ready);
         let big = Bytes::from_static(b"123456789012");
-        assert_eq!(c.send_body(id, big, false).0, SendState::Pending);
-        ex.written(5);
+        assert_eq!(
+            c.send_body(id, big.clone(), false).0,
+            SendState::Ready,
+            "the backlog was empty"
+        );
+        assert_eq!(
+            c.send_body(id, big, false).0,
+            SendState::Pending,
+            "it was at the high mark"
+        );
+        ex.written(17);
         assert_eq!(kinds(&c), [], "still over the low mark");
         ex.written(7);
         ex.written(0);

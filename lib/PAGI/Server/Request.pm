@@ -50,7 +50,7 @@ sub _closures {
         $validate->($_[0]);
         return $self->_send($_[0]);
     }) unless $self->{sse};
-    my ($h, $id) = @$self{qw(native id)};
+    my ($h, $id, $ts) = @$self{qw(native id tstate)};
     return ($receive, sub {
         my ($ev) = @_;
         $validate->($ev) if $validate;
@@ -58,7 +58,8 @@ sub _closures {
         if (ref $ev eq 'HASH' && ($ev->{type} // '') eq 'sse.send' && $self->{started} && !$self->{declined}
             && !$self->{sse_closed} && !$self->{done} && !defined $self->{gone}) {
             my ($rc) = PAGI::Server::Native::send_body($h, $id, _sse_frame($ev), 0);
-            return $rc == PAGI::Server::Native::PENDING ? $self->_wait_drain : $DONE;
+            return $DONE if $rc == PAGI::Server::Native::OK && !$ts->{on_high} && !$ts->{on_drain};
+            return $self->_result($rc);
         }
         return $self->_sse_send($ev);
     });
@@ -161,9 +162,7 @@ sub disconnected {
 # stops reporting, and the request is forgotten once the app is done.
 sub _gone_for_good {
     my ($self) = @_;
-    if (my $d = delete $self->{drain_future}) {
-        $d->done unless $d->is_ready;
-    }
+    $self->_release_senders;
     $self->{tstate}->_drained;
     $self->{tstate}->_detach;
     $self->_forget;
@@ -189,9 +188,16 @@ sub _end_at_eof {
 # DRAIN record: the client caught up.
 sub drained {
     my ($self) = @_;
-    $self->{tstate}->_drained;
-    my $d = delete $self->{drain_future} or return;
-    $d->done unless $d->is_ready;
+    $self->{tstate}->_drained if $self->{tstate}{high_now};
+    $self->_release_senders;
+}
+
+# Completes the Futures of the sends that wait for a drain (one each, so
+# an app that cancels its wait cancels nobody else's).
+sub _release_senders {
+    my ($self) = @_;
+    my $w = delete $self->{drain_waiters} or return;
+    $_->is_ready or $_->done for @$w;
 }
 
 # The server let go of the core: the request is over, and its copy of the
@@ -219,17 +225,23 @@ sub _live {
     return !$self->{done} && !defined $self->{gone};
 }
 
+# What a send returns. As xs/request.h's req_result: the transport state
+# looks at the backlog after each accepted write when it has callbacks.
 sub _result {
     my ($self, $rc) = @_;
+    my $ts = $self->{tstate};
+    $ts->_check_watermarks
+        if ($ts->{on_high} || $ts->{on_drain}) && $rc != PAGI::Server::Native::GONE;
     return $rc == PAGI::Server::Native::PENDING ? $self->_wait_drain : $DONE;
 }
 
-# Over the high watermark: the app waits until the client catches up.
+# The backlog was at the high watermark: the app waits until the client
+# catches up.
 sub _wait_drain {
     my ($self) = @_;
-    $self->{tstate}->_check_watermarks;
-    my $d = $self->{drain_future} //= $self->{loop}->new_future;
-    return $d->without_cancel;
+    my $f = $self->{loop}->new_future;
+    push @{ $self->{drain_waiters} }, $f;
+    return $f;
 }
 
 sub _log_access {

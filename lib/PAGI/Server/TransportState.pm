@@ -84,7 +84,11 @@ sub on_drain {
     my ($self, $cb) = @_;
     _want_code($cb, 'on_drain');
     # Only a real high -> low transition fires it, never registration.
-    push @{ $self->{on_drain} }, $cb unless $self->{detached};
+    return $self if $self->{detached};
+    push @{ $self->{on_drain} }, $cb;
+    # The server looks at the marks for callbacks only: the backlog may be
+    # high already, and the drain to come must then fire this one.
+    $self->_check_watermarks unless $self->{high_now};
     return $self;
 }
 
