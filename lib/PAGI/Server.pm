@@ -927,9 +927,10 @@ accepting pauses for 100 ms instead of failing.
 
 =item write_high_watermark, write_low_watermark
 
-Backpressure marks in bytes (65536 and 16384): once more than the high mark
-of a response is waiting for a slow client, C<$send> returns a pending Future
-until the backlog falls to the low mark.
+Backpressure marks in bytes (65536 and 16384): a C<$send> that finds at
+least the high mark of its response still waiting for a slow client returns
+a pending Future, done once the backlog falls to the low mark. A send that
+finds less goes on at once, whatever its own size (as in the reference).
 
 =item max_body_size, max_header_size, max_header_count
 
@@ -1307,10 +1308,10 @@ without waiting out C<shutdown_timeout>.
 
 =item Backpressure
 
-C<sse.send> and C<sse.comment> count against C<write_high_watermark>: the
-app's C<$send> stays pending until the client has taken the backlog down
-to C<write_low_watermark>, so a fast app and a slow client keep the
-server's memory flat. C<pagi.transport> reports the backlog.
+C<sse.send> and C<sse.comment> count against C<write_high_watermark>: once
+the backlog has reached it, the app's C<$send> stays pending until the
+client has taken the backlog down to C<write_low_watermark>, so a fast app
+and a slow client keep the server's memory flat. C<pagi.transport> reports the backlog.
 
 =back
 
@@ -1393,10 +1394,12 @@ C<CONNECT> head are never parsed as further requests.
 
 =item Backpressure
 
-While more than C<write_high_watermark> bytes of a response wait for a slow
+While at least C<write_high_watermark> bytes of a response wait for a slow
 client, C<$send> returns a pending Future, completed once the backlog falls
-to C<write_low_watermark>. C<pagi.transport> in the scope
-(L<PAGI::Server::TransportState>) reports the same numbers.
+to C<write_low_watermark>; the event's bytes are queued either way. So an
+app that streams chunks of the high mark's size waits after every other
+chunk. C<pagi.transport> in the scope (L<PAGI::Server::TransportState>)
+reports the same numbers and looks at them after every write.
 
 =back
 

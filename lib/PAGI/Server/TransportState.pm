@@ -283,7 +283,8 @@ once. Returns the object, so calls can be chained.
 
 Adds a callback that runs when the backlog falls back under the low mark
 after having reached the high mark. Adding it while the backlog is low does
-not run it. Returns the object.
+not run it; adding it while the backlog is high runs it at the drain to come.
+Returns the object.
 
 Callbacks of both kinds get no arguments (call C<buffered_amount> for the
 current figure) and run in the order they were added. A callback that dies
@@ -329,7 +330,9 @@ for the crossing it was armed for.
 
 =head2 _check_watermarks
 
-To be called after each write the server accepts from the application. Fires
+To be called after each write the server accepts from the application (this
+server calls it only while callbacks are registered: nothing else can tell
+that it ran). Fires
 C<on_high_water> and arms the drain hook when the backlog has reached the high
 mark. While it is high, a call that finds the backlog under the low mark
 fires C<on_drain> itself, so drains are noticed even if the hook never fires.
