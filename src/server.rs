@@ -358,14 +358,19 @@ impl ServerCore {
             log.bytes += len as u64;
         }
         let mut state = SendState::Ready;
-        // As the reference decides: a write waits for the drain only when
-        // the backlog it joins had already reached the high mark. An app
-        // that sends chunks of the mark's size then waits every other
-        // chunk, not after each (each wait is a round trip through Perl).
         let before = slot.shared.buffered.fetch_add(len, Ordering::SeqCst);
-        if !fin && before >= self.cfg.high_watermark {
+        if !fin && before + len >= self.cfg.high_watermark {
+            // At the mark: a DRAIN record tells Perl when the backlog is
+            // back at the low one, for a waiting send or for the transport
+            // state's on_drain (which an app may wait on with no send).
             slot.shared.want_drain.store(true, Ordering::SeqCst);
-            state = SendState::Pending;
+            // As the reference decides: a write waits only when the backlog
+            // it joins had already reached the mark. An app that sends
+            // chunks of the mark's size then waits every other chunk, not
+            // after each (each wait is a round trip through Perl).
+            if before >= self.cfg.high_watermark {
+                state = SendState::Pending;
+            }
         }
         // A closed receiver means the connection dropped the body (HEAD, or
         // the connection ended); the disconnect path reports the latter.

@@ -39,13 +39,15 @@ fn send_lifecycle_and_backpressure() {
     assert_eq!(head.status, 200);
     assert_eq!(head.headers.len(), 1);
     assert!(!c.unstart(id), "the head is on its way");
-    // 5 bytes wait, under the mark of 10: the next write is accepted too,
-    // and the one after that, which finds 11 waiting, must wait.
+    assert!(!shared.want_drain.load(Ordering::SeqCst), "under the mark");
+    // 5 bytes wait, under the mark of 10: the next write is accepted too
+    // (a drain is wanted: the backlog reached the mark), and the one after
+    // that, which finds 11 waiting, must wait.
     assert_eq!(
         c.send_body(id, Bytes::from_static(b"678901"), false).0,
         SendState::Ready
     );
-    assert!(!shared.want_drain.load(Ordering::SeqCst));
+    assert!(shared.want_drain.load(Ordering::SeqCst));
     assert_eq!(
         c.send_body(id, Bytes::from_static(b"2"), false).0,
         SendState::Pending

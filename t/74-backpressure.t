@@ -32,6 +32,20 @@ my $app = async sub {
         $ts->on_drain(sub { push @{ $r->{log} }, "drain after $sent" });
     }
     await $send->({ type => 'http.response.start', status => 200, headers => [] });
+    if ($scope->{path} eq '/paused') {
+        # The pattern of TransportState's synopsis: a source paused at the
+        # high mark and resumed by on_drain, with no send waiting.
+        my $resume = $loop->new_future;
+        $ts->on_high_water(sub { push @{ $r->{log} }, 'high' });
+        $ts->on_drain(sub { push @{ $r->{log} }, 'drain'; $resume->done });
+        my $f = $send->({ type => 'http.response.body', body => $CHUNK, more => 1 });
+        $r->{first_ready} = $f->is_ready;
+        $r->{paused} = 1;
+        await $resume;
+        await $send->({ type => 'http.response.body', body => 'end', more => 0 });
+        $r->{finished} = 1;
+        return;
+    }
     my $first = $send->({ type => 'http.response.body', body => $CHUNK, more => 1 });
     $sent++;
     $r->{first_ready} = $first->is_ready;
@@ -112,6 +126,16 @@ subtest 'on_drain registered while the backlog is high' => sub {
     ok(read_all($c) eq $CHUNK x 2 . 'end', 'the client gets every byte');
     ok(pump_until($loop, 5, sub { $rec{late}{finished} }), 'the app finished');
     is($rec{late}{second_done}, ['late drain'], 'it fired at the drain');
+};
+
+subtest 'on_drain after a send that only crossed the mark' => sub {
+    my $c = slow_client('/paused');
+    ok(pump_until($loop, 5, sub { $rec{paused}{paused} }), 'the app sent its chunk and paused') or return;
+    ok($rec{paused}{first_ready}, 'the send went on at once');
+    is($rec{paused}{log}, ['high'], 'on_high_water fired');
+    ok(read_all($c) eq $CHUNK . 'end', 'the client gets every byte');
+    ok($rec{paused}{finished}, 'on_drain resumed the app, which finished');
+    is($rec{paused}{log}, ['high', 'drain'], 'on_drain fired once');
 };
 
 stop_server($loop, $server);

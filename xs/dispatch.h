@@ -1,8 +1,9 @@
 /* Working through one drained batch of bridge records. A plain HTTP
  * request (the record nearly every batch is made of) goes straight to
- * http_start; every other record goes, in order, to the server's Perl
- * method _on_record. Doing the loop here spares each request the Perl
- * values of its record and a Perl loop turn and sub call.
+ * http_start, a DRAIN to its request's drained method; every other record
+ * goes, in order, to the server's Perl method _on_record. Doing the loop
+ * here spares each request the Perl values of its record and a Perl loop
+ * turn and sub call.
  * Included by Server.xs after http_fast.h. */
 #ifndef PAGI_DISPATCH_H
 #define PAGI_DISPATCH_H
@@ -27,16 +28,19 @@ static void on_record(pTHX_ SV *server_rv, const record *rec, const record *body
     FREETMPS; LEAVE;
 }
 
-/* A DRAIN record: the request's waiting sends go on ($req->drained;
- * its Perl object exists, a send of it having waited). One comes for
- * about every other chunk a streaming app sends. */
+/* A DRAIN record: the request's backlog fell back to the low mark, and
+ * its waiting sends (and on_drain callbacks) go on ($req->drained). Its
+ * Perl object exists if anyone waits: a send that waited made it, and so
+ * did an app that was still running when it returned. One comes for about
+ * every other chunk a streaming app sends. */
 static void on_drain(pTHX_ HV *server, uint64_t id) {
     HV *reqs = hash_of(GETS(server, "requests"));
     SV **req;
     char key[24];
     int len = my_snprintf(key, sizeof key, "%" UVuf, (UV)id);
     if (reqs && (req = hv_fetch(reqs, key, len, 0)) && SvROK(*req))
-        call_obj(aTHX_ *req, "drained", NULL, NULL);
+        /* A counted copy: what drained runs may forget the request. */
+        call_obj(aTHX_ sv_2mortal(newSVsv(*req)), "drained", NULL, NULL);
 }
 
 /* The BODY record of request `id` right behind its REQUEST record (the

@@ -1399,7 +1399,7 @@ client, C<$send> returns a pending Future, completed once the backlog falls
 to C<write_low_watermark>; the event's bytes are queued either way. So an
 app that streams chunks of the high mark's size waits after every other
 chunk. C<pagi.transport> in the scope (L<PAGI::Server::TransportState>)
-reports the same numbers and looks at them after every write.
+reports the same numbers; its callbacks are run as writes cross the marks.
 
 =back
 

@@ -277,6 +277,12 @@ mod tests {
         ex.written(7);
         ex.written(0);
         assert_eq!(kinds(&c), [kind::DRAIN], "released once");
+        // A write that only brings the backlog to the mark waits for
+        // nothing, but its drain is still reported (for on_drain).
+        let mark = Bytes::from_static(b"1234567890");
+        assert_eq!(c.send_body(id, mark, false).0, SendState::Ready);
+        ex.written(10);
+        assert_eq!(kinds(&c), [kind::DRAIN], "the drain after the mark");
         ex.set_reason("client_timeout");
         drop(ex);
         let mut out = Vec::new();

@@ -261,7 +261,8 @@ send or receive.
 =head2 high_water_mark
 
 The backlog, in bytes, at or above which the server applies backpressure (a
-C<$send> that pushes the backlog past it waits until the client catches up).
+C<$send> that finds the backlog at or past it waits until the client catches
+up).
 C<undef> if the server has no such mark.
 
 =head2 low_water_mark
