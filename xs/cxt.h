@@ -22,6 +22,7 @@
     X(K_FILE, "file") X(K_FH, "fh") X(K_READY, "ready")                      \
     X(K_FAILURE, "failure") X(K_CANCELLED, "cancelled")                      \
     X(K_ON_DONE, "on_done") X(K_ON_GONE, "on_gone") X(K_APP, "app")          \
+    X(K_ON_HIGH, "on_high") X(K_ON_DRAIN, "on_drain")                        \
     X(K_VALIDATE, "validate_events") X(K_RETIRE, "_retire_after")            \
     X(K_LOOP_CACHE, "loop_cache") X(K_HIGH_MARK, "write_high_watermark")     \
     X(K_LOW_MARK, "write_low_watermark")                                     \

@@ -75,8 +75,9 @@ static PagiServer *req_core(pTHX_ HV *req, uint64_t *id) {
  * that it did, so it is asked only when some are registered. */
 static void tstate_written(pTHX_ SV *tstate, int rc) {
     HV *ts = hash_of(tstate);
+    dMY_CXT;
     if (ts && (rc == PAGI_OK || rc == PAGI_PENDING)
-        && (hv_exists(ts, "on_high", 7) || hv_exists(ts, "on_drain", 8)))
+        && (hv_exists_ent(ts, SHARED(K_ON_HIGH), 0) || hv_exists_ent(ts, SHARED(K_ON_DRAIN), 0)))
         call_obj(aTHX_ tstate, "_check_watermarks", NULL, NULL);
 }
 
@@ -362,8 +363,8 @@ static void tstate_detach(pTHX_ SV *rv) {
     if (!ts || IS_TRUE(GETS(ts, "detached"))) return;
     high = GETS(ts, "high"); low = GETS(ts, "low");
     if (!SvOBJECT((SV *)ts) || SvSTASH((SV *)ts) != MY_CXT.ts_stash
-        || (high && SvROK(high)) || (low && SvROK(low)) || hv_exists(ts, "on_high", 7)
-        || hv_exists(ts, "on_drain", 8) || hv_exists(ts, "arm", 3) || hv_exists(ts, "measure", 7)) {
+        || (high && SvROK(high)) || (low && SvROK(low)) || hv_exists_ent(ts, SHARED(K_ON_HIGH), 0)
+        || hv_exists_ent(ts, SHARED(K_ON_DRAIN), 0) || hv_exists(ts, "arm", 3) || hv_exists(ts, "measure", 7)) {
         call_obj(aTHX_ rv, "_detach", NULL, NULL);
         return;
     }
