@@ -1311,7 +1311,8 @@ without waiting out C<shutdown_timeout>.
 C<sse.send> and C<sse.comment> count against C<write_high_watermark>: once
 the backlog has reached it, the app's C<$send> stays pending until the
 client has taken the backlog down to C<write_low_watermark>, so a fast app
-and a slow client keep the server's memory flat. C<pagi.transport> reports the backlog.
+and a slow client keep the server's memory flat. C<pagi.transport> reports
+the backlog.
 
 =back
 

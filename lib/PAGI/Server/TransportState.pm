@@ -333,9 +333,8 @@ for the crossing it was armed for.
 
 To be called after each write the server accepts from the application (this
 server calls it only while callbacks are registered: nothing else can tell
-that it ran). Fires
-C<on_high_water> and arms the drain hook when the backlog has reached the high
-mark. While it is high, a call that finds the backlog under the low mark
+that it ran). Fires C<on_high_water> and arms the drain hook when the backlog
+has reached the high mark. While it is high, a call that finds the backlog under the low mark
 fires C<on_drain> itself, so drains are noticed even if the hook never fires.
 
 =head2 _drained
