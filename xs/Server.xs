@@ -371,6 +371,20 @@ req_body(self, body, more)
   OUTPUT:
     RETVAL
 
+SV *
+req_result(self, rc)
+    SV *self
+    int rc
+  PREINIT:
+    SV *r;
+  CODE:
+    /* What a send that got `rc` from the core returns (Request::_result). */
+    if (!hash_of(self)) croak("req_result: a request object is needed");
+    r = req_result(aTHX_ hash_of(self), rc);
+    RETVAL = SvREFCNT_inc_simple_NN(r);
+  OUTPUT:
+    RETVAL
+
 void
 req_after_body(self, fin, more, log)
     SV *self

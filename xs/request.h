@@ -302,12 +302,13 @@ static SV *request_hash(pTHX_ HV *server, UV id, IV flags, HV *stash, SV *cstate
     HV *req = newHV(), *reqs;
     SV *self, *id_sv = newSVuv(id), *srv;
     int ws = (flags & PAGI_F_WEBSOCKET) != 0;
+    dMY_CXT;
     (void)hv_stores(req, "id", id_sv);
     srv = newRV_inc((SV *)server);
     sv_rvweaken(srv);
     (void)hv_stores(req, "server", srv);
-    (void)hv_stores(req, "native", copy_of(aTHX_ GETS(server, "native")));
-    (void)hv_stores(req, "loop", copy_of(aTHX_ GETS(server, "loop_cache")));
+    (void)hv_stores(req, "native", copy_of(aTHX_ GETK(server, K_NATIVE)));
+    (void)hv_stores(req, "loop", copy_of(aTHX_ GETK(server, K_LOOP_CACHE)));
     if (flags & PAGI_F_SSE) (void)hv_stores(req, "sse", newSViv(1));
     /* The one http.request of a request without a body is implied. */
     if ((flags & PAGI_F_BODY_EMPTY) && !ws) (void)hv_stores(req, "empty", newSViv(1));

@@ -50,7 +50,7 @@ sub _closures {
         $validate->($_[0]);
         return $self->_send($_[0]);
     }) unless $self->{sse};
-    my ($h, $id, $ts) = @$self{qw(native id tstate)};
+    my ($h, $id) = @$self{qw(native id)};
     return ($receive, sub {
         my ($ev) = @_;
         $validate->($ev) if $validate;
@@ -58,8 +58,7 @@ sub _closures {
         if (ref $ev eq 'HASH' && ($ev->{type} // '') eq 'sse.send' && $self->{started} && !$self->{declined}
             && !$self->{sse_closed} && !$self->{done} && !defined $self->{gone}) {
             my ($rc) = PAGI::Server::Native::send_body($h, $id, _sse_frame($ev), 0);
-            return $DONE if $rc == PAGI::Server::Native::OK && !$ts->{on_high} && !$ts->{on_drain};
-            return $self->_result($rc);
+            return PAGI::Server::Native::req_result($self, $rc);
         }
         return $self->_sse_send($ev);
     });
@@ -225,15 +224,10 @@ sub _live {
     return !$self->{done} && !defined $self->{gone};
 }
 
-# What a send returns. As xs/request.h's req_result: the transport state
-# looks at the backlog after each accepted write when it has callbacks.
-sub _result {
-    my ($self, $rc) = @_;
-    my $ts = $self->{tstate};
-    $ts->_check_watermarks
-        if ($ts->{on_high} || $ts->{on_drain}) && $rc != PAGI::Server::Native::GONE;
-    return $rc == PAGI::Server::Native::PENDING ? $self->_wait_drain : $DONE;
-}
+# What a send returns, given the core's code: $DONE, or a Future that
+# waits for the client (xs/request.h's req_result, which also has the
+# transport state look at the backlog).
+sub _result { PAGI::Server::Native::req_result($_[0], $_[1]) }
 
 # The backlog was at the high watermark: the app waits until the client
 # catches up.
