@@ -248,8 +248,9 @@ static int read_record(pTHX_ reader *r, record *rec) {
     case PAGI_REC_DRAIN:
     case PAGI_REC_IDLE:
     case PAGI_REC_EOF:
-        a = newSV(0);
-        b = newSV(0);
+        /* Nothing but the kind and id: no values to make (one DRAIN comes
+         * per wait of a streaming app). */
+        a = b = &PL_sv_undef;
         break;
     default:
         break;
