@@ -20,7 +20,9 @@ typedef struct fastreq {
     PagiServer *core;
     UV id;
     IV flags;             /* the record's PAGI_F_* flags */
-    SV *cstate, *tstate;  /* the scope's state objects (counted) */
+    /* The scope's pagi.connection and pagi.transport values (counted):
+     * placeholders until somebody reads them (see lazy_vtbl). */
+    SV *cstate, *tstate;
     SV *body;             /* the first piece of the body, not yet queued */
     int more;
     CV *receive, *send;   /* the app's closures (alive while http_start runs) */
@@ -33,11 +35,64 @@ typedef struct fastreq {
 XS_INTERNAL(fast_http_receive);
 XS_INTERNAL(fast_http_send);
 
+/* pagi.connection and pagi.transport are made when first read: most apps
+ * never look at them, and making and freeing two blessed hashes was a
+ * good part of a request's cost. Until then the scope holds a
+ * placeholder with this magic (mg_ptr: the fastreq, mg_private: which
+ * one); reading it (a copy, a method call, a test) makes the object in
+ * its place, as it would stand now. Nothing outlives the request with
+ * this magic: http_start makes the objects of placeholders that can
+ * still be reached when it returns. */
+static int lazy_get(pTHX_ SV *sv, MAGIC *mg);
+static int lazy_set(pTHX_ SV *sv, MAGIC *mg);
+static MGVTBL lazy_vtbl = { lazy_get, lazy_set, NULL, NULL, NULL, NULL, NULL, NULL };
+enum { LAZY_CONNECTION, LAZY_TRANSPORT };
+
+static SV *lazy_new(pTHX_ fastreq *fr, int which) {
+    SV *ph = newSV(0);
+    MAGIC *mg = sv_magicext(ph, NULL, PERL_MAGIC_ext, &lazy_vtbl, (const char *)fr, 0);
+    mg->mg_private = (U16)which;
+    return ph;
+}
+
+/* Makes the object of placeholder `ph`, if it is one still. */
+static void lazy_resolve(pTHX_ fastreq *fr, SV *ph) {
+    /* Not SvMAGICAL: mg_get turns that off while a get runs. */
+    MAGIC *mg = SvTYPE(ph) >= SVt_PVMG ? mg_findext(ph, PERL_MAGIC_ext, &lazy_vtbl) : NULL;
+    HV *server, *obj;
+    int which;
+    dMY_CXT;
+    if (!mg) return;
+    which = mg->mg_private;
+    server = (HV *)SvRV(fr->server_rv);
+    obj = which == LAZY_CONNECTION ? new_cstate(aTHX_ server) : new_tstate(aTHX_ server, fr->id);
+    /* The magic may go while its own get runs (mg_get allows it). */
+    sv_unmagicext(ph, PERL_MAGIC_ext, &lazy_vtbl);
+    sv_setrv_noinc(ph, (SV *)obj);
+    sv_bless(ph, which == LAZY_CONNECTION ? MY_CXT.cs_stash : MY_CXT.ts_stash);
+    if (which == LAZY_CONNECTION && fr->started) cstate_started(aTHX_ ph);
+}
+
+static int lazy_get(pTHX_ SV *sv, MAGIC *mg) {
+    lazy_resolve(aTHX_ (fastreq *)mg->mg_ptr, sv);
+    return 0;
+}
+
+/* Assigned over before it was read: the app's value stays. */
+static int lazy_set(pTHX_ SV *sv, MAGIC *mg) {
+    PERL_UNUSED_ARG(mg);
+    sv_unmagicext(sv, PERL_MAGIC_ext, &lazy_vtbl);
+    return 0;
+}
+
 /* The request's Perl object, made (and registered) if it is not yet. */
 static HV *fast_materialize(pTHX_ fastreq *fr) {
     HV *req;
     dMY_CXT;
     if (fr->self) return (HV *)SvRV(fr->self);
+    /* The Perl request works with the objects. */
+    lazy_resolve(aTHX_ fr, fr->cstate);
+    lazy_resolve(aTHX_ fr, fr->tstate);
     fr->self = request_hash(aTHX_ (HV *)SvRV(fr->server_rv), fr->id, fr->flags, MY_CXT.req_stash, fr->cstate, fr->tstate);
     /* Before the app returns, the temporaries of whatever called this may
      * go first: http_start makes it mortal then. */
@@ -155,7 +210,7 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req;
     SV *app, *f, *err = NULL, *receive, *send;
     fastreq fr;
-    int n, fast = 0;
+    int n, fast = 0, kept;
     dSP;
     dMY_CXT;
     if (!server || !scope) croak("PAGI::Server: a server and a scope hash are needed");
@@ -167,10 +222,14 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     fr.flags = flags;
     fr.body = body;
     fr.more = more;
-    scope_prepare(aTHX_ server, scope, id, flags, &fr.cstate, &fr.tstate);
+    scope_prepare(aTHX_ server, scope, id, flags, NULL, NULL);
+    fr.cstate = lazy_new(aTHX_ &fr, LAZY_CONNECTION);
+    fr.tstate = lazy_new(aTHX_ &fr, LAZY_TRANSPORT);
+    PUTK(scope, K_CONNECTION, fr.cstate);
+    PUTK(scope, K_TRANSPORT, fr.tstate);
     /* The app may take them out of its scope. */
-    sv_2mortal(SvREFCNT_inc_simple(fr.cstate));
-    sv_2mortal(SvREFCNT_inc_simple(fr.tstate));
+    sv_2mortal(SvREFCNT_inc_simple_NN(fr.cstate));
+    sv_2mortal(SvREFCNT_inc_simple_NN(fr.tstate));
     receive = sv_2mortal(newRV_noinc((SV *)(fr.receive = fast_closure(aTHX_ fast_http_receive, &fr))));
     send = sv_2mortal(newRV_noinc((SV *)(fr.send = fast_closure(aTHX_ fast_http_send, &fr))));
 
@@ -202,10 +261,16 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
         call_req(aTHX_ fast_materialize(aTHX_ &fr), "_app_ran", f, err ? err : &PL_sv_undef);
         return;
     }
+    /* A placeholder that somebody can still reach (the scope is kept, or
+     * the value itself: the scope and this frame hold it otherwise) gets
+     * its object now, before this frame goes; the others go unread. */
+    kept = SvREFCNT(SvRV(scope_rv)) > 1;
+    if (kept || SvREFCNT(fr.cstate) > 2) lazy_resolve(aTHX_ &fr, fr.cstate);
+    if (kept || SvREFCNT(fr.tstate) > 2) lazy_resolve(aTHX_ &fr, fr.tstate);
     cstate_complete(aTHX_ fr.cstate);
     /* Detaching is only seen by those who hold the transport state: none
      * when only its scope (itself held by nobody else) and this frame do. */
-    if (SvREFCNT(SvRV(scope_rv)) > 1 || SvREFCNT(fr.tstate) > 2 || SvREFCNT(SvRV(fr.tstate)) > 1)
+    if (SvROK(fr.tstate) && (kept || SvREFCNT(fr.tstate) > 2 || SvREFCNT(SvRV(fr.tstate)) > 1))
         tstate_detach(aTHX_ fr.tstate);
     /* Closures the app kept must go on working (a late send is ignored)
      * once this frame, which they point to, is gone. */

@@ -252,15 +252,36 @@ static HV *hv_copy(pTHX_ HV *h) {
     return h && HvUSEDKEYS(h) ? newHVhv(h) : newHV();
 }
 
+/* The two state objects of a request's scope, blessed hashes as their
+ * classes' _for_request/new make them: ConnectionState (OPEN, the loop)
+ * and TransportState measuring the core's count for request `id`. */
+static HV *new_cstate(pTHX_ HV *server) {
+    HV *cs = newHV();
+    dMY_CXT;
+    PUTK(cs, K_STATE, newSViv(0));
+    PUTK(cs, K_LOOP, copy_of(aTHX_ GETK(server, K_LOOP_CACHE)));
+    return cs;
+}
+
+static HV *new_tstate(pTHX_ HV *server, UV id) {
+    HV *ts = newHV();
+    dMY_CXT;
+    PUTK(ts, K_NATIVE, copy_of(aTHX_ GETK(server, K_NATIVE)));
+    PUTK(ts, K_ID, newSVuv(id));
+    PUTK(ts, K_HIGH, copy_of(aTHX_ GETK(server, K_HIGH_MARK)));
+    PUTK(ts, K_LOW, copy_of(aTHX_ GETK(server, K_LOW_MARK)));
+    return ts;
+}
+
 /* What every request adds to its scope: the server's lifespan state
- * (copied) and extensions, pagi.connection (http scopes only, per the
- * spec) and pagi.transport. The two state objects are returned (not
+ * (copied) and extensions, and, unless cstate/tstate are NULL (the
+ * caller puts them in itself), pagi.connection (http scopes only, per
+ * the spec) and pagi.transport. The two state objects are returned (not
  * counted: the scope holds them); *cstate is NULL when there is none. */
 static void scope_prepare(pTHX_ HV *server, HV *scope, UV id, IV flags, SV **cstate, SV **tstate) {
-    HV *ext, *own, *ts;
-    SV *native, *tls = NULL;
+    HV *ext, *own;
+    SV *tls = NULL;
     dMY_CXT;
-    native = GETK(server, K_NATIVE);
 
     PUTK(scope, K_STATE, newRV_noinc((SV *)hv_copy(aTHX_ hash_of(GETK(server, K_STATE)))));
     /* Over TLS the core has put the connection's own `tls` entry in the
@@ -275,23 +296,14 @@ static void scope_prepare(pTHX_ HV *server, HV *scope, UV id, IV flags, SV **cst
         if (tls) (void)hv_stores(mine, "tls", tls);
         PUTK(scope, K_EXTENSIONS, newRV_noinc((SV *)mine));
     }
+    if (!cstate) return;
 
     *cstate = NULL;
     if (!(flags & (PAGI_F_SSE | PAGI_F_WEBSOCKET))) {
-        /* ConnectionState::_for_request: OPEN (0) and the loop. */
-        HV *cs = newHV();
-        PUTK(cs, K_STATE, newSViv(0));
-        PUTK(cs, K_LOOP, copy_of(aTHX_ GETK(server, K_LOOP_CACHE)));
-        *cstate = sv_bless(newRV_noinc((SV *)cs), MY_CXT.cs_stash);
+        *cstate = sv_bless(newRV_noinc((SV *)new_cstate(aTHX_ server)), MY_CXT.cs_stash);
         PUTK(scope, K_CONNECTION, *cstate);
     }
-    /* TransportState measuring the core's count for this request. */
-    ts = newHV();
-    PUTK(ts, K_NATIVE, copy_of(aTHX_ native));
-    PUTK(ts, K_ID, newSVuv(id));
-    PUTK(ts, K_HIGH, copy_of(aTHX_ GETK(server, K_HIGH_MARK)));
-    PUTK(ts, K_LOW, copy_of(aTHX_ GETK(server, K_LOW_MARK)));
-    *tstate = sv_bless(newRV_noinc((SV *)ts), MY_CXT.ts_stash);
+    *tstate = sv_bless(newRV_noinc((SV *)new_tstate(aTHX_ server, id)), MY_CXT.ts_stash);
     PUTK(scope, K_TRANSPORT, *tstate);
 }
 
