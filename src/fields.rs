@@ -9,11 +9,26 @@ pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// RFC 9110 token characters: what a field name may contain.
 fn is_token(name: &[u8]) -> bool {
-    !name.is_empty()
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.iter().all(|&b| TOKEN[usize::from(b)])
 }
+
+/// Which bytes are token characters, by value.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// Field values must never carry a line break or NUL onto the wire.
 fn is_safe_value(value: &[u8]) -> bool {
@@ -41,4 +56,30 @@ pub fn checked_fields(bridge: &Bridge, raw: &[(&[u8], &[u8])], drop_framing: boo
         out.push((name.to_vec(), value.to_vec()));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_rfc_9110_tchar() {
+        assert!(is_token(b"Content-Type"));
+        assert!(is_token(b"x!#$%&'*+-.^_`|~09az"));
+        assert!(!is_token(b""));
+        for bad in [
+            &b"a b"[..],
+            b"a:b",
+            b"a\r",
+            b"a\x7f",
+            b"a\x80",
+            b"(a)",
+            b"a\"",
+            b"a/b",
+        ] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
+        assert!(is_safe_value(b"text/plain; q=\x80"));
+        assert!(!is_safe_value(b"a\nb"));
+    }
 }

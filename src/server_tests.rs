@@ -141,3 +141,15 @@ fn a_websocket_accept_goes_out_once_with_the_subprotocol_last() {
     c.send_start(shared.id, 403, &[]);
     assert_eq!(c.ws_accept(shared.id, None, &[]), SendState::Gone);
 }
+
+#[test]
+fn request_ids_spread_over_the_table() {
+    use std::hash::BuildHasher;
+    // Sequential ids must differ in the low bits (the bucket) and the top
+    // seven (the tag).
+    let h: Vec<u64> = (1..=64u64).map(|id| IdHash.hash_one(id)).collect();
+    let buckets: std::collections::HashSet<u64> = h.iter().map(|x| x & 63).collect();
+    let tags: std::collections::HashSet<u64> = h.iter().map(|x| x >> 57).collect();
+    assert!(buckets.len() > 32, "{} buckets", buckets.len());
+    assert!(tags.len() > 32, "{} tags", tags.len());
+}

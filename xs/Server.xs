@@ -31,9 +31,12 @@ static void croak_panic(pTHX_ PagiServer *s) {
     croak_sv(sv_2mortal(newSVpvn((const char *)t, n)));
 }
 
-/* Packs [[name, value], ...] as u32 count + (u32 len, bytes) pairs. */
+/* Packs [[name, value], ...] as u32 count + (u32 len, bytes) pairs, into
+ * the interpreter's packing buffer (valid until the next call). Dies on a
+ * malformed list or an unsafe name or value. */
 static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
-    AV *av; SSize_t i, count; SV *buf; uint32_t c;
+    AV *av; SSize_t i, count; STRLEN need; char *w, *end; uint32_t c;
+    dMY_CXT;
     if (!SvROK(headers) || SvTYPE(SvRV(headers)) != SVt_PVAV)
         croak("headers must be an array reference of [name, value] pairs");
     av = (AV *)SvRV(headers);
@@ -41,43 +44,62 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
     /* The core reads u32 counts and lengths here. */
     if ((uint64_t)count > UINT32_MAX)
         croak("too many headers (%ld)", (long)count);
-    buf = sv_2mortal(newSV(64 + count * 48));
-    SvPOK_on(buf);
-    SvCUR_set(buf, 0);
-    c = (uint32_t)count;
-    sv_catpvn(buf, (const char *)&c, 4);
+    /* First the checks and the size, then one copy. */
+    need = 4;
     for (i = 0; i < count; i++) {
         SV **pair = av_fetch(av, i, 0);
-        AV *p; SV **n, **v; const char *s; STRLEN l; uint32_t l32; int k;
+        AV *p; SV **nv[2]; int k;
         if (!pair || !SvROK(*pair) || SvTYPE(SvRV(*pair)) != SVt_PVAV)
             croak("header %ld must be a [name, value] array reference", (long)i);
         p = (AV *)SvRV(*pair);
-        n = av_fetch(p, 0, 0);
-        v = av_fetch(p, 1, 0);
-        if (!n || !v || !SvOK(*n) || !SvOK(*v))
+        nv[0] = av_fetch(p, 0, 0);
+        nv[1] = av_fetch(p, 1, 0);
+        if (!nv[0] || !nv[1] || !SvOK(*nv[0]) || !SvOK(*nv[1]))
             croak("header %ld must have a defined name and value", (long)i);
         for (k = 0; k < 2; k++) {
-            STRLEN j;
-            s = SvPVbyte(k ? *v : *n, l);
+            STRLEN j, l;
+            const unsigned char *s = (const unsigned char *)SvPVbyte(*nv[k], l);
             /* Header byte safety: refuse rather than rewrite (spec). */
             for (j = 0; j < l; j++) {
-                unsigned char ch = (unsigned char)s[j];
+                unsigned char ch = s[j];
+                if (ch >= 0x20 && ch != 0x7f) continue;
                 if (ch == '\r' || ch == '\n' || ch == 0)
                     croak(k ? "Invalid header value: contains CR, LF, or null byte\n"
                             : "Invalid header name: contains CR, LF, or null byte\n");
-                if (!k && (ch < 0x20 || ch == 0x7f))
+                if (!k)
                     croak("Invalid header name: contains control characters\n");
             }
             if ((uint64_t)l > UINT32_MAX)
                 croak("header %ld: %s is too long (%lu bytes)", (long)i, k ? "value" : "name",
                       (unsigned long)l);
-            l32 = (uint32_t)l;
-            sv_catpvn(buf, (const char *)&l32, 4);
-            sv_catpvn(buf, s, l);
+            need += 4 + l;
         }
     }
-    *out_len = SvCUR(buf);
-    return SvPVX(buf);
+    if (need > MY_CXT.pack_cap) {
+        MY_CXT.pack_cap = need < 256 ? 256 : need * 2;
+        Renew(MY_CXT.pack, MY_CXT.pack_cap, char);
+    }
+    w = MY_CXT.pack;
+    end = w + need;
+    c = (uint32_t)count;
+    memcpy(w, &c, 4); w += 4;
+    for (i = 0; i < count; i++) {
+        AV *p = (AV *)SvRV(*av_fetch(av, i, 0));
+        int k;
+        for (k = 0; k < 2; k++) {
+            STRLEN l;
+            /* Byte strings now: the first pass downgraded them. */
+            const char *s = SvPVbyte_nomg(*av_fetch(p, k, 0), l);
+            uint32_t l32 = (uint32_t)l;
+            /* Only an overloaded object can answer differently twice. */
+            if ((STRLEN)(end - w) < 4 + l)
+                croak("header %ld changed while it was read", (long)i);
+            memcpy(w, &l32, 4); w += 4;
+            memcpy(w, s, l); w += l;
+        }
+    }
+    *out_len = (STRLEN)(w - MY_CXT.pack);
+    return MY_CXT.pack;
 }
 
 /* Hands body bytes to the core. A large body is read in place: the core

@@ -65,6 +65,9 @@ typedef struct {
      * to, kept for the next ones (xs/http_fast.h). */
     CV *spare[16];
     int nspare;
+    /* pack_headers' buffer, grown as needed and kept. */
+    char *pack;
+    STRLEN pack_cap;
 } my_cxt_t;
 START_MY_CXT
 
@@ -88,6 +91,8 @@ static void cxt_boot(pTHX) {
     MY_CXT.current = NULL;
     MY_CXT.pp_future = -1;
     MY_CXT.nspare = 0;
+    MY_CXT.pack = NULL;
+    MY_CXT.pack_cap = 0;
 }
 
 /* hv's value under a shared key, or NULL. */

@@ -56,10 +56,11 @@ static SV *rd_sv_shared(pTHX_ reader *r, int first, int last) {
 }
 
 static SV *pair_av(pTHX_ SV *a, SV *b) {
-    AV *av = newAV();
-    av_extend(av, 1);
-    av_push(av, a);
-    av_push(av, b);
+    /* Filled in place: av_push checks and grows for each element. */
+    AV *av = newAV_alloc_x(2);
+    AvARRAY(av)[0] = a;
+    AvARRAY(av)[1] = b;
+    AvFILLp(av) = 1;
     return newRV_noinc((SV *)av);
 }
 
