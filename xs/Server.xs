@@ -31,11 +31,26 @@ static void croak_panic(pTHX_ PagiServer *s) {
     croak_sv(sv_2mortal(newSVpvn((const char *)t, n)));
 }
 
+/* A header name or value as bytes. An integer (a content-length, as
+ * often as not) is spelled into `tmp` (24 bytes) instead of being given a
+ * string of its own; `nomg`: get-magic has run already. */
+static const char *field_bytes(pTHX_ SV *sv, char *tmp, STRLEN *len, int nomg) {
+    if (SvIOK(sv) && !SvPOK(sv) && !SvGMAGICAL(sv) && !SvIsUV(sv) && SvIVX(sv) >= 0) {
+        UV v = (UV)SvIVX(sv);
+        char *e = tmp + 24, *w = e;
+        do { *--w = (char)('0' + v % 10); v /= 10; } while (v);
+        *len = (STRLEN)(e - w);
+        return w;
+    }
+    return nomg ? SvPVbyte_nomg(sv, *len) : SvPVbyte(sv, *len);
+}
+
 /* Packs [[name, value], ...] as u32 count + (u32 len, bytes) pairs, into
  * the interpreter's packing buffer (valid until the next call). Dies on a
  * malformed list or an unsafe name or value. */
 static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
     AV *av; SSize_t i, count; STRLEN need; char *w, *end; uint32_t c;
+    char tmp[24];
     dMY_CXT;
     if (!SvROK(headers) || SvTYPE(SvRV(headers)) != SVt_PVAV)
         croak("headers must be an array reference of [name, value] pairs");
@@ -58,7 +73,7 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
             croak("header %ld must have a defined name and value", (long)i);
         for (k = 0; k < 2; k++) {
             STRLEN j, l;
-            const unsigned char *s = (const unsigned char *)SvPVbyte(*nv[k], l);
+            const unsigned char *s = (const unsigned char *)field_bytes(aTHX_ *nv[k], tmp, &l, 0);
             /* Header byte safety: refuse rather than rewrite (spec). */
             for (j = 0; j < l; j++) {
                 unsigned char ch = s[j];
@@ -89,7 +104,7 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
         for (k = 0; k < 2; k++) {
             STRLEN l;
             /* Byte strings now: the first pass downgraded them. */
-            const char *s = SvPVbyte_nomg(*av_fetch(p, k, 0), l);
+            const char *s = field_bytes(aTHX_ *av_fetch(p, k, 0), tmp, &l, 1);
             uint32_t l32 = (uint32_t)l;
             /* Only an overloaded object can answer differently twice. */
             if ((STRLEN)(end - w) < 4 + l)
