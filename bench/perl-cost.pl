@@ -7,10 +7,19 @@
 #
 #   perl bench/perl-cost.pl [--seconds 5] [--connections 50] [--runs 3]
 #                           [--reference CHECKOUT]
+#   perl bench/perl-cost.pl --instructions [--seconds 10]
 #
 # Run `make` first: this build is loaded from blib/. With --reference, the
 # reference server (a checkout of PAGI-Server) is measured the same way;
 # its one thread does everything, the network included.
+#
+# With --instructions, both are counted in instructions instead, under
+# valgrind's callgrind (Debian package valgrind): the floor as the
+# difference between 11,000 and 1,000 app calls, the server's Perl side as
+# everything its batch dispatch runs (the app included) over a wrk run of
+# 20 connections, divided by the requests answered. Counts do not depend on
+# what else the machine is doing, so two builds can be compared on a busy
+# machine; they leave out the kernel's part (system calls, wake-ups).
 #
 # The floor calls the app with a scope like the server's and a $send and
 # $receive that return done Futures, so it counts the app's own work: its
@@ -27,8 +36,8 @@ use Time::HiRes qw(time);
 use Future;
 
 my %opt = (seconds => 5, connections => 50, runs => 3);
-GetOptions(\%opt, 'seconds=i', 'connections=i', 'runs=i', 'reference=s')
-    or die "usage: $0 [--seconds N] [--connections N] [--runs N] [--reference CHECKOUT]\n";
+GetOptions(\%opt, 'seconds=i', 'connections=i', 'runs=i', 'reference=s', 'instructions', 'floor-calls=i')
+    or die "usage: $0 [--seconds N] [--connections N] [--runs N] [--reference CHECKOUT] [--instructions]\n";
 die "--runs must be at least 1\n" if $opt{runs} < 1;
 
 my $here = abs_path(dirname(__FILE__) . '/..');
@@ -38,11 +47,9 @@ my $tick = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
 # The floor: CPU seconds of this process per app call, over enough calls
 # to last about a second.
-sub floor_us {
-    my $done    = Future->done;
-    my $send    = sub { $done };
-    my $receive = sub { Future->done({ type => 'http.request', body => '', more => 0 }) };
-    my $scope   = {
+# The scope the floor calls the app with: as the server's for wrk's GET.
+sub floor_scope {
+    return {
         type => 'http', pagi => { version => '0.3', spec_version => '0.3' },
         http_version => '1.1', method => 'GET', scheme => 'http', path => '/',
         raw_path => '/', query_string => '', root_path => '',
@@ -50,6 +57,13 @@ sub floor_us {
         client => ['127.0.0.1', 40000], server => ['127.0.0.1', 8080],
         state => {}, extensions => {},
     };
+}
+
+sub floor_us {
+    my $done    = Future->done;
+    my $send    = sub { $done };
+    my $receive = sub { Future->done({ type => 'http.request', body => '', more => 0 }) };
+    my $scope   = floor_scope();
     my $n = 200_000;
     $app->($scope, $receive, $send) for 1 .. 1000;    # warm up
     my @t0 = times;
@@ -108,6 +122,80 @@ sub served_us {
     waitpid $pid, 0;
     die $err unless $ok;
     return @$ok;
+}
+
+# --- instruction counts (--instructions) ---------------------------------
+
+if (defined $opt{'floor-calls'}) {
+    # Run under callgrind by count_floor: the app, that many times.
+    my ($done, $scope) = (Future->done, floor_scope());
+    my $send = sub { $done };
+    my $receive = sub { Future->done({ type => 'http.request', body => '', more => 0 }) };
+    $app->($scope, $receive, $send) for 1 .. $opt{'floor-calls'};
+    exit 0;
+}
+
+# Total instructions in the callgrind files whose names start with $out.
+sub callgrind_total {
+    my ($out) = @_;
+    my $total = 0;
+    for my $f (glob "$out*") {
+        open my $fh, '<', $f or die "cannot read $f: $!\n";
+        while (<$fh>) { $total += $1 if /^totals:\s*(\d+)/ }
+    }
+    return $total;
+}
+
+sub count_floor {
+    my ($dir) = @_;
+    my %n;
+    for my $calls (1000, 11000) {
+        my $out = "$dir/floor.$calls";
+        system('valgrind', '--tool=callgrind', "--callgrind-out-file=$out", '-q', $^X, $0, '--floor-calls', $calls) == 0
+            or die "valgrind failed on the floor (is Debian's valgrind installed?)\n";
+        $n{$calls} = callgrind_total($out);
+    }
+    return ($n{11000} - $n{1000}) / 10_000;
+}
+
+# The server under callgrind, counting only its batch dispatch (which runs
+# the apps); wrk's requests answered divide the count.
+sub count_served {
+    my ($dir) = @_;
+    my $out = "$dir/served";
+    local $ENV{PERL5LIB} = "$here/blib/arch:$here/blib/lib" . ($ENV{PERL5LIB} ? ":$ENV{PERL5LIB}" : '');
+    my $pid = open(my $port_fh, '-|', 'valgrind', '--tool=callgrind', "--callgrind-out-file=$out", '-q',
+        '--toggle-collect=XS_PAGI__Server__Native_dispatch', $^X, "$here/bench/serve.pl", 'hello')
+        // die "cannot start valgrind: $!\n";
+    my $n = eval {
+        local $SIG{ALRM} = sub { die "the server printed no port within 120 s\n" };
+        alarm 120;
+        my $port = <$port_fh>;
+        alarm 0;
+        die "the server printed no port\n" unless defined $port && $port =~ /\A(\d+)\s*\z/;
+        my $report = `wrk -t1 -c20 -d$opt{seconds}s http://127.0.0.1:$1/`;
+        my ($n) = $report =~ /(\d+) requests in/ or die "wrk printed no count:\n$report";
+        die "wrk saw errors:\n$report" if $report =~ /Non-2xx|Socket errors/;
+        # Written now: a server under valgrind can take long to stop.
+        system("callgrind_control -d $pid >/dev/null 2>&1") == 0 or die "callgrind_control failed\n";
+        $n;
+    };
+    my $err = $@;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+    die $err if $err;
+    return callgrind_total("$out.") / $n;
+}
+
+if ($opt{instructions}) {
+    require File::Temp;
+    my $dir = File::Temp::tempdir(CLEANUP => 1);
+    $opt{seconds} = 10 if $opt{seconds} == 5;
+    my $floor  = count_floor($dir);
+    my $served = count_served($dir);
+    printf "instructions per hello request: floor %.0f, through this build %.0f, difference %.0f\n",
+        $floor, $served, $served - $floor;
+    exit 0;
 }
 
 sub median { my @s = sort { $a <=> $b } @_; return $s[$#s / 2] }
