@@ -15,14 +15,22 @@
 #
 #   bench/compare.sh REFERENCE_CHECKOUT
 #   DURATION=10 ROUNDS=3 FIGURES="hello close" bench/compare.sh ...
+#   CEILING=1 bench/compare.sh ...
 #
-# Needs wrk, curl and starman (apt-get install wrk curl starman), and, for
-# the reference, HTTP::Parser::XS. Run `make` first.
+# With CEILING=1, nginx (one worker) takes its turn too, answering hello,
+# close and stream from C with no app (bench/nginx.sh): the most that this
+# machine and wrk allow any server, measured in the same rounds.
+#
+# Needs wrk, curl and starman (apt-get install wrk curl starman), nginx for
+# CEILING=1, and, for the reference, HTTP::Parser::XS. Run `make` first.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 rounds="${ROUNDS:-3}"
 figures="${FIGURES:-hello close stream post}"
 . "$(dirname "$0")/starman.sh"
+. "$(dirname "$0")/nginx.sh"
+servers="ours reference starman"
+[ "${CEILING:-0}" = 1 ] && servers="$servers nginx"
 
 head -c 65536 /dev/urandom >"$tmp/body"
 
@@ -56,12 +64,17 @@ measure() {
     ours)      start_server ours "$here/blib/arch:$here/blib/lib" "$app" ;;
     reference) start_server reference "$ref/lib" "$app" ;;
     starman)   start_starman starman "$app" ;;
+    nginx)     start_nginx nginx "$fig" ;;
     esac
     check "$name" "$fig"
     wrk -t1 -c"$conns" -d2s "${args[@]}" "http://127.0.0.1:$port/" >/dev/null
     wrk -t1 -c"$conns" -d"${dur}s" "${args[@]}" "http://127.0.0.1:$port/" >"$tmp/$name.wrk"
     grep -E "Non-2xx|Socket errors" "$tmp/$name.wrk" | sed "s/^/$name $fig: wrk: /" >&2 || true
-    if [ "$name" = starman ]; then stop_starman; else stop_server; fi
+    case "$name" in
+    starman) stop_starman ;;
+    nginx)   stop_nginx ;;
+    *)       stop_server ;;
+    esac
     rps "$name" >>"$tmp/$name.$fig.r"
 }
 
@@ -71,7 +84,9 @@ stats() { sort -g "$1" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)], v
 for r in $(seq 1 "$rounds"); do
     for fig in $figures; do
         line="round $r $fig:"
-        for name in ours reference starman; do
+        for name in $servers; do
+            # nginx has no echo app.
+            [ "$name" = nginx ] && [ "$fig" = post ] && continue
             measure "$name" "$fig"
             line="$line $name $(tail -n1 "$tmp/$name.$fig.r")"
         done
@@ -92,4 +107,11 @@ for fig in $figures; do
     printf '  %-7s this build %s (%s-%s), reference %s (%s-%s), starman %s (%s-%s)%s; %sx reference, %sx starman\n' \
         "$fig" "$om" "$omin" "$omax" "$rm" "$rmin" "$rmax" "$sm" "$smin" "$smax" "$unit" \
         "$(ratio "$om" "$rm")" "$(ratio "$om" "$sm")"
+    if [ -s "$tmp/nginx.$fig.r" ]; then
+        read -r nm nmin nmax <<<"$(stats "$tmp/nginx.$fig.r")"
+        size=""
+        [ "$fig" = stream ] && size=" = $(mbs "$nm" 1048576) MB/s"
+        printf '          ceiling (nginx, no app) %s (%s-%s)%s = %sx reference, %sx starman; this build is %sx of it\n' \
+            "$nm" "$nmin" "$nmax" "$size" "$(ratio "$nm" "$rm")" "$(ratio "$nm" "$sm")" "$(ratio "$om" "$nm")"
+    fi
 done
