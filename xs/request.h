@@ -91,13 +91,22 @@ static SV *req_result(pTHX_ HV *req, int rc) {
  * (nothing is sent) on a bad one. */
 static uint16_t start_status(pTHX_ SV *status, SV *headers) {
     STRLEN sl; const char *st;
-    st = IS_DEFINED(status) ? SvPV(status, sl) : (sl = 0, "");
-    if (sl != 3 || st[0] < '1' || st[0] > '5' || !isDIGIT(st[1]) || !isDIGIT(st[2]))
-        croak("http.response.start: status must be an integer between 100 and 599\n");
+    uint16_t code;
+    /* An integer (as nearly every app gives it) is read as one: spelling
+     * it out costs a string. */
+    if (status && SvIOK(status) && !SvPOK(status) && !SvGMAGICAL(status) && !SvIsUV(status)
+        && SvIVX(status) >= 100 && SvIVX(status) <= 599)
+        code = (uint16_t)SvIVX(status);
+    else {
+        st = IS_DEFINED(status) ? SvPV(status, sl) : (sl = 0, "");
+        if (sl != 3 || st[0] < '1' || st[0] > '5' || !isDIGIT(st[1]) || !isDIGIT(st[2]))
+            croak("http.response.start: status must be an integer between 100 and 599\n");
+        code = (uint16_t)((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0'));
+    }
     if (IS_DEFINED(headers)
         && !(SvROK(headers) && SvTYPE(SvRV(headers)) == SVt_PVAV && !SvOBJECT(SvRV(headers))))
         croak("http.response.start: headers must be an array reference\n");
-    return (uint16_t)((st[0] - '0') * 100 + (st[1] - '0') * 10 + (st[2] - '0'));
+    return code;
 }
 
 /* Hands a checked response head to the core. Returns the core's code. */
