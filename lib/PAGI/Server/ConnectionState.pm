@@ -237,6 +237,11 @@ Although the key is called I<connection>, the object belongs to one request:
 the next request on a keep-alive connection gets a new object that starts out
 connected and with no response started.
 
+For a plain HTTP request the object is made the first time anything reads
+the key (a read, a copy of the scope, a method call), as it stands at that
+moment; a request whose application never looks costs nothing for it. Its
+behaviour is the same either way.
+
 A request ends in one of two ways, and the object reports each one separately:
 
 =over 4

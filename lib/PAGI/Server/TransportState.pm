@@ -237,6 +237,9 @@ the server-side counterpart of C<bufferedAmount> in the browser's WebSocket
 API. The contract is the "Transport Flow Control" section of
 L<PAGI::Spec::Www>.
 
+As with C<pagi.connection>, a plain HTTP request's object is made the first
+time anything reads the key.
+
 The object holds no socket. The server gives it small pieces of code that
 measure the backlog and report the marks, so every read is current and the
 same object works whatever carries the bytes.
