@@ -144,3 +144,35 @@ mbs() { awk -v r="$1" -v s="$2" 'BEGIN { printf "%.0f", r * s / 1e6 }'; }
 # notes NAME TOOL ERRORS: " [NAME: TOOL ERRORS]", or nothing if ERRORS is
 # empty.
 notes() { if [ -n "$3" ]; then echo " [$1: $2 $3]"; fi; }
+
+# wait_http NAME WHAT: waits up to 10 s for a server started in the
+# background ($pid) to answer on http://127.0.0.1:$port/; if it does not,
+# shows $tmp/NAME.err and exits. WHAT names it in the message.
+wait_http() {
+    local name="$1" what="$2" i
+    for i in $(seq 1 100); do
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$name ($what) did not start:" >&2
+    cat "$tmp/$name.err" >&2
+    exit 1
+}
+
+# stop_tree WHAT: stop_server for a server with worker processes, then
+# checks that the workers it had at the end are gone too (killing any
+# left).
+stop_tree() {
+    local what="$1" kids i k left
+    kids="$(pgrep -P "$pid" | tr '\n' ' ' || true)"
+    stop_server
+    for i in $(seq 1 50); do
+        left=""
+        for k in $kids; do kill -0 "$k" 2>/dev/null && left="$left $k"; done
+        [ -z "$left" ] && return 0
+        sleep 0.1
+    done
+    echo "$what workers outlived their master:$left; killing them" >&2
+    for k in $left; do kill -9 "$k" 2>/dev/null || true; done
+}

@@ -13,7 +13,7 @@
 # A free port is found by binding port 0 first, as for Starman.
 
 start_nginx() {
-    local name="$1" fig="$2" i dir="$tmp/nginx"
+    local name="$1" fig="$2" dir="$tmp/nginx"
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] \
         || { echo "nginx is not installed (apt-get install nginx)" >&2; exit 1; }
     server="$name"
@@ -28,7 +28,7 @@ worker_processes 1;
 daemon off;
 master_process on;
 pid $dir/nginx.pid;
-error_log $dir/error.log;
+error_log stderr;
 events { worker_connections 4096; }
 http {
     access_log off;
@@ -49,26 +49,7 @@ http {
 CONF
     "$(command -v nginx || echo /usr/sbin/nginx)" -c "$dir/nginx.conf" -p "$dir" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pid=$!
-    for i in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$name (nginx) did not start:" >&2
-    cat "$tmp/$name.err" "$dir/error.log" >&2 2>/dev/null
-    exit 1
+    wait_http "$name" nginx
 }
 
-stop_nginx() {
-    local kids i k left
-    kids="$(pgrep -P "$pid" | tr '\n' ' ' || true)"
-    stop_server
-    for i in $(seq 1 50); do
-        left=""
-        for k in $kids; do kill -0 "$k" 2>/dev/null && left="$left $k"; done
-        [ -z "$left" ] && return 0
-        sleep 0.1
-    done
-    echo "nginx workers outlived their master:$left; killing them" >&2
-    for k in $left; do kill -9 "$k" 2>/dev/null || true; done
-}
+stop_nginx() { stop_tree nginx; }

@@ -13,34 +13,14 @@
 # own defaults otherwise.
 
 start_starman() {
-    local name="$1" app="$2" i
+    local name="$1" app="$2"
     command -v starman >/dev/null || { echo "starman is not installed (apt-get install starman)" >&2; exit 1; }
     server="$name"
     port="$(perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1", LocalPort => 0) or die "$!\n"; print $s->sockport')"
     PAGI_BENCH_APP="$app" starman --workers 1 --max-requests 1000000000 --listen "127.0.0.1:$port" \
         "$here/bench/apps.psgi" >"$tmp/$name.out" 2>"$tmp/$name.err" &
     pid=$!
-    for i in $(seq 1 100); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$name (starman) did not start:" >&2
-    cat "$tmp/$name.err" >&2
-    exit 1
+    wait_http "$name" starman
 }
 
-# The workers to check are those alive at the end.
-stop_starman() {
-    local kids i k
-    kids="$(pgrep -P "$pid" | tr '\n' ' ' || true)"
-    stop_server
-    for i in $(seq 1 50); do
-        local left=""
-        for k in $kids; do kill -0 "$k" 2>/dev/null && left="$left $k"; done
-        [ -z "$left" ] && return 0
-        sleep 0.1
-    done
-    echo "starman workers outlived their master:$left; killing them" >&2
-    for k in $left; do kill -9 "$k" 2>/dev/null || true; done
-}
+stop_starman() { stop_tree starman; }

@@ -56,6 +56,11 @@ my %route = (
         my $ref = delete $kept{ref} or return 'nothing kept';
         return ref $$ref;
     },
+    '/arg' => async sub { return 'arg' },
+    '/argread' => async sub {
+        my $ref = delete $kept{arg} or return 'nothing kept';
+        return state_of($$ref->{'pagi.connection'});
+    },
     # Assigned over before anything read it: the app's value stays.
     '/assign' => async sub {
         my ($scope) = @_;
@@ -88,6 +93,8 @@ my %route = (
 my $app = async sub {
     my ($scope, $receive, $send) = @_;
     return unless $scope->{type} eq 'http';
+    # The very reference the server called the app with, kept.
+    $kept{arg} = \$_[0] if $scope->{path} eq '/arg';
     my $started;
     my $start = async sub {
         $started = 1;
@@ -121,6 +128,9 @@ is(get('/kept'), 'PAGI::Server::ConnectionState connected 0 started 1 PAGI::Serv
     'read after its request ended: the objects as the request left them');
 is(get('/ref'), 'ref', 'a request keeps a reference to its pagi.transport, unread');
 is(get('/deref'), 'PAGI::Server::TransportState', 'the reference reaches the object after the request');
+is(get('/arg'), 'arg', 'a request keeps the reference its app was called with');
+is(get('/argread'), 'PAGI::Server::ConnectionState connected 0 started 1',
+    'through it, the scope has its objects after the request');
 is(get('/assign'), 'mine undef', 'values the app assigned stay');
 is(get('/delete'), 'PAGI::Server::ConnectionState connected 1 started 0 gone', 'a deleted value is the object');
 is(get('/keys'), 'pagi.connection,pagi.transport,exists', 'both keys are there before anything read them');

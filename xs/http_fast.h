@@ -261,10 +261,11 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
         call_req(aTHX_ fast_materialize(aTHX_ &fr), "_app_ran", f, err ? err : &PL_sv_undef);
         return;
     }
-    /* A placeholder that somebody can still reach (the scope is kept, or
-     * the value itself: the scope and this frame hold it otherwise) gets
+    /* A placeholder that somebody can still reach (the scope is kept, by
+     * its hash or by the reference the app was called with, or the value
+     * itself: the scope and this frame hold it otherwise) gets
      * its object now, before this frame goes; the others go unread. */
-    kept = SvREFCNT(SvRV(scope_rv)) > 1;
+    kept = SvREFCNT(scope_rv) > 1 || SvREFCNT(SvRV(scope_rv)) > 1;
     if (kept || SvREFCNT(fr.cstate) > 2) lazy_resolve(aTHX_ &fr, fr.cstate);
     if (kept || SvREFCNT(fr.tstate) > 2) lazy_resolve(aTHX_ &fr, fr.tstate);
     cstate_complete(aTHX_ fr.cstate);
