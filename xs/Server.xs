@@ -45,11 +45,72 @@ static const char *field_bytes(pTHX_ SV *sv, char *tmp, STRLEN *len, int nomg) {
     return nomg ? SvPVbyte_nomg(sv, *len) : SvPVbyte(sv, *len);
 }
 
+/* Dies unless `s` may go on the wire as header name (k 0) or value (k 1)
+ * number i. */
+static void check_field(pTHX_ const unsigned char *s, STRLEN l, int k, SSize_t i) {
+    STRLEN j;
+    for (j = 0; j < l; j++) {
+        unsigned char ch = s[j];
+        if (ch >= 0x20 && ch != 0x7f) continue;
+        if (ch == '\r' || ch == '\n' || ch == 0)
+            croak(k ? "Invalid header value: contains CR, LF, or null byte\n"
+                    : "Invalid header name: contains CR, LF, or null byte\n");
+        if (!k)
+            croak("Invalid header name: contains control characters\n");
+    }
+    if ((uint64_t)l > UINT32_MAX)
+        croak("header %ld: %s is too long (%lu bytes)", (long)i, k ? "value" : "name",
+              (unsigned long)l);
+}
+
+/* The [name, value] pair number i of av, checked for shape. */
+static AV *header_pair(pTHX_ AV *av, SSize_t i, SV ***nv) {
+    SV **pair = av_fetch(av, i, 0);
+    AV *p;
+    if (!pair || !SvROK(*pair) || SvTYPE(SvRV(*pair)) != SVt_PVAV)
+        croak("header %ld must be a [name, value] array reference", (long)i);
+    p = (AV *)SvRV(*pair);
+    nv[0] = av_fetch(p, 0, 0);
+    nv[1] = av_fetch(p, 1, 0);
+    if (!nv[0] || !nv[1] || !SvOK(*nv[0]) || !SvOK(*nv[1]))
+        croak("header %ld must have a defined name and value", (long)i);
+    return p;
+}
+
+/* Reading it runs no Perl code (no get magic, no overloading). */
+#define FIELD_PLAIN(sv) (!SvGMAGICAL(sv) && !SvROK(sv))
+
+/* One pass into a new mortal buffer, each field read once, for lists
+ * with a field whose reading may run Perl code (which may change the
+ * list, or pack other headers). */
+static char *pack_headers_once(pTHX_ AV *av, SSize_t count, STRLEN *out_len) {
+    SV *buf = sv_2mortal(newSV(64 + count * 48));
+    SSize_t i; uint32_t c = (uint32_t)count;
+    char tmp[24];
+    SvPOK_on(buf);
+    SvCUR_set(buf, 0);
+    sv_catpvn(buf, (const char *)&c, 4);
+    for (i = 0; i < count; i++) {
+        SV **nv[2]; int k;
+        (void)header_pair(aTHX_ av, i, nv);
+        for (k = 0; k < 2; k++) {
+            STRLEN l; uint32_t l32;
+            const char *s = field_bytes(aTHX_ *nv[k], tmp, &l, 0);
+            check_field(aTHX_ (const unsigned char *)s, l, k, i);
+            l32 = (uint32_t)l;
+            sv_catpvn(buf, (const char *)&l32, 4);
+            sv_catpvn(buf, s, l);
+        }
+    }
+    *out_len = SvCUR(buf);
+    return SvPVX(buf);
+}
+
 /* Packs [[name, value], ...] as u32 count + (u32 len, bytes) pairs, into
  * the interpreter's packing buffer (valid until the next call). Dies on a
  * malformed list or an unsafe name or value. */
 static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
-    AV *av; SSize_t i, count; STRLEN need; char *w, *end; uint32_t c;
+    AV *av; SSize_t i, count; STRLEN need; char *w; uint32_t c;
     char tmp[24];
     dMY_CXT;
     if (!SvROK(headers) || SvTYPE(SvRV(headers)) != SVt_PVAV)
@@ -59,34 +120,18 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
     /* The core reads u32 counts and lengths here. */
     if ((uint64_t)count > UINT32_MAX)
         croak("too many headers (%ld)", (long)count);
-    /* First the checks and the size, then one copy. */
+    /* First the checks and the size, then one copy: only while no Perl
+     * code can run in between. */
     need = 4;
     for (i = 0; i < count; i++) {
-        SV **pair = av_fetch(av, i, 0);
-        AV *p; SV **nv[2]; int k;
-        if (!pair || !SvROK(*pair) || SvTYPE(SvRV(*pair)) != SVt_PVAV)
-            croak("header %ld must be a [name, value] array reference", (long)i);
-        p = (AV *)SvRV(*pair);
-        nv[0] = av_fetch(p, 0, 0);
-        nv[1] = av_fetch(p, 1, 0);
-        if (!nv[0] || !nv[1] || !SvOK(*nv[0]) || !SvOK(*nv[1]))
-            croak("header %ld must have a defined name and value", (long)i);
+        SV **nv[2]; int k;
+        (void)header_pair(aTHX_ av, i, nv);
+        if (!FIELD_PLAIN(*nv[0]) || !FIELD_PLAIN(*nv[1]))
+            return pack_headers_once(aTHX_ av, count, out_len);
         for (k = 0; k < 2; k++) {
-            STRLEN j, l;
-            const unsigned char *s = (const unsigned char *)field_bytes(aTHX_ *nv[k], tmp, &l, 0);
-            /* Header byte safety: refuse rather than rewrite (spec). */
-            for (j = 0; j < l; j++) {
-                unsigned char ch = s[j];
-                if (ch >= 0x20 && ch != 0x7f) continue;
-                if (ch == '\r' || ch == '\n' || ch == 0)
-                    croak(k ? "Invalid header value: contains CR, LF, or null byte\n"
-                            : "Invalid header name: contains CR, LF, or null byte\n");
-                if (!k)
-                    croak("Invalid header name: contains control characters\n");
-            }
-            if ((uint64_t)l > UINT32_MAX)
-                croak("header %ld: %s is too long (%lu bytes)", (long)i, k ? "value" : "name",
-                      (unsigned long)l);
+            STRLEN l;
+            const char *s = field_bytes(aTHX_ *nv[k], tmp, &l, 0);
+            check_field(aTHX_ (const unsigned char *)s, l, k, i);
             need += 4 + l;
         }
     }
@@ -95,20 +140,16 @@ static char *pack_headers(pTHX_ SV *headers, STRLEN *out_len) {
         Renew(MY_CXT.pack, MY_CXT.pack_cap, char);
     }
     w = MY_CXT.pack;
-    end = w + need;
     c = (uint32_t)count;
     memcpy(w, &c, 4); w += 4;
     for (i = 0; i < count; i++) {
-        AV *p = (AV *)SvRV(*av_fetch(av, i, 0));
-        int k;
+        SV **nv[2]; int k;
+        (void)header_pair(aTHX_ av, i, nv);
         for (k = 0; k < 2; k++) {
             STRLEN l;
             /* Byte strings now: the first pass downgraded them. */
-            const char *s = field_bytes(aTHX_ *av_fetch(p, k, 0), tmp, &l, 1);
+            const char *s = field_bytes(aTHX_ *nv[k], tmp, &l, 1);
             uint32_t l32 = (uint32_t)l;
-            /* Only an overloaded object can answer differently twice. */
-            if ((STRLEN)(end - w) < 4 + l)
-                croak("header %ld changed while it was read", (long)i);
             memcpy(w, &l32, 4); w += 4;
             memcpy(w, s, l); w += l;
         }

@@ -55,33 +55,58 @@ static SV *lazy_new(pTHX_ fastreq *fr, int which) {
     return ph;
 }
 
-/* Makes the object of placeholder `ph`, if it is one still. */
-static void lazy_resolve(pTHX_ fastreq *fr, SV *ph) {
+/* The placeholder's lazy magic, if it still has a live one. */
+static MAGIC *lazy_mg(pTHX_ SV *ph) {
     /* Not SvMAGICAL: mg_get turns that off while a get runs. */
     MAGIC *mg = SvTYPE(ph) >= SVt_PVMG ? mg_findext(ph, PERL_MAGIC_ext, &lazy_vtbl) : NULL;
+    return mg && mg->mg_ptr ? mg : NULL;
+}
+
+/* Takes the magic off. mg_get reads the entry again after its callback
+ * unless no magic is left, so with other magic on the SV (a weakened
+ * reference's backref, a tie) it is only made inert. */
+static void lazy_drop(pTHX_ SV *ph, MAGIC *mg) {
+    if (SvMAGIC(ph) == mg && !mg->mg_moremagic)
+        sv_unmagicext(ph, PERL_MAGIC_ext, &lazy_vtbl);
+    else
+        mg->mg_ptr = NULL;
+}
+
+/* Makes the object of placeholder `ph`, if it is one still. */
+static void lazy_resolve(pTHX_ fastreq *fr, SV *ph) {
+    MAGIC *mg = lazy_mg(aTHX_ ph);
     HV *server, *obj;
-    int which;
+    int which, ro;
     dMY_CXT;
     if (!mg) return;
     which = mg->mg_private;
     server = (HV *)SvRV(fr->server_rv);
     obj = which == LAZY_CONNECTION ? new_cstate(aTHX_ server) : new_tstate(aTHX_ server, fr->id);
-    /* The magic may go while its own get runs (mg_get allows it). */
-    sv_unmagicext(ph, PERL_MAGIC_ext, &lazy_vtbl);
+    lazy_drop(aTHX_ ph, mg);
+    /* Hash::Util::lock_hash makes the values read-only; they stay so. */
+    ro = SvREADONLY(ph);
+    if (ro) SvREADONLY_off(ph);
     sv_setrv_noinc(ph, (SV *)obj);
+    if (ro) SvREADONLY_on(ph);
     sv_bless(ph, which == LAZY_CONNECTION ? MY_CXT.cs_stash : MY_CXT.ts_stash);
     if (which == LAZY_CONNECTION && fr->started) cstate_started(aTHX_ ph);
 }
 
+/* A placeholder left unread when its frame goes loses its magic: if
+ * anybody reaches it after all, it reads undef, not a dead frame. */
+static void lazy_disarm(pTHX_ SV *ph) {
+    MAGIC *mg = lazy_mg(aTHX_ ph);
+    if (mg) lazy_drop(aTHX_ ph, mg);
+}
+
 static int lazy_get(pTHX_ SV *sv, MAGIC *mg) {
-    lazy_resolve(aTHX_ (fastreq *)mg->mg_ptr, sv);
+    if (mg->mg_ptr) lazy_resolve(aTHX_ (fastreq *)mg->mg_ptr, sv);
     return 0;
 }
 
 /* Assigned over before it was read: the app's value stays. */
 static int lazy_set(pTHX_ SV *sv, MAGIC *mg) {
-    PERL_UNUSED_ARG(mg);
-    sv_unmagicext(sv, PERL_MAGIC_ext, &lazy_vtbl);
+    if (mg->mg_ptr) lazy_drop(aTHX_ sv, mg);
     return 0;
 }
 
@@ -266,8 +291,11 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
      * itself: the scope and this frame hold it otherwise) gets
      * its object now, before this frame goes; the others go unread. */
     kept = SvREFCNT(scope_rv) > 1 || SvREFCNT(SvRV(scope_rv)) > 1;
-    if (kept || SvREFCNT(fr.cstate) > 2) lazy_resolve(aTHX_ &fr, fr.cstate);
-    if (kept || SvREFCNT(fr.tstate) > 2) lazy_resolve(aTHX_ &fr, fr.tstate);
+    /* Held by more than this frame and (while it still holds it) the scope. */
+    if (kept || SvREFCNT(fr.cstate) > 1 + (GETK(scope, K_CONNECTION) == fr.cstate))
+        lazy_resolve(aTHX_ &fr, fr.cstate);
+    if (kept || SvREFCNT(fr.tstate) > 1 + (GETK(scope, K_TRANSPORT) == fr.tstate))
+        lazy_resolve(aTHX_ &fr, fr.tstate);
     cstate_complete(aTHX_ fr.cstate);
     /* Detaching is only seen by those who hold the transport state: none
      * when only its scope (itself held by nobody else) and this frame do. */
@@ -283,6 +311,8 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     }
     fast_closure_done(aTHX_ fr.receive);
     fast_closure_done(aTHX_ fr.send);
+    lazy_disarm(aTHX_ fr.cstate);
+    lazy_disarm(aTHX_ fr.tstate);
 }
 
 #endif
