@@ -147,9 +147,21 @@ fn request_ids_spread_over_the_table() {
     use std::hash::BuildHasher;
     // Sequential ids must differ in the low bits (the bucket) and the top
     // seven (the tag).
-    let h: Vec<u64> = (1..=64u64).map(|id| IdHash.hash_one(id)).collect();
-    let buckets: std::collections::HashSet<u64> = h.iter().map(|x| x & 63).collect();
-    let tags: std::collections::HashSet<u64> = h.iter().map(|x| x >> 57).collect();
-    assert!(buckets.len() > 32, "{} buckets", buckets.len());
-    assert!(tags.len() > 32, "{} tags", tags.len());
+    // A window of live ids fills a table's buckets one each, whatever the
+    // table's size, and their tags take many values.
+    for bits in [6u32, 14, 17] {
+        let size = 1u64 << bits;
+        let start = 1_000_003u64;
+        let h: Vec<u64> = (start..start + size)
+            .map(|id| IdHash.hash_one(id))
+            .collect();
+        let buckets: std::collections::HashSet<u64> = h.iter().map(|x| x & (size - 1)).collect();
+        assert_eq!(buckets.len() as u64, size, "buckets of a 2^{bits} table");
+        let tags: std::collections::HashSet<u64> = h.iter().map(|x| x >> 57).collect();
+        assert!(
+            tags.len() >= 32.min(size as usize / 2),
+            "{} tags",
+            tags.len()
+        );
+    }
 }

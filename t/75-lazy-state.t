@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 use IO::Socket::INET;
 use Future::AsyncAwait;
 use Scalar::Util qw(refaddr);
+use Hash::Util ();
 use Time::HiRes qw(sleep);
 use TLSTest qw(serve stop_server server_log read_until parse_response);
 
@@ -60,6 +61,31 @@ my %route = (
     '/argread' => async sub {
         my $ref = delete $kept{arg} or return 'nothing kept';
         return state_of($$ref->{'pagi.connection'});
+    },
+    # A reference to the value, then the value deleted from the scope:
+    # only the reference reaches it after the request.
+    '/stash' => async sub {
+        my ($scope) = @_;
+        $kept{stash} = \$scope->{'pagi.transport'};
+        delete $scope->{'pagi.transport'};
+        return 'stashed';
+    },
+    '/unstash' => async sub {
+        my ($scope) = @_;
+        my $ts = ${ delete $kept{stash} };
+        return ref($ts) . ' ' . ($ts->{id} == $scope->{'pagi.transport'}{id} ? 'this request' : 'its own request');
+    },
+    # Hash::Util::lock_hash makes the values read-only.
+    '/locked' => async sub {
+        my ($scope, $start, $receive) = @_;
+        Hash::Util::lock_hash(%$scope);
+        my $ev = eval { await $receive->() };
+        $kept{locked} = $scope;
+        return $ev ? $ev->{type} : "receive died: $@";
+    },
+    '/unlocked' => async sub {
+        my $scope = delete $kept{locked} or return 'nothing kept';
+        return state_of($scope->{'pagi.connection'});
     },
     # Assigned over before anything read it: the app's value stays.
     '/assign' => async sub {
@@ -131,6 +157,10 @@ is(get('/deref'), 'PAGI::Server::TransportState', 'the reference reaches the obj
 is(get('/arg'), 'arg', 'a request keeps the reference its app was called with');
 is(get('/argread'), 'PAGI::Server::ConnectionState connected 0 started 1',
     'through it, the scope has its objects after the request');
+is(get('/stash'), 'stashed', 'a request keeps a reference to a value it deleted, unread');
+is(get('/unstash'), 'PAGI::Server::TransportState its own request', 'the reference reaches its own request\'s object');
+is(get('/locked'), 'http.request', 'a locked scope: $receive works');
+is(get('/unlocked'), 'PAGI::Server::ConnectionState connected 0 started 1', 'a locked scope kept past its request has its objects');
 is(get('/assign'), 'mine undef', 'values the app assigned stay');
 is(get('/delete'), 'PAGI::Server::ConnectionState connected 1 started 0 gone', 'a deleted value is the object');
 is(get('/keys'), 'pagi.connection,pagi.transport,exists', 'both keys are there before anything read them');

@@ -42,7 +42,12 @@ static const char *field_bytes(pTHX_ SV *sv, char *tmp, STRLEN *len, int nomg) {
         *len = (STRLEN)(e - w);
         return w;
     }
+#ifdef SvPVbyte_nomg
     return nomg ? SvPVbyte_nomg(sv, *len) : SvPVbyte(sv, *len);
+#else
+    /* Older perls: the first read downgraded it already. */
+    return nomg ? SvPV_nomg(sv, *len) : SvPVbyte(sv, *len);
+#endif
 }
 
 /* Dies unless `s` may go on the wire as header name (k 0) or value (k 1)

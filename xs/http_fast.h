@@ -86,7 +86,15 @@ static void lazy_resolve(pTHX_ fastreq *fr, SV *ph) {
     /* Hash::Util::lock_hash makes the values read-only; they stay so. */
     ro = SvREADONLY(ph);
     if (ro) SvREADONLY_off(ph);
+#ifdef sv_setrv_noinc
     sv_setrv_noinc(ph, (SV *)obj);
+#else
+    {
+        SV *rv = newRV_noinc((SV *)obj);
+        sv_setsv_nomg(ph, rv);
+        SvREFCNT_dec(rv);
+    }
+#endif
     if (ro) SvREADONLY_on(ph);
     sv_bless(ph, which == LAZY_CONNECTION ? MY_CXT.cs_stash : MY_CXT.ts_stash);
     if (which == LAZY_CONNECTION && fr->started) cstate_started(aTHX_ ph);
@@ -232,7 +240,7 @@ static void fast_closure_done(pTHX_ CV *cv) {
  * _app_finished does in that case); otherwise Request::_app_ran takes
  * over. */
 static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *body, int more) {
-    HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req;
+    HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req, *cs;
     SV *app, *f, *err = NULL, *receive, *send;
     fastreq fr;
     int n, fast = 0, kept;
@@ -286,16 +294,26 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
         call_req(aTHX_ fast_materialize(aTHX_ &fr), "_app_ran", f, err ? err : &PL_sv_undef);
         return;
     }
-    /* A placeholder that somebody can still reach (the scope is kept, by
-     * its hash or by the reference the app was called with, or the value
-     * itself: the scope and this frame hold it otherwise) gets
-     * its object now, before this frame goes; the others go unread. */
-    kept = SvREFCNT(scope_rv) > 1 || SvREFCNT(SvRV(scope_rv)) > 1;
-    /* Held by more than this frame and (while it still holds it) the scope. */
+    /* A placeholder that somebody can still reach gets its object now,
+     * before this frame goes: when the scope is kept (by its hash, or by
+     * the reference the app was called with), when closures that will
+     * make the request object are kept, or when the value itself is held
+     * by more than this frame and (while it still holds it) the scope.
+     * The others lose their magic unread, before any callback runs: if
+     * something reached one after all, it would read undef, never a dead
+     * frame. */
+    kept = SvREFCNT(scope_rv) > 1 || SvREFCNT(SvRV(scope_rv)) > 1
+           || (!req && (SvREFCNT(fr.receive) > 1 || SvREFCNT(fr.send) > 1));
     if (kept || SvREFCNT(fr.cstate) > 1 + (GETK(scope, K_CONNECTION) == fr.cstate))
         lazy_resolve(aTHX_ &fr, fr.cstate);
-    if (kept || SvREFCNT(fr.tstate) > 1 + (GETK(scope, K_TRANSPORT) == fr.tstate))
+    /* The connection state's callbacks (run by cstate_complete) may reach
+     * the scope through a weak reference. */
+    if (kept || SvREFCNT(fr.tstate) > 1 + (GETK(scope, K_TRANSPORT) == fr.tstate)
+        || ((cs = hash_of(fr.cstate))
+            && (hv_exists_ent(cs, SHARED(K_ON_DONE), 0) || hv_exists_ent(cs, SHARED(K_ON_GONE), 0))))
         lazy_resolve(aTHX_ &fr, fr.tstate);
+    lazy_disarm(aTHX_ fr.cstate);
+    lazy_disarm(aTHX_ fr.tstate);
     cstate_complete(aTHX_ fr.cstate);
     /* Detaching is only seen by those who hold the transport state: none
      * when only its scope (itself held by nobody else) and this frame do. */
@@ -311,8 +329,6 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     }
     fast_closure_done(aTHX_ fr.receive);
     fast_closure_done(aTHX_ fr.send);
-    lazy_disarm(aTHX_ fr.cstate);
-    lazy_disarm(aTHX_ fr.tstate);
 }
 
 #endif

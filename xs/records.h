@@ -57,7 +57,12 @@ static SV *rd_sv_shared(pTHX_ reader *r, int first, int last) {
 
 static SV *pair_av(pTHX_ SV *a, SV *b) {
     /* Filled in place: av_push checks and grows for each element. */
+#ifdef newAV_alloc_x
     AV *av = newAV_alloc_x(2);
+#else
+    AV *av = newAV();
+    av_extend(av, 1);
+#endif
     AvARRAY(av)[0] = a;
     AvARRAY(av)[1] = b;
     AvFILLp(av) = 1;
