@@ -17,6 +17,10 @@
 #   DURATION=10 ROUNDS=3 FIGURES="hello close" bench/compare.sh ...
 #   CEILING=1 bench/compare.sh ...
 #
+# It also prints wrk's own CPU time per request against this build: with
+# one wrk thread, a million microseconds divided by it is the most any
+# server can be asked for.
+#
 # With CEILING=1, nginx (one worker) takes its turn too, answering hello,
 # close and stream from C with no app (bench/nginx.sh): the most that this
 # machine and wrk allow any server, measured in the same rounds.
@@ -68,7 +72,9 @@ measure() {
     esac
     check "$name" "$fig"
     wrk -t1 -c"$conns" -d2s "${args[@]}" "http://127.0.0.1:$port/" >/dev/null
-    wrk -t1 -c"$conns" -d"${dur}s" "${args[@]}" "http://127.0.0.1:$port/" >"$tmp/$name.wrk"
+    # wrk's own CPU time too (bash's time keyword, user and system).
+    { TIMEFORMAT='%U %S'; time wrk -t1 -c"$conns" -d"${dur}s" "${args[@]}" "http://127.0.0.1:$port/" \
+        >"$tmp/$name.wrk" 2>"$tmp/$name.wrkerr"; } 2>"$tmp/$name.time"
     grep -E "Non-2xx|Socket errors" "$tmp/$name.wrk" | sed "s/^/$name $fig: wrk: /" >&2 || true
     case "$name" in
     starman) stop_starman ;;
@@ -76,6 +82,8 @@ measure() {
     *)       stop_server ;;
     esac
     rps "$name" >>"$tmp/$name.$fig.r"
+    awk -v t="$(tail -n1 "$tmp/$name.time")" '/requests in/ { split(t, c, " "); if ($1 > 0) printf "%.1f\n", (c[1] + c[2]) * 1e6 / $1 }' \
+        "$tmp/$name.wrk" >>"$tmp/$name.$fig.w"
 }
 
 # stats FILE: "median min max" of the numbers in FILE.
@@ -107,6 +115,9 @@ for fig in $figures; do
     printf '  %-7s this build %s (%s-%s), reference %s (%s-%s), starman %s (%s-%s)%s; %sx reference, %sx starman\n' \
         "$fig" "$om" "$omin" "$omax" "$rm" "$rmin" "$rmax" "$sm" "$smin" "$smax" "$unit" \
         "$(ratio "$om" "$rm")" "$(ratio "$om" "$sm")"
+    read -r ow _ _ <<<"$(stats "$tmp/ours.$fig.w")"
+    printf '          wrk CPU per request against this build %s us (one wrk thread then answers at most %s req/s)\n' \
+        "$ow" "$(awk -v w="$ow" 'BEGIN { printf "%.0f", (w > 0 ? 1e6 / w : 0) }')"
     if [ -s "$tmp/nginx.$fig.r" ]; then
         read -r nm nmin nmax <<<"$(stats "$tmp/nginx.$fig.r")"
         size=""
