@@ -41,8 +41,8 @@ XS_INTERNAL(fast_http_send);
  * placeholder with this magic (mg_ptr: the fastreq, mg_private: which
  * one); reading it (a copy, a method call, a test) makes the object in
  * its place, as it would stand now. Nothing outlives the request with
- * this magic: http_start makes the objects of placeholders that can
- * still be reached when it returns. */
+ * live magic: when it ends, http_start makes the objects of placeholders
+ * that can still be reached and takes the magic off the others. */
 static int lazy_get(pTHX_ SV *sv, MAGIC *mg);
 static int lazy_set(pTHX_ SV *sv, MAGIC *mg);
 static MGVTBL lazy_vtbl = { lazy_get, lazy_set, NULL, NULL, NULL, NULL, NULL, NULL };
