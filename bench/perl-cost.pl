@@ -45,11 +45,11 @@ my $apps = do("$here/bench/apps.pl") or die "bench/apps.pl: " . ($@ || $!) . "\n
 my $app  = $apps->{hello};
 my $tick = POSIX::sysconf(POSIX::_SC_CLK_TCK()) || 100;
 
-# The floor: CPU seconds of this process per app call, over enough calls
-# to last about a second.
-# The scope the floor calls the app with: as the server's for wrk's GET.
-sub floor_scope {
-    return {
+# What the floor calls the app with: a scope as the server's for wrk's
+# GET, and a $receive and $send that return done Futures.
+sub floor_args {
+    my $done  = Future->done;
+    my $scope = {
         type => 'http', pagi => { version => '0.3', spec_version => '0.3' },
         http_version => '1.1', method => 'GET', scheme => 'http', path => '/',
         raw_path => '/', query_string => '', root_path => '',
@@ -57,13 +57,13 @@ sub floor_scope {
         client => ['127.0.0.1', 40000], server => ['127.0.0.1', 8080],
         state => {}, extensions => {},
     };
+    return ($scope, sub { Future->done({ type => 'http.request', body => '', more => 0 }) }, sub { $done });
 }
 
+# The floor: CPU seconds of this process per app call, over enough calls
+# to last about a second.
 sub floor_us {
-    my $done    = Future->done;
-    my $send    = sub { $done };
-    my $receive = sub { Future->done({ type => 'http.request', body => '', more => 0 }) };
-    my $scope   = floor_scope();
+    my ($scope, $receive, $send) = floor_args();
     my $n = 200_000;
     $app->($scope, $receive, $send) for 1 .. 1000;    # warm up
     my @t0 = times;
@@ -128,10 +128,8 @@ sub served_us {
 
 if (defined $opt{'floor-calls'}) {
     # Run under callgrind by count_floor: the app, that many times.
-    my ($done, $scope) = (Future->done, floor_scope());
-    my $send = sub { $done };
-    my $receive = sub { Future->done({ type => 'http.request', body => '', more => 0 }) };
-    $app->($scope, $receive, $send) for 1 .. $opt{'floor-calls'};
+    my @args = floor_args();
+    $app->(@args) for 1 .. $opt{'floor-calls'};
     exit 0;
 }
 

@@ -9,7 +9,7 @@
 //! (the clock is read every `CLOCK_EVERY` sends), so slow apps later in
 //! the batch cannot hold back the answers before them for long.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -62,7 +62,7 @@ impl<B, H> Default for Batch<B, H> {
 }
 
 impl<B, H> Batch<B, H> {
-    fn state(&self) -> std::sync::MutexGuard<'_, State<B, H>> {
+    fn state(&self) -> MutexGuard<'_, State<B, H>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -97,39 +97,40 @@ impl<B, H> Batch<B, H> {
 
     /// Sends `out` on a response's body channel, or holds it.
     pub fn body(&self, tx: &mpsc::UnboundedSender<B>, out: B) {
-        if let Err(out) = self.hold_or_give(|| Send::Body(tx.clone(), out)) {
-            out.go();
+        let st = self.state();
+        if st.on {
+            self.push(st, Send::Body(tx.clone(), out));
+        } else {
+            drop(st);
+            let _ = tx.send(out);
         }
     }
 
     /// Sends a response head, or holds it.
     pub fn head(&self, tx: oneshot::Sender<H>, reply: H) {
-        if let Err(send) = self.hold_or_give(|| Send::Head(tx, reply)) {
-            send.go();
+        let st = self.state();
+        if st.on {
+            self.push(st, Send::Head(tx, reply));
+        } else {
+            drop(st);
+            let _ = tx.send(reply);
         }
     }
 
-    /// Holds the send while a batch runs (one lock), delivering what is
-    /// held when that is overdue; otherwise gives it back to go at once.
-    fn hold_or_give(&self, send: impl FnOnce() -> Send<B, H>) -> Result<(), Send<B, H>> {
-        let overdue = {
-            let mut st = self.state();
-            if !st.on {
-                drop(st);
-                return Err(send());
-            }
-            st.sends.push(send());
-            // The clock is read for the first send held and then every
-            // CLOCK_EVERY sends, not for each: what delays a held answer is
-            // the apps run after it, and a few more cannot add much.
-            let n = st.sends.len();
-            let since = *st.since.get_or_insert_with(Instant::now);
-            n >= MAX_SENDS || (n % CLOCK_EVERY == 0 && since.elapsed() >= MAX_WAIT)
-        };
+    /// Holds `send` under the lock already taken, then delivers what is
+    /// held if that is overdue.
+    fn push(&self, mut st: MutexGuard<'_, State<B, H>>, send: Send<B, H>) {
+        st.sends.push(send);
+        // The clock is read for the first send held and then every
+        // CLOCK_EVERY sends, not for each: what delays a held answer is
+        // the apps run after it, and a few more cannot add much.
+        let n = st.sends.len();
+        let since = *st.since.get_or_insert_with(Instant::now);
+        let overdue = n >= MAX_SENDS || (n % CLOCK_EVERY == 0 && since.elapsed() >= MAX_WAIT);
+        drop(st);
         if overdue {
             self.deliver();
         }
-        Ok(())
     }
 }
 

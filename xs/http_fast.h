@@ -243,7 +243,7 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
     HV *server = hash_of(server_rv), *scope = hash_of(scope_rv), *req, *cs;
     SV *app, *f, *err = NULL, *receive, *send;
     fastreq fr;
-    int n, fast = 0, kept;
+    int n, fast = 0, kept, held_t;
     dSP;
     dMY_CXT;
     if (!server || !scope) croak("PAGI::Server: a server and a scope hash are needed");
@@ -304,20 +304,21 @@ static void http_start(pTHX_ SV *server_rv, UV id, SV *scope_rv, IV flags, SV *b
      * frame. */
     kept = SvREFCNT(scope_rv) > 1 || SvREFCNT(SvRV(scope_rv)) > 1
            || (!req && (SvREFCNT(fr.receive) > 1 || SvREFCNT(fr.send) > 1));
+    held_t = kept || SvREFCNT(fr.tstate) > 1 + (GETK(scope, K_TRANSPORT) == fr.tstate);
     if (kept || SvREFCNT(fr.cstate) > 1 + (GETK(scope, K_CONNECTION) == fr.cstate))
         lazy_resolve(aTHX_ &fr, fr.cstate);
     /* The connection state's callbacks (run by cstate_complete) may reach
      * the scope through a weak reference. */
-    if (kept || SvREFCNT(fr.tstate) > 1 + (GETK(scope, K_TRANSPORT) == fr.tstate)
+    if (held_t
         || ((cs = hash_of(fr.cstate))
             && (hv_exists_ent(cs, SHARED(K_ON_DONE), 0) || hv_exists_ent(cs, SHARED(K_ON_GONE), 0))))
         lazy_resolve(aTHX_ &fr, fr.tstate);
     lazy_disarm(aTHX_ fr.cstate);
     lazy_disarm(aTHX_ fr.tstate);
     cstate_complete(aTHX_ fr.cstate);
-    /* Detaching is only seen by those who hold the transport state: none
-     * when only its scope (itself held by nobody else) and this frame do. */
-    if (SvROK(fr.tstate) && (kept || SvREFCNT(fr.tstate) > 2 || SvREFCNT(SvRV(fr.tstate)) > 1))
+    /* Detaching is only seen by those who hold the transport state (or
+     * its object): nobody when only its scope and this frame do. */
+    if (SvROK(fr.tstate) && (held_t || SvREFCNT(SvRV(fr.tstate)) > 1))
         tstate_detach(aTHX_ fr.tstate);
     /* Closures the app kept must go on working (a late send is ignored)
      * once this frame, which they point to, is gone. */
